@@ -1,0 +1,246 @@
+//! Building and running the daemon: prepare the data folder, keys and admin token, open the
+//! store, bind both listeners, then serve until told to stop — reloading settings on
+//! request and draining in-flight requests under a deadline at shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::auth::admin_token::AdminToken;
+use crate::auth::password::Hasher;
+use crate::auth::{Authority, Settings, create_private_dir, keys};
+use crate::config::{Config, restart_required_changes};
+use crate::http::server::{Phase, serve};
+use crate::store::{Store, UnixSeconds};
+
+/// The shared state of a running daemon: the domain service and the current settings.
+#[derive(Debug)]
+pub struct AppState {
+    pub authority: Authority,
+    settings: ArcSwap<Settings>,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    /// The current settings snapshot; a request takes it once and keeps it.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The current time in whole seconds since the epoch.
+pub fn unix_now() -> UnixSeconds {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// How long a task gets to stop once told to.
+const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the daemon can be told while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Reload,
+    Shutdown,
+}
+
+/// A daemon with its listeners bound, ready to [`App::run`].
+pub struct App {
+    state: Arc<AppState>,
+    store: Store,
+    public: TcpListener,
+    admin: TcpListener,
+    config_file: PathBuf,
+}
+
+impl App {
+    /// Prepares everything `serve` needs; any problem stops start-up with a clear error.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let prepared = config.clone();
+        tokio::task::spawn_blocking(move || prepare_files(&prepared)).await??;
+        let store = Store::open(&config.storage.path).with_context(|| {
+            format!("cannot open the store at {}", config.storage.path.display())
+        })?;
+        let public = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let admin = TcpListener::bind(config.server.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.admin_listen))?;
+        let config_file = config.file.clone();
+        let settings = tokio::task::spawn_blocking(move || Settings::load(config)).await??;
+        let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
+        let state = Arc::new(AppState {
+            authority: Authority::new(store.clone(), Hasher::new(concurrency)),
+            settings: ArcSwap::from_pointee(settings),
+            draining: AtomicBool::new(false),
+        });
+        Ok(App {
+            state,
+            store,
+            public,
+            admin,
+            config_file,
+        })
+    }
+
+    pub fn public_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until a [`Control::Shutdown`] arrives (or the sender is dropped), reloading
+    /// on [`Control::Reload`]. A second shutdown during the drain stops waiting.
+    pub async fn run(self, mut control: mpsc::Receiver<Control>) -> anyhow::Result<()> {
+        let App {
+            state,
+            store,
+            public,
+            admin,
+            config_file,
+        } = self;
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let (stop_tasks, stop_rx) = watch::channel(false);
+        let listeners: Vec<(&'static str, JoinHandle<()>)> = vec![
+            (
+                "public listener",
+                tokio::spawn(serve(
+                    "public",
+                    public,
+                    crate::http::public_routes(state.clone()),
+                    phase_rx.clone(),
+                )),
+            ),
+            (
+                "admin listener",
+                tokio::spawn(serve(
+                    "admin",
+                    admin,
+                    crate::http::admin_routes(state.clone()),
+                    phase_rx,
+                )),
+            ),
+        ];
+        let background = vec![(
+            "revocation purge",
+            tokio::spawn(crate::tasks::purge(store.clone(), stop_rx)),
+        )];
+        tracing::info!("authd is ready");
+
+        loop {
+            match control.recv().await {
+                Some(Control::Reload) => reload(&state, &config_file).await,
+                Some(Control::Shutdown) | None => break,
+            }
+        }
+
+        tracing::info!("shutting down: draining in-flight requests");
+        state.draining.store(true, Ordering::Relaxed);
+        phase_tx.send_replace(Phase::Draining);
+        let grace = state.settings().config.server.shutdown_grace;
+        let listeners = async move {
+            for (name, task) in listeners {
+                if task.await.is_err() {
+                    tracing::error!(task = name, "listener task panicked");
+                }
+            }
+        };
+        tokio::pin!(listeners);
+        let drained = tokio::select! {
+            _ = &mut listeners => true,
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!(grace = ?grace, "shutdown grace expired");
+                false
+            }
+            _ = second_shutdown(&mut control) => {
+                tracing::warn!("second shutdown signal: not waiting for in-flight requests");
+                false
+            }
+        };
+        phase_tx.send_replace(Phase::Abort);
+        stop_tasks.send_replace(true);
+        if !drained && tokio::time::timeout(TASK_STOP_TIMEOUT, listeners).await.is_err() {
+            tracing::warn!("listeners did not stop in time");
+        }
+        for (name, task) in background {
+            match tokio::time::timeout(TASK_STOP_TIMEOUT, task).await {
+                Ok(_) => tracing::debug!(task = name, "stopped"),
+                Err(_) => tracing::warn!(task = name, "did not stop in time"),
+            }
+        }
+        tokio::task::spawn_blocking(move || store.flush_blocking())
+            .await?
+            .context("cannot flush the store")?;
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}
+
+async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
+    loop {
+        match control.recv().await {
+            Some(Control::Shutdown) | None => return,
+            Some(Control::Reload) => tracing::info!("reload ignored while shutting down"),
+        }
+    }
+}
+
+/// Creates what a first start needs: the data folders, a signing key for the configured
+/// algorithm, and the admin token. Existing files are never overwritten.
+fn prepare_files(config: &Config) -> anyhow::Result<()> {
+    create_private_dir(&config.storage.path).with_context(|| {
+        format!("cannot create the data folder {}", config.storage.path.display())
+    })?;
+    if let Some(kid) = keys::ensure_key(&config.jwt.keys_dir, config.jwt.algorithm, SystemTime::now())? {
+        tracing::info!(kid = %kid, dir = %config.jwt.keys_dir.display(), "generated a signing key");
+    }
+    if AdminToken::create_if_missing(&config.admin.token_file)? {
+        tracing::info!(file = %config.admin.token_file.display(), "created the admin API token");
+    }
+    Ok(())
+}
+
+/// Re-reads the configuration file, the key set and the admin token, and swaps them in as
+/// one snapshot; on any problem the running settings stay.
+async fn reload(state: &AppState, config_file: &std::path::Path) {
+    let file = config_file.to_owned();
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Settings> {
+        let config = Config::load(&file)?;
+        Ok(Settings::load(config)?)
+    })
+    .await;
+    match loaded {
+        Ok(Ok(settings)) => {
+            let old = state.settings();
+            for key in restart_required_changes(&old.config, &settings.config) {
+                tracing::warn!(key, "changed in the file but needs a restart: ignored");
+            }
+            state.settings.store(Arc::new(settings));
+            tracing::info!("configuration reloaded");
+        }
+        Ok(Err(err)) => {
+            tracing::error!(error = %format!("{err:#}"), "reload refused; keeping the running configuration")
+        }
+        Err(err) => tracing::error!(error = %err, "reload failed"),
+    }
+}

@@ -1,0 +1,229 @@
+//! Access tokens: the claims authd issues (RFC 9068 `at+jwt`), signing with the key set's
+//! signing key, and signature + claim verification against an injected clock. Revocation is
+//! checked elsewhere ([`super::service`]); this module only answers "is this a token we signed
+//! and is it within its lifetime".
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{KeyAlgorithm, KeySet};
+use crate::config::JwtConfig;
+use crate::store::UnixSeconds;
+
+/// Tokens longer than this are refused before any parsing work.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The `typ` header authd issues.
+const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Claims authd puts into an access token.
+#[derive(Debug, Serialize)]
+struct IssuedClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    iat: UnixSeconds,
+    nbf: UnixSeconds,
+    exp: UnixSeconds,
+    jti: &'a str,
+    sid: &'a str,
+    roles: &'a [String],
+}
+
+/// The claims of a token whose signature, `typ`, `iss`, `aud` and lifetime were checked.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub iat: UnixSeconds,
+    pub nbf: UnixSeconds,
+    pub exp: UnixSeconds,
+    pub jti: String,
+    pub sid: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A freshly signed access token.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: String,
+    pub jti: String,
+    pub expires_at: UnixSeconds,
+}
+
+/// Why a token was refused. The `Display` text is safe to send to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token is too large")]
+    TooLarge,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token signing key is unknown")]
+    UnknownKey,
+    #[error("token algorithm does not match its key")]
+    WrongAlgorithm,
+    #[error("token type is not at+jwt")]
+    WrongType,
+    #[error("token has a critical header authd does not understand")]
+    CriticalHeader,
+    #[error("token issuer or audience is wrong")]
+    WrongIssuerOrAudience,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+}
+
+/// Validation settings prepared once per configuration snapshot.
+pub struct TokenRules {
+    issuer: String,
+    audience: String,
+    access_ttl: i64,
+    leeway: i64,
+    validations: HashMap<KeyAlgorithm, Validation>,
+}
+
+impl std::fmt::Debug for TokenRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRules")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenRules {
+    pub fn new(jwt: &JwtConfig) -> TokenRules {
+        let algorithms = [
+            KeyAlgorithm::HS256,
+            KeyAlgorithm::EdDSA,
+            KeyAlgorithm::ES256,
+            KeyAlgorithm::RS256,
+        ];
+        let validations = algorithms
+            .into_iter()
+            .map(|alg| {
+                let mut validation = Validation::new(alg.jwt_algorithm());
+                // Lifetime is checked below against the injected clock, with our leeway.
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.leeway = 0;
+                validation.set_required_spec_claims(&["iss", "aud", "sub"]);
+                validation.set_issuer(&[&jwt.issuer]);
+                validation.set_audience(&[&jwt.audience]);
+                (alg, validation)
+            })
+            .collect();
+        TokenRules {
+            issuer: jwt.issuer.clone(),
+            audience: jwt.audience.clone(),
+            access_ttl: seconds(jwt.access_ttl),
+            leeway: seconds(jwt.leeway),
+            validations,
+        }
+    }
+
+    /// The access token lifetime in seconds.
+    pub fn access_ttl(&self) -> i64 {
+        self.access_ttl
+    }
+
+    /// The clock leeway in seconds.
+    pub fn leeway(&self) -> i64 {
+        self.leeway
+    }
+
+    /// Signs an access token for `sub` in session `sid`.
+    pub fn issue(
+        &self,
+        keys: &KeySet,
+        sub: &str,
+        sid: &str,
+        roles: &[String],
+        now: UnixSeconds,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+        let key = keys.signing_key();
+        let mut header = Header::new(key.alg.jwt_algorithm());
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(key.kid.clone());
+        let jti = super::random_id(16);
+        let expires_at = now + self.access_ttl;
+        let claims = IssuedClaims {
+            iss: &self.issuer,
+            aud: &self.audience,
+            sub,
+            iat: now,
+            nbf: now,
+            exp: expires_at,
+            jti: &jti,
+            sid,
+            roles,
+        };
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
+        Ok(IssuedToken {
+            token,
+            jti,
+            expires_at,
+        })
+    }
+
+    /// Checks signature, header, issuer, audience and lifetime (with leeway) at `now`.
+    pub fn verify(&self, keys: &KeySet, token: &str, now: UnixSeconds) -> Result<Claims, TokenError> {
+        let claims = self.verify_signature(keys, token)?;
+        if claims.exp + self.leeway < now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now + self.leeway || claims.iat > now + self.leeway {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// Checks everything but the lifetime: for revoking a token that may have expired.
+    pub fn verify_signature(&self, keys: &KeySet, token: &str) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(TokenError::CriticalHeader);
+        }
+        match header.typ.as_deref() {
+            Some(typ)
+                if typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
+                    || typ.eq_ignore_ascii_case("application/at+jwt") => {}
+            _ => return Err(TokenError::WrongType),
+        }
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        if header.alg != key.alg.jwt_algorithm() {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let validation = self
+            .validations
+            .get(&key.alg)
+            .ok_or(TokenError::WrongAlgorithm)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, validation).map_err(
+            |err| {
+                use jsonwebtoken::errors::ErrorKind;
+                match err.kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                        TokenError::WrongIssuerOrAudience
+                    }
+                    _ => TokenError::Malformed,
+                }
+            },
+        )?;
+        Ok(data.claims)
+    }
+}
+
+fn seconds(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 4)
+}

@@ -1,0 +1,235 @@
+//! Handlers of the admin listener: users and revocations. Every route first checks the
+//! admin credential: the admin API token or an access token with the `admin` role.
+
+use std::collections::HashMap;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use warp::reply::Response;
+
+use super::error::ApiError;
+use super::request::{Accepts, Ctx, RawBody, decode_body, paging};
+use super::{json, rfc3339};
+use crate::auth::password::Password;
+use crate::auth::service::{RevocationTarget, User, UserChanges};
+use crate::store::RevocationRecord;
+
+/// Who is acting through the admin API, for the audit log.
+fn authorize(ctx: &Ctx) -> Result<String, ApiError> {
+    let credential = ctx.bearer()?;
+    if ctx.settings.admin_token.matches(credential) {
+        return Ok("admin-token".to_owned());
+    }
+    let principal = ctx
+        .state
+        .authority
+        .authenticate(&ctx.settings, credential, ctx.now)?;
+    if principal.has_role("admin") {
+        Ok(principal.username)
+    } else {
+        Err(ApiError::insufficient_scope("the admin role is required"))
+    }
+}
+
+/// JSON bodies only: the admin API has no form clients.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserBody {
+    password: Option<String>,
+    roles: Option<Vec<String>>,
+    disabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    jti: Option<String>,
+    token: Option<String>,
+    sid: Option<String>,
+    username: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    username: &'a str,
+    roles: &'a [String],
+    disabled: bool,
+    created_at: String,
+}
+
+fn user_view(user: &User) -> UserView<'_> {
+    UserView {
+        username: &user.username,
+        roles: &user.roles,
+        disabled: user.disabled,
+        created_at: rfc3339(user.created_at),
+    }
+}
+
+#[derive(Serialize)]
+struct RevocationView<'a> {
+    kind: &'static str,
+    id: &'a str,
+    expires_at: String,
+    revoked_at: String,
+    reason: Option<&'a str>,
+}
+
+fn revocation_view(entry: &RevocationRecord) -> RevocationView<'_> {
+    RevocationView {
+        kind: entry.kind.as_str(),
+        id: &entry.id,
+        expires_at: rfc3339(entry.expires_at),
+        revoked_at: rfc3339(entry.revoked_at),
+        reason: entry.reason.as_deref(),
+    }
+}
+
+pub async fn create_user(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
+    let actor = authorize(&ctx)?;
+    let body: CreateUserBody = decode_body::<_, CreateUserBody>(&ctx, raw, Accepts::Json)?;
+    let user = ctx
+        .state
+        .authority
+        .create_user(
+            &ctx.settings,
+            &body.username,
+            &Password::new(body.password),
+            body.roles,
+            ctx.now,
+        )
+        .await?;
+    tracing::info!(target: "audit", event = "user_created", username = %user.username, actor = %actor);
+    Ok(json(StatusCode::CREATED, &user_view(&user)))
+}
+
+pub async fn list_users(ctx: Ctx, query: HashMap<String, String>) -> Result<Response, ApiError> {
+    authorize(&ctx)?;
+    let (limit, after) = paging(&query)?;
+    let (users, next) = ctx.state.authority.list_users(after.as_deref(), limit)?;
+    let users: Vec<_> = users.iter().map(user_view).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "users": users, "next": next }),
+    ))
+}
+
+pub async fn get_user(username: String, ctx: Ctx) -> Result<Response, ApiError> {
+    authorize(&ctx)?;
+    let user = ctx.state.authority.get_user(&percent_decode(&username))?;
+    Ok(json(StatusCode::OK, &user_view(&user)))
+}
+
+pub async fn update_user(username: String, ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
+    let actor = authorize(&ctx)?;
+    let body: UpdateUserBody = decode_body::<_, UpdateUserBody>(&ctx, raw, Accepts::Json)?;
+    let changes = UserChanges {
+        password: body.password.map(Password::new),
+        roles: body.roles,
+        disabled: body.disabled,
+    };
+    let user = ctx
+        .state
+        .authority
+        .update_user(&ctx.settings, &percent_decode(&username), changes, ctx.now)
+        .await?;
+    tracing::info!(target: "audit", event = "user_updated", username = %user.username, actor = %actor);
+    Ok(json(StatusCode::OK, &user_view(&user)))
+}
+
+pub async fn delete_user(username: String, ctx: Ctx) -> Result<Response, ApiError> {
+    let actor = authorize(&ctx)?;
+    let username = percent_decode(&username);
+    ctx.state
+        .authority
+        .delete_user(&ctx.settings, &username, ctx.now)
+        .await?;
+    tracing::info!(target: "audit", event = "user_deleted", username = %username.to_ascii_lowercase(), actor = %actor);
+    Ok(super::no_content())
+}
+
+pub async fn revoke(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
+    let actor = authorize(&ctx)?;
+    let body: RevokeBody = decode_body::<_, RevokeBody>(&ctx, raw, Accepts::Json)?;
+    let target = match (body.jti, body.token, body.sid, body.username) {
+        (Some(jti), None, None, None) => RevocationTarget::Jti(jti),
+        (None, Some(token), None, None) => RevocationTarget::Token(token),
+        (None, None, Some(sid), None) => RevocationTarget::Sid(sid),
+        (None, None, None, Some(username)) => RevocationTarget::Username(username),
+        _ => {
+            return Err(ApiError::invalid_request(
+                "exactly one of jti, token, sid or username is required",
+            ));
+        }
+    };
+    if body.reason.as_ref().is_some_and(|r| r.len() > 512) {
+        return Err(ApiError::invalid_request("reason must be at most 512 bytes"));
+    }
+    let entry = ctx
+        .state
+        .authority
+        .revoke(&ctx.settings, target, body.reason, ctx.now)
+        .await?;
+    tracing::info!(target: "audit", event = "revoked", kind = entry.kind.as_str(), id = %entry.id, actor = %actor);
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "revoked": entry.id, "kind": entry.kind.as_str() }),
+    ))
+}
+
+pub async fn list_revocations(
+    ctx: Ctx,
+    query: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    authorize(&ctx)?;
+    let (limit, after) = paging(&query)?;
+    let after = match after {
+        Some(cursor) => Some(
+            cursor
+                .parse::<u64>()
+                .map_err(|_| ApiError::invalid_request("after is not a cursor from this list"))?,
+        ),
+        None => None,
+    };
+    let (entries, next) = ctx.state.authority.list_revocations(after, limit)?;
+    let entries: Vec<_> = entries.iter().map(revocation_view).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "revocations": entries, "next": next.map(|n| n.to_string()) }),
+    ))
+}
+
+/// Decodes `%XX` escapes of a path segment (e.g. `%40` for `@`); invalid escapes stay.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

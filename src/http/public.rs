@@ -1,0 +1,202 @@
+//! Handlers of the public listener: login, refresh, verify, me, JWKS, health. Each decodes
+//! its input, calls the domain, and shapes the answer; nothing else.
+
+use http::StatusCode;
+use http::header::{CACHE_CONTROL, HeaderValue};
+use serde::{Deserialize, Serialize};
+use warp::reply::Response;
+
+use super::error::ApiError;
+use super::request::{Accepts, Ctx, RawBody, decode_body};
+use super::{json, rfc3339};
+use crate::auth::password::Password;
+use crate::auth::service::{RefreshToken, TokenPair};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+}
+
+impl From<LoginForm> for LoginBody {
+    fn from(form: LoginForm) -> Self {
+        LoginBody {
+            username: form.username,
+            password: form.password,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+pub struct RefreshForm {
+    refresh_token: String,
+}
+
+impl From<RefreshForm> for RefreshBody {
+    fn from(form: RefreshForm) -> Self {
+        RefreshBody {
+            refresh_token: form.refresh_token,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: &'a str,
+    refresh_expires_in: i64,
+}
+
+/// A token answer: never cached.
+fn token_response(pair: &TokenPair) -> Response {
+    let mut response = json(
+        StatusCode::OK,
+        &TokenResponse {
+            access_token: &pair.access_token,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+            refresh_token: pair.refresh_token.expose(),
+            refresh_expires_in: pair.refresh_expires_in,
+        },
+    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn client(ctx: &Ctx) -> String {
+    ctx.peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string())
+}
+
+pub async fn login(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
+    let body: LoginBody = decode_body::<LoginBody, LoginForm>(&ctx, raw, Accepts::JsonOrForm)?;
+    let password = Password::new(body.password);
+    let result = ctx
+        .state
+        .authority
+        .login(&ctx.settings, &body.username, &password, ctx.now)
+        .await;
+    let shown: String = body.username.chars().take(64).collect();
+    match &result {
+        Ok(pair) => tracing::info!(target: "audit", event = "login", username = %pair.username, sid = %pair.sid, client = %client(&ctx), outcome = "success"),
+        Err(err) => tracing::info!(target: "audit", event = "login", username = ?shown, client = %client(&ctx), outcome = "failure", reason = %err),
+    }
+    Ok(token_response(&result?))
+}
+
+pub async fn refresh(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
+    let body: RefreshBody =
+        decode_body::<RefreshBody, RefreshForm>(&ctx, raw, Accepts::JsonOrForm)?;
+    let presented = RefreshToken::new(body.refresh_token);
+    let result = ctx
+        .state
+        .authority
+        .refresh(&ctx.settings, &presented, ctx.now)
+        .await;
+    match &result {
+        Ok(pair) => tracing::info!(target: "audit", event = "refresh", username = %pair.username, sid = %pair.sid, client = %client(&ctx), outcome = "success"),
+        Err(err) => tracing::info!(target: "audit", event = "refresh", client = %client(&ctx), outcome = "failure", reason = %err),
+    }
+    Ok(token_response(&result?))
+}
+
+#[derive(Serialize)]
+struct VerifyResponse<'a> {
+    sub: &'a str,
+    roles: &'a [String],
+    exp: i64,
+    jti: &'a str,
+    sid: &'a str,
+}
+
+pub async fn verify(
+    ctx: Ctx,
+    query: std::collections::HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let token = ctx.bearer()?;
+    let principal = ctx
+        .state
+        .authority
+        .authenticate(&ctx.settings, token, ctx.now)?;
+    if let Some(role) = query.get("role")
+        && !principal.has_role(role)
+    {
+        return Err(ApiError::insufficient_scope("the session lacks the required role"));
+    }
+    let mut response = json(
+        StatusCode::OK,
+        &VerifyResponse {
+            sub: &principal.username,
+            roles: &principal.roles,
+            exp: principal.claims.exp,
+            jti: &principal.claims.jti,
+            sid: &principal.claims.sid,
+        },
+    );
+    let headers = response.headers_mut();
+    if let Ok(user) = HeaderValue::from_str(&principal.username) {
+        headers.insert("x-auth-user", user);
+    }
+    if let Ok(roles) = HeaderValue::from_str(&principal.roles.join(",")) {
+        headers.insert("x-auth-roles", roles);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct MeResponse<'a> {
+    username: &'a str,
+    roles: &'a [String],
+    created_at: String,
+}
+
+pub async fn me(ctx: Ctx) -> Result<Response, ApiError> {
+    let principal = ctx
+        .state
+        .authority
+        .authenticate(&ctx.settings, ctx.bearer()?, ctx.now)?;
+    Ok(json(
+        StatusCode::OK,
+        &MeResponse {
+            username: &principal.username,
+            roles: &principal.roles,
+            created_at: rfc3339(principal.created_at),
+        },
+    ))
+}
+
+pub async fn jwks(ctx: Ctx) -> Result<Response, ApiError> {
+    let mut response = json(StatusCode::OK, &ctx.settings.keys.jwks());
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    Ok(response)
+}
+
+pub async fn healthz() -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+}
+
+pub async fn readyz(ctx: Ctx) -> Result<Response, ApiError> {
+    if ctx.state.is_draining() {
+        return Err(ApiError::unavailable("authd is shutting down"));
+    }
+    Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"})))
+}

@@ -1,0 +1,244 @@
+//! What handlers get from a request: one settings snapshot and the time ([`Ctx`]), the body
+//! read under the size limit and decoded by content type, the bearer token, the query.
+//! These filters never reject: problems travel to the handler as [`ApiError`] values.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt as _};
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use serde::de::DeserializeOwned;
+use warp::Filter;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::auth::Settings;
+use crate::store::UnixSeconds;
+
+/// The peer address of the connection, put into the request by the server loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// One request's view of the daemon: a single settings snapshot, the time, the headers.
+pub struct Ctx {
+    pub state: Arc<AppState>,
+    pub settings: Arc<Settings>,
+    pub now: UnixSeconds,
+    pub headers: HeaderMap,
+    pub peer: Option<SocketAddr>,
+}
+
+impl Ctx {
+    /// The bearer token of the `Authorization` header.
+    pub fn bearer(&self) -> Result<&str, ApiError> {
+        let Some(value) = self.headers.get(AUTHORIZATION) else {
+            return Err(ApiError::missing_token());
+        };
+        let value = value.to_str().map_err(|_| ApiError::missing_token())?;
+        match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                let token = token.trim();
+                if token.is_empty() {
+                    Err(ApiError::missing_token())
+                } else {
+                    Ok(token)
+                }
+            }
+            _ => Err(ApiError::missing_token()),
+        }
+    }
+}
+
+/// Extracts the [`Ctx`] of a request.
+pub fn ctx(state: Arc<AppState>) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
+    warp::any()
+        .map(move || state.clone())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PeerAddr>())
+        .map(|state: Arc<AppState>, headers, peer: Option<PeerAddr>| Ctx {
+            settings: state.settings(),
+            now: crate::app::unix_now(),
+            state,
+            headers,
+            peer: peer.map(|p| p.0),
+        })
+}
+
+/// The raw body, read up to the configured limit (chunked bodies included).
+pub type RawBody = Result<Bytes, ApiError>;
+
+/// Extracts the [`Ctx`] and the body read under `server.max_body_bytes`.
+pub fn ctx_with_body(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Ctx, RawBody), Error = warp::Rejection> + Clone {
+    ctx(state)
+        .and(warp::body::stream())
+        .then(|ctx: Ctx, body| async move {
+            let limit = ctx.settings.config.server.max_body_bytes;
+            let raw = read_limited(&ctx.headers, body, limit).await;
+            (ctx, raw)
+        })
+        .untuple_one()
+}
+
+async fn read_limited<S, B>(headers: &HeaderMap, body: S, limit: u64) -> RawBody
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|_| ApiError::invalid_request("request body could not be read"))?;
+        if (collected.len() + chunk.remaining()) as u64 > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            collected.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// How a route accepts its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    Json,
+    JsonOrForm,
+}
+
+enum MediaType {
+    Json,
+    Form,
+}
+
+fn media_type(headers: &HeaderMap) -> Option<Result<MediaType, ()>> {
+    let value = headers.get(CONTENT_TYPE)?;
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    Some(match essence.as_str() {
+        "application/json" => Ok(MediaType::Json),
+        "application/x-www-form-urlencoded" => Ok(MediaType::Form),
+        _ => Err(()),
+    })
+}
+
+/// Decodes a required body: `J` from JSON (which should deny unknown fields), or `F` from
+/// a form when the route accepts forms (unknown form fields are ignored).
+pub fn decode_body<J, F>(ctx: &Ctx, raw: RawBody, accepts: Accepts) -> Result<J, ApiError>
+where
+    J: DeserializeOwned + From<F>,
+    F: DeserializeOwned,
+{
+    decode_optional_body::<J, F>(ctx, raw, accepts)?
+        .ok_or_else(|| ApiError::invalid_request("request body is required"))
+}
+
+/// As [`decode_body`], but an empty body is `None`.
+pub fn decode_optional_body<J, F>(
+    ctx: &Ctx,
+    raw: RawBody,
+    accepts: Accepts,
+) -> Result<Option<J>, ApiError>
+where
+    J: DeserializeOwned + From<F>,
+    F: DeserializeOwned,
+{
+    let raw = raw?;
+    let accepted = match accepts {
+        Accepts::Json => "application/json",
+        Accepts::JsonOrForm => "application/json or application/x-www-form-urlencoded",
+    };
+    match media_type(&ctx.headers) {
+        None if raw.is_empty() => Ok(None),
+        None | Some(Err(())) => Err(ApiError::unsupported_media_type(accepted)),
+        Some(Ok(MediaType::Form)) if accepts == Accepts::Json => {
+            Err(ApiError::unsupported_media_type(accepted))
+        }
+        Some(Ok(_)) if raw.is_empty() => Ok(None),
+        Some(Ok(MediaType::Json)) => serde_json::from_slice::<J>(&raw)
+            .map(Some)
+            .map_err(|err| ApiError::invalid_request(json_problem(&err))),
+        Some(Ok(MediaType::Form)) => serde_urlencoded::from_bytes::<F>(&raw)
+            .map(|form| Some(J::from(form)))
+            .map_err(|err| ApiError::invalid_request(format!("invalid form body: {}", redact_quoted(&err.to_string())))),
+    }
+}
+
+/// A one-sentence description of a JSON error that never echoes a submitted value.
+fn json_problem(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            "request body is not valid JSON".to_owned()
+        }
+        Category::Data => format!("invalid request body: {}", redact_quoted(&err.to_string())),
+    }
+}
+
+/// Replaces every double-quoted part of a parser message (submitted string values).
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    // Drop serde_json's " at line 1 column 7" tail: it means nothing to a client.
+    match out.find(" at line ") {
+        Some(i) => out[..i].to_owned(),
+        None => out,
+    }
+}
+
+/// The query string as key/value pairs (empty when absent or unparsable).
+pub fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .map(|raw: String| serde_urlencoded::from_str(&raw).unwrap_or_default())
+        .or(warp::any().map(HashMap::new))
+        .unify()
+}
+
+/// `limit` and `after` of a list route: default 100, clamped to 1000; 0, negative or
+/// non-numeric is refused.
+pub fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<String>), ApiError> {
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(raw) => {
+            let digits = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+            if !digits || raw.bytes().all(|b| b == b'0') {
+                return Err(ApiError::invalid_request("limit must be a positive integer"));
+            }
+            // Any positive number past the cap, however long, is just "the most".
+            raw.parse::<usize>().map_or(1000, |n| n.min(1000))
+        }
+    };
+    Ok((limit, query.get("after").cloned()))
+}

@@ -1,0 +1,153 @@
+//! Runs one listener: accepts connections under a cap, serves HTTP/1.1 with hyper (header
+//! read timeout, bounded header buffer), stamps each request with its peer address and an
+//! `X-Request-Id`, and drains in-flight requests when asked to stop.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower_service::Service as _;
+use tracing::Instrument as _;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::request::PeerAddr;
+
+/// How long a client may take to send a request's headers (also bounds idle keep-alive).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes buffered while reading a request head: caps header size.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Open connections per listener; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 4096;
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// The phases of a listener's life, driven by the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// Stop accepting; let in-flight requests finish.
+    Draining,
+    /// Stop waiting for in-flight requests.
+    Abort,
+}
+
+/// Serves `routes` on `listener` until the phase leaves `Running`, then waits for open
+/// connections to finish their requests until the phase becomes `Abort`.
+pub async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    routes: BoxedFilter<(Response,)>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut stopping = phase.clone();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = reached(&mut phase, Phase::Draining) => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => tokio::select! {
+                    biased;
+                    _ = reached(&mut stopping, Phase::Draining) => break,
+                    accepted = listener.accept() => accepted.map(|a| (a, permit)),
+                },
+                Err(_) => break,
+            },
+        };
+        let ((stream, peer), permit) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::warn!(listener = name, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let routes = routes.clone();
+        let service = hyper::service::service_fn(move |request| {
+            handle(routes.clone(), peer, request)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!(listener = name, open = graceful.count(), "stopped accepting; draining");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!(listener = name, "drained"),
+        _ = reached(&mut phase, Phase::Abort) => {
+            tracing::warn!(listener = name, "drain cut short");
+        }
+    }
+}
+
+/// Resolves once the phase is `at_least` or later (or the app is gone).
+async fn reached(phase: &mut watch::Receiver<Phase>, at_least: Phase) {
+    let rank = |p: Phase| p as u8;
+    let _ = phase.wait_for(|p| rank(*p) >= rank(at_least)).await;
+}
+
+async fn handle(
+    routes: BoxedFilter<(Response,)>,
+    peer: SocketAddr,
+    mut request: http::Request<Incoming>,
+) -> Result<Response, Infallible> {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|value| is_sane_request_id(value.as_bytes()))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&crate::auth::random_id(12))
+                .unwrap_or(HeaderValue::from_static("-"))
+        });
+    request.headers_mut().insert(REQUEST_ID, request_id.clone());
+    request.extensions_mut().insert(PeerAddr(peer));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    async move {
+        let started = Instant::now();
+        let mut response = warp::service(routes).call(request).await?;
+        response.headers_mut().insert(REQUEST_ID, request_id);
+        tracing::debug!(
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request finished"
+        );
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+/// A client-supplied request id is kept when it is short and plain.
+fn is_sane_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}

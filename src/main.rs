@@ -1,0 +1,128 @@
+//! The `authd` command: parse the command line, load the configuration, run. Errors are
+//! printed once, with their causes, and become a non-zero exit status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use authd::app::{App, Control};
+use authd::auth::keys::{self, KeyAlgorithm};
+use authd::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "authd", version, about = "A small, fast authentication daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, env = "AUTHD_CONFIG", default_value = "config.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ConfigArg),
+    /// Check the configuration (and key files) without starting.
+    CheckConfig(ConfigArg),
+    /// Write a new signing key into `jwt.keys_dir` and print its kid.
+    Keygen {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// HS256, EdDSA, ES256 or RS256 (default: `jwt.algorithm`).
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig(args) => check_config(args),
+        Command::Keygen { config, alg } => keygen(config, alg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("authd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &ConfigArg) -> anyhow::Result<Config> {
+    Config::load(&args.config).with_context(|| {
+        format!("invalid configuration {}", args.config.display())
+    })
+}
+
+fn serve(args: ConfigArg) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let app = App::build(config).await?;
+        tracing::info!(
+            public = %app.public_addr()?,
+            admin = %app.admin_addr()?,
+            version = env!("CARGO_PKG_VERSION"),
+            "listening"
+        );
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel::<Control>(8);
+        let _signals = authd::signals::forward(control_tx).context("cannot install signal handlers")?;
+        app.run(control_rx).await
+    })
+}
+
+fn check_config(args: ConfigArg) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    // Keys are part of the configuration: a broken key file must be reported here too.
+    if config.jwt.keys_dir.exists() {
+        let loaded = keys::KeySet::load(
+            &config.jwt.keys_dir,
+            config.jwt.algorithm,
+            config.jwt.signing_kid.as_deref(),
+        );
+        match loaded {
+            Ok(_) => {}
+            // A fresh install has no key yet: `serve` creates one.
+            Err(keys::KeyError::NoKeyForAlgorithm { .. }) if config.jwt.signing_kid.is_none() => {}
+            Err(err) => return Err(err).context("invalid key set"),
+        }
+    }
+    println!("{}: configuration is valid", config.file.display());
+    Ok(())
+}
+
+fn keygen(args: ConfigArg, alg: Option<String>) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    let algorithm = match alg {
+        Some(name) => KeyAlgorithm::parse(&name)
+            .with_context(|| format!("unknown algorithm {name:?}: use HS256, EdDSA, ES256 or RS256"))?,
+        None => config.jwt.algorithm,
+    };
+    let kid = keys::generate_key(&config.jwt.keys_dir, algorithm, SystemTime::now())?;
+    println!("{kid}");
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
