@@ -19,6 +19,7 @@ use crate::auth::password::Hasher;
 use crate::auth::{Authority, Settings, create_private_dir, keys};
 use crate::config::{Config, restart_required_changes};
 use crate::http::server::{Phase, serve};
+use crate::notify;
 use crate::store::{Store, UnixSeconds};
 
 /// The shared state of a running daemon: the domain service and the current settings.
@@ -119,6 +120,7 @@ impl App {
             admin,
             config_file,
         } = self;
+        let public_addr = public.local_addr()?;
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let (stop_tasks, stop_rx) = watch::channel(false);
         let listeners: Vec<(&'static str, JoinHandle<()>)> = vec![
@@ -141,20 +143,32 @@ impl App {
                 )),
             ),
         ];
-        let background = vec![(
+        let mut background = vec![(
             "revocation purge",
-            tokio::spawn(crate::tasks::purge(store.clone(), stop_rx)),
+            tokio::spawn(crate::tasks::purge(store.clone(), stop_rx.clone())),
         )];
+        if let Some(interval) = notify::watchdog_interval() {
+            background.push((
+                "systemd watchdog",
+                tokio::spawn(crate::tasks::watchdog(public_addr, interval, stop_rx)),
+            ));
+        }
+        notify::notify("READY=1\nSTATUS=serving");
         tracing::info!("authd is ready");
 
         loop {
             match control.recv().await {
-                Some(Control::Reload) => reload(&state, &config_file).await,
+                Some(Control::Reload) => {
+                    notify::reloading();
+                    let status = reload(&state, &config_file).await;
+                    notify::notify(&format!("READY=1\nSTATUS={status}"));
+                }
                 Some(Control::Shutdown) | None => break,
             }
         }
 
         tracing::info!("shutting down: draining in-flight requests");
+        notify::notify("STOPPING=1\nSTATUS=draining");
         state.draining.store(true, Ordering::Relaxed);
         phase_tx.send_replace(Phase::Draining);
         let grace = state.settings().config.server.shutdown_grace;
@@ -222,7 +236,8 @@ fn prepare_files(config: &Config) -> anyhow::Result<()> {
 
 /// Re-reads the configuration file, the key set and the admin token, and swaps them in as
 /// one snapshot; on any problem the running settings stay.
-async fn reload(state: &AppState, config_file: &std::path::Path) {
+/// Returns a one-line status for systemd.
+async fn reload(state: &AppState, config_file: &std::path::Path) -> &'static str {
     let file = config_file.to_owned();
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Settings> {
         let config = Config::load(&file)?;
@@ -237,10 +252,15 @@ async fn reload(state: &AppState, config_file: &std::path::Path) {
             }
             state.settings.store(Arc::new(settings));
             tracing::info!("configuration reloaded");
+            "serving (reloaded)"
         }
         Ok(Err(err)) => {
-            tracing::error!(error = %format!("{err:#}"), "reload refused; keeping the running configuration")
+            tracing::error!(error = %format!("{err:#}"), "reload refused; keeping the running configuration");
+            "serving (last reload refused, see the log)"
         }
-        Err(err) => tracing::error!(error = %err, "reload failed"),
+        Err(err) => {
+            tracing::error!(error = %err, "reload failed");
+            "serving (last reload failed, see the log)"
+        }
     }
 }

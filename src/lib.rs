@@ -10,11 +10,13 @@
 //! - [`app`]: build (files, store, listeners) and run (serve, reload, drain, flush).
 //! - [`tasks`]: background work (purging expired entries).
 //! - [`signals`]: Unix signals → [`app::Control`] messages.
+//! - [`notify`]: systemd readiness, reload, stop and watchdog notifications.
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod notify;
 pub mod signals;
 pub mod store;
 pub mod tasks;

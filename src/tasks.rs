@@ -31,3 +31,40 @@ pub async fn purge(store: Store, mut stop: watch::Receiver<bool>) {
     }
     tracing::debug!("purge task stopped");
 }
+
+/// Tells systemd the daemon is alive every `interval`, but only while the public listener
+/// really answers its own health check: a wedged daemon stops pinging and gets restarted.
+pub async fn watchdog(
+    public: std::net::SocketAddr,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            _ = ticks.tick() => {}
+        }
+        match tokio::time::timeout(interval, health_check(public)).await {
+            Ok(Ok(())) => crate::notify::notify("WATCHDOG=1"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "own health check failed"),
+            Err(_) => tracing::warn!("own health check timed out"),
+        }
+    }
+    tracing::debug!("watchdog task stopped");
+}
+
+async fn health_check(public: std::net::SocketAddr) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(public).await?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: authd\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await?;
+    if head.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("health check did not answer 200"))
+    }
+}
