@@ -382,6 +382,48 @@ impl Store {
         Ok(entry)
     }
 
+    /// Replaces the user's password hash and ends the sessions named by `end_sessions`
+    /// (sid entries), in one transaction. `None` when the account `account_id` is gone.
+    pub fn replace_password(
+        &self,
+        username: &str,
+        account_id: u64,
+        new_hash: &str,
+        end_sessions: &[NewRevocation],
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let mut seqs = Vec::with_capacity(end_sessions.len());
+        for _ in end_sessions {
+            seqs.push(self.next_id()?);
+        }
+        let trees = (
+            &self.users,
+            &self.sessions,
+            &self.user_sessions,
+            &self.revocations,
+            &self.revocation_log,
+        );
+        let updated = trees.transaction(|(users, sessions, user_sessions, revocations, log)| {
+            let Some(mut user) = tx_get::<UserRecord>(users, "users", username.as_bytes())? else {
+                return Ok(None);
+            };
+            if user.account_id != account_id {
+                return Ok(None);
+            }
+            user.password_hash = new_hash.to_owned();
+            tx_put(users, username.as_bytes(), &user)?;
+            for (revocation, seq) in end_sessions.iter().zip(&seqs) {
+                let sid = revocation.id.as_bytes();
+                if tx_get::<SessionRecord>(sessions, "sessions", sid)?.is_some() {
+                    sessions.remove(sid)?;
+                    user_sessions.remove(user_session_key(username, &revocation.id))?;
+                }
+                tx_record_revocation(revocations, log, revocation, *seq)?;
+            }
+            Ok(Some(user))
+        })?;
+        Ok(updated)
+    }
+
     pub fn get_refresh(&self, hash: &RefreshHash) -> Result<Option<RefreshRecord>, StoreError> {
         get(&self.refresh_tokens, "refresh_tokens", hash)
     }

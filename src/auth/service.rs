@@ -293,13 +293,8 @@ impl Authority {
                 Ok(pair)
             }
             Rotation::AlreadyRotated { sid, .. } => {
-                self.store.revoke_session(&NewRevocation {
-                    kind: RevocationKind::Sid,
-                    id: sid,
-                    revoked_at: now,
-                    expires_at: now + settings.tokens.access_ttl() + settings.tokens.leeway(),
-                    reason: Some("refresh token reused".into()),
-                })?;
+                self.store
+                    .revoke_session(&session_revocation(settings, &sid, "refresh token reused", now))?;
                 self.store.flush().await?;
                 Err(AuthError::InvalidGrant("refresh token was already used"))
             }
@@ -367,6 +362,104 @@ impl Authority {
             created_at: user.created_at,
             claims,
         })
+    }
+
+    // ----- the caller's own sessions -----
+
+    /// Ends the caller's session, or with `all` every session of the account.
+    pub async fn logout(
+        &self,
+        settings: &Settings,
+        principal: &Principal,
+        all: bool,
+        now: UnixSeconds,
+    ) -> Result<RevocationRecord, AuthError> {
+        let entry = if all {
+            let revocation = user_revocation(settings, &principal.username, "logout (all sessions)", now);
+            self.store
+                .update_user(&principal.username, |_| {}, Some(&revocation))?
+                .and_then(|(_, entry)| entry)
+                .ok_or(AuthError::InvalidToken("user no longer exists"))?
+        } else {
+            self.store
+                .revoke_session(&session_revocation(settings, &principal.claims.sid, "logout", now))?
+        };
+        self.store.flush().await?;
+        Ok(entry)
+    }
+
+    /// The live sessions of `username`: not expired, not revoked, of the current account.
+    pub fn sessions(&self, username: &str, now: UnixSeconds) -> Result<Vec<SessionRecord>, AuthError> {
+        let name = Username::parse(username).ok_or_else(|| user_not_found(username))?;
+        let user = self
+            .store
+            .get_user(name.as_str())?
+            .ok_or_else(|| user_not_found(username))?;
+        let mut sessions: Vec<_> = self
+            .store
+            .list_sessions(name.as_str())?
+            .into_iter()
+            .filter(|s| {
+                s.account_id == user.account_id && s.generation == user.generation && s.expires_at > now
+            })
+            .collect();
+        sessions.sort_by(|a, b| (a.created_at, &a.sid).cmp(&(b.created_at, &b.sid)));
+        Ok(sessions)
+    }
+
+    /// Ends one of the caller's own sessions; another user's (or an unknown) sid is
+    /// `NotFound`, so sids of others cannot be probed.
+    pub async fn end_own_session(
+        &self,
+        settings: &Settings,
+        principal: &Principal,
+        sid: &str,
+        now: UnixSeconds,
+    ) -> Result<(), AuthError> {
+        let owned = self
+            .sessions(&principal.username, now)?
+            .iter()
+            .any(|s| s.sid == sid);
+        if !owned {
+            return Err(AuthError::NotFound("no such session".into()));
+        }
+        self.store
+            .revoke_session(&session_revocation(settings, sid, "session ended by its user", now))?;
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Changes the caller's password after checking the current one; every other session
+    /// of the user ends. A wrong current password changes nothing.
+    pub async fn change_password(
+        &self,
+        settings: &Settings,
+        principal: &Principal,
+        current: &Password,
+        new: &Password,
+        now: UnixSeconds,
+    ) -> Result<(), AuthError> {
+        check_password(settings, new)?;
+        let user = self
+            .store
+            .get_user(&principal.username)?
+            .ok_or(AuthError::InvalidToken("user no longer exists"))?;
+        match self.hasher.verify(&settings.cost, current, &user.password_hash).await? {
+            Verification::Match { .. } => {}
+            Verification::Mismatch => return Err(AuthError::WrongCurrentPassword),
+        }
+        let new_hash = self.hasher.hash(&settings.cost, new).await?;
+        let others: Vec<NewRevocation> = self
+            .sessions(&principal.username, now)?
+            .iter()
+            .filter(|s| s.sid != principal.claims.sid)
+            .map(|s| session_revocation(settings, &s.sid, "password changed", now))
+            .collect();
+        self.store
+            .replace_password(&user.username, user.account_id, &new_hash, &others)?
+            .ok_or(AuthError::InvalidToken("user no longer exists"))?;
+        self.store.flush().await?;
+        Ok(())
     }
 
     // ----- users (admin) -----
@@ -568,6 +661,18 @@ fn user_revocation(
         revoked_at: now,
         expires_at: now + longest + settings.tokens.leeway(),
         reason: (!reason.is_empty()).then(|| reason.to_owned()),
+    }
+}
+
+/// A sid entry: the session record is deleted, so only its access tokens (all issued
+/// before now) remain to be blocked.
+fn session_revocation(settings: &Settings, sid: &str, reason: &str, now: UnixSeconds) -> NewRevocation {
+    NewRevocation {
+        kind: RevocationKind::Sid,
+        id: sid.to_owned(),
+        revoked_at: now,
+        expires_at: now + settings.tokens.access_ttl() + settings.tokens.leeway(),
+        reason: Some(reason.to_owned()),
     }
 }
 

@@ -233,3 +233,12 @@ fn percent_decode(segment: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+pub async fn user_sessions(username: String, ctx: Ctx) -> Result<Response, ApiError> {
+    authorize(&ctx)?;
+    let sessions = ctx
+        .state
+        .authority
+        .sessions(&percent_decode(&username), ctx.now)?;
+    Ok(super::public::sessions_response(&sessions, None))
+}

@@ -64,7 +64,11 @@ const PARAM: &str = "{}";
 const PUBLIC_PATHS: &[KnownPath] = &[
     KnownPath { segments: &["v1", "login"], allow: "POST" },
     KnownPath { segments: &["v1", "token", "refresh"], allow: "POST" },
+    KnownPath { segments: &["v1", "logout"], allow: "POST" },
     KnownPath { segments: &["v1", "me"], allow: "GET" },
+    KnownPath { segments: &["v1", "sessions"], allow: "GET" },
+    KnownPath { segments: &["v1", "sessions", PARAM], allow: "DELETE" },
+    KnownPath { segments: &["v1", "password"], allow: "POST" },
     KnownPath { segments: &[".well-known", "jwks.json"], allow: "GET" },
     KnownPath { segments: &["healthz"], allow: "GET" },
     KnownPath { segments: &["readyz"], allow: "GET" },
@@ -73,6 +77,7 @@ const PUBLIC_PATHS: &[KnownPath] = &[
 const ADMIN_PATHS: &[KnownPath] = &[
     KnownPath { segments: &["admin", "v1", "users"], allow: "GET, POST" },
     KnownPath { segments: &["admin", "v1", "users", PARAM], allow: "GET, PATCH, DELETE" },
+    KnownPath { segments: &["admin", "v1", "users", PARAM, "sessions"], allow: "GET" },
     KnownPath { segments: &["admin", "v1", "revocations"], allow: "GET, POST" },
 ];
 
@@ -115,6 +120,22 @@ pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(ctx(s()))
         .then(|c| respond(public::me(c)));
+    let logout = warp::path!("v1" / "logout")
+        .and(warp::post())
+        .and(ctx_with_body(s()))
+        .then(|c, b| respond(public::logout(c, b)));
+    let sessions = warp::path!("v1" / "sessions")
+        .and(warp::get())
+        .and(ctx(s()))
+        .then(|c| respond(public::sessions(c)));
+    let end_session = warp::path!("v1" / "sessions" / String)
+        .and(warp::delete())
+        .and(ctx(s()))
+        .then(|sid, c| respond(public::end_session(sid, c)));
+    let password = warp::path!("v1" / "password")
+        .and(warp::post())
+        .and(ctx_with_body(s()))
+        .then(|c, b| respond(public::change_password(c, b)));
     let jwks = warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
         .and(ctx(s()))
@@ -132,6 +153,14 @@ pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(verify)
         .unify()
         .or(me)
+        .unify()
+        .or(logout)
+        .unify()
+        .or(sessions)
+        .unify()
+        .or(end_session)
+        .unify()
+        .or(password)
         .unify()
         .or(jwks)
         .unify()
@@ -168,6 +197,10 @@ pub fn admin_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::delete())
         .and(ctx(s()))
         .then(|u, c| respond(admin::delete_user(u, c)));
+    let user_sessions = warp::path!("admin" / "v1" / "users" / String / "sessions")
+        .and(warp::get())
+        .and(ctx(s()))
+        .then(|u, c| respond(admin::user_sessions(u, c)));
     let revoke = warp::path!("admin" / "v1" / "revocations")
         .and(warp::post())
         .and(ctx_with_body(s()))
@@ -185,6 +218,8 @@ pub fn admin_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .or(update_user)
         .unify()
         .or(delete_user)
+        .unify()
+        .or(user_sessions)
         .unify()
         .or(revoke)
         .unify()

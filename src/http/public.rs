@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::request::{Accepts, Ctx, RawBody, decode_body};
+use super::request::{Accepts, Ctx, RawBody, decode_body, decode_optional_body};
 use super::{json, rfc3339};
 use crate::auth::password::Password;
+use crate::auth::Principal;
 use crate::auth::service::{RefreshToken, TokenPair};
+use crate::store::SessionRecord;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,10 +170,7 @@ struct MeResponse<'a> {
 }
 
 pub async fn me(ctx: Ctx) -> Result<Response, ApiError> {
-    let principal = ctx
-        .state
-        .authority
-        .authenticate(&ctx.settings, ctx.bearer()?, ctx.now)?;
+    let principal = principal(&ctx)?;
     Ok(json(
         StatusCode::OK,
         &MeResponse {
@@ -199,4 +198,96 @@ pub async fn readyz(ctx: Ctx) -> Result<Response, ApiError> {
         return Err(ApiError::unavailable("authd is shutting down"));
     }
     Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"})))
+}
+
+/// The caller of a bearer-protected route.
+fn principal(ctx: &Ctx) -> Result<Principal, ApiError> {
+    Ok(ctx
+        .state
+        .authority
+        .authenticate(&ctx.settings, ctx.bearer()?, ctx.now)?)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutBody {
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn logout(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
+    let principal = principal(&ctx)?;
+    let body = decode_optional_body::<LogoutBody, LogoutBody>(&ctx, raw, Accepts::Json)?
+        .unwrap_or_default();
+    ctx.state
+        .authority
+        .logout(&ctx.settings, &principal, body.all, ctx.now)
+        .await?;
+    tracing::info!(target: "audit", event = "logout", username = %principal.username, sid = %principal.claims.sid, all = body.all, client = %client(&ctx), outcome = "success");
+    Ok(super::no_content())
+}
+
+#[derive(Serialize)]
+struct SessionView<'a> {
+    sid: &'a str,
+    created_at: String,
+    last_refreshed_at: String,
+    current: bool,
+}
+
+/// `{"sessions": [...]}`, marking the caller's own session when there is one.
+pub fn sessions_response(sessions: &[SessionRecord], current_sid: Option<&str>) -> Response {
+    let sessions: Vec<_> = sessions
+        .iter()
+        .map(|s| SessionView {
+            sid: &s.sid,
+            created_at: rfc3339(s.created_at),
+            last_refreshed_at: rfc3339(s.last_refreshed_at),
+            current: current_sid == Some(s.sid.as_str()),
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "sessions": sessions }))
+}
+
+pub async fn sessions(ctx: Ctx) -> Result<Response, ApiError> {
+    let principal = principal(&ctx)?;
+    let sessions = ctx.state.authority.sessions(&principal.username, ctx.now)?;
+    Ok(sessions_response(&sessions, Some(&principal.claims.sid)))
+}
+
+pub async fn end_session(sid: String, ctx: Ctx) -> Result<Response, ApiError> {
+    let principal = principal(&ctx)?;
+    ctx.state
+        .authority
+        .end_own_session(&ctx.settings, &principal, &sid, ctx.now)
+        .await?;
+    tracing::info!(target: "audit", event = "session_ended", username = %principal.username, sid = %sid, client = %client(&ctx), outcome = "success");
+    Ok(super::no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+pub async fn change_password(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
+    let principal = principal(&ctx)?;
+    let body = decode_body::<PasswordBody, PasswordBody>(&ctx, raw, Accepts::Json)?;
+    let result = ctx
+        .state
+        .authority
+        .change_password(
+            &ctx.settings,
+            &principal,
+            &Password::new(body.current_password),
+            &Password::new(body.new_password),
+            ctx.now,
+        )
+        .await;
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    tracing::info!(target: "audit", event = "password_changed", username = %principal.username, client = %client(&ctx), outcome);
+    result?;
+    Ok(super::no_content())
 }
