@@ -1,0 +1,377 @@
+//! The browser routes of API.md "Browser sessions and forward-auth": `GET /login` (silent
+//! refresh, else the form), `POST /login` (sets the session cookies) and `POST /logout`
+//! (revokes the session, clears the cookies). They exist only while `cookie.enabled`, and
+//! answer errors as HTML pages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, HeaderValue, LOCATION, SET_COOKIE};
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::cookies::{check_same_site, clear_cookie, cookie, refresh_cookie_name, set_cookie};
+use super::error::ApiError;
+use super::pages::{LoginForm, add_page_headers, error_page, login_page};
+use super::public::{attempt_login, client};
+use super::request::{Accepts, Ctx, RawBody, ctx_with_body, decode_optional_body, query};
+use crate::app::AppState;
+use crate::auth::AuthError;
+use crate::auth::password::Password;
+use crate::auth::redirect::{RedirectTarget, check_redirect};
+use crate::auth::service::{BrowserRefresh, RefreshToken, TokenPair};
+
+/// `/login` and `/logout`, every method: the handlers answer `404` while cookies are
+/// disabled and `405` (as a page) for a method they do not take, so neither path ever
+/// reaches the JSON fallback.
+pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
+    let login = warp::path!("login")
+        .and(ctx_with_body(state.clone()))
+        .and(query())
+        .then(login);
+    let logout = warp::path!("logout")
+        .and(ctx_with_body(state))
+        .and(query())
+        .then(logout);
+    login.or(logout).unify().boxed()
+}
+
+async fn login(ctx: Ctx, raw: RawBody, query: HashMap<String, String>) -> Response {
+    if !ctx.settings.config.cookie.enabled {
+        return ApiError::not_found().into_response();
+    }
+    let result = match ctx.method {
+        Method::GET => login_page_or_refresh(&ctx, &query).await,
+        Method::POST => login_submit(&ctx, raw, &query).await,
+        _ => Err(ApiError::method_not_allowed("GET, POST")),
+    };
+    result.unwrap_or_else(error_page)
+}
+
+async fn logout(ctx: Ctx, raw: RawBody, query: HashMap<String, String>) -> Response {
+    if !ctx.settings.config.cookie.enabled {
+        return ApiError::not_found().into_response();
+    }
+    let result = match ctx.method {
+        Method::POST => logout_submit(&ctx, raw, &query).await,
+        _ => Err(ApiError::method_not_allowed("POST")),
+    };
+    result.unwrap_or_else(error_page)
+}
+
+/// The `rd` of a request, checked: `None` when absent or empty, `400` when not allowed.
+fn redirect_target(ctx: &Ctx, rd: Option<&str>) -> Result<Option<RedirectTarget>, ApiError> {
+    match rd.filter(|rd| !rd.is_empty()) {
+        None => Ok(None),
+        Some(rd) => check_redirect(rd, &ctx.settings.config.cookie.allowed_redirect_domains)
+            .map(Some)
+            .map_err(|err| ApiError::invalid_request(err.to_string())),
+    }
+}
+
+/// `303 See Other` to `rd`, or to `/` without one.
+fn see_other(rd: Option<&RedirectTarget>) -> Response {
+    let location = rd.map_or("/", RedirectTarget::as_str);
+    let mut response = Response::new(Default::default());
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    add_page_headers(&mut response);
+    response
+}
+
+/// Sets both session cookies from a new token pair.
+fn set_session_cookies(ctx: &Ctx, response: &mut Response, pair: &TokenPair) {
+    let config = &ctx.settings.config.cookie;
+    let headers = response.headers_mut();
+    headers.append(
+        SET_COOKIE,
+        set_cookie(config, &config.name, &pair.access_token, pair.expires_in),
+    );
+    headers.append(
+        SET_COOKIE,
+        set_cookie(
+            config,
+            &refresh_cookie_name(config),
+            pair.refresh_token.expose(),
+            pair.refresh_expires_in,
+        ),
+    );
+}
+
+fn clear_session_cookies(ctx: &Ctx, response: &mut Response) {
+    let config = &ctx.settings.config.cookie;
+    let headers = response.headers_mut();
+    headers.append(SET_COOKIE, clear_cookie(config, &config.name));
+    headers.append(
+        SET_COOKIE,
+        clear_cookie(config, &refresh_cookie_name(config)),
+    );
+}
+
+/// `GET /login`: with a valid refresh cookie, refresh silently and go back to `rd`;
+/// otherwise the form.
+async fn login_page_or_refresh(
+    ctx: &Ctx,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let rd = redirect_target(ctx, query.get("rd").map(String::as_str))?;
+    let form = LoginForm {
+        rd: rd.as_ref(),
+        ..LoginForm::default()
+    };
+    let config = &ctx.settings.config.cookie;
+    let Some(presented) = cookie(&ctx.headers, &refresh_cookie_name(config)) else {
+        return Ok(login_page(StatusCode::OK, &form));
+    };
+    let presented = RefreshToken::new(presented.to_owned());
+    let result = ctx
+        .state
+        .authority
+        .refresh_browser(&ctx.settings, &presented, config.refresh_grace, ctx.now)
+        .await;
+    let outcome = match &result {
+        Ok(BrowserRefresh::Rotated(_)) => "success",
+        Ok(BrowserRefresh::Grace { .. }) => "grace",
+        Err(AuthError::InvalidGrant(_)) => "invalid_grant",
+        Err(_) => "error",
+    };
+    metrics::counter!(crate::metrics::REFRESHES, "outcome" => outcome).increment(1);
+    match result {
+        Ok(BrowserRefresh::Rotated(pair)) => {
+            tracing::info!(target: "audit", event = "refresh", via = "cookie", username = %pair.username, sid = %pair.sid, client = %client(ctx), outcome = "success");
+            let mut response = see_other(rd.as_ref());
+            set_session_cookies(ctx, &mut response, &pair);
+            Ok(response)
+        }
+        Ok(BrowserRefresh::Grace {
+            access_token,
+            expires_in,
+            username,
+            sid,
+        }) => {
+            tracing::info!(target: "audit", event = "refresh", via = "cookie", username = %username, sid = %sid, client = %client(ctx), outcome = "grace");
+            let mut response = see_other(rd.as_ref());
+            response.headers_mut().append(
+                SET_COOKIE,
+                set_cookie(config, &config.name, &access_token, expires_in),
+            );
+            Ok(response)
+        }
+        Err(AuthError::InvalidGrant(reason)) => {
+            tracing::info!(target: "audit", event = "refresh", via = "cookie", client = %client(ctx), outcome = "failure", reason = %reason);
+            // The cookies name a dead session: drop them and ask for the password.
+            let mut response = login_page(StatusCode::OK, &form);
+            clear_session_cookies(ctx, &mut response);
+            Ok(response)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The fields of the login form (`rd` optional; other fields ignored).
+#[derive(Deserialize)]
+pub struct LoginFields {
+    username: String,
+    password: String,
+    #[serde(default)]
+    rd: Option<String>,
+}
+
+/// The same fields as JSON, where unknown fields are refused (API.md "Conventions").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginJson {
+    username: String,
+    password: String,
+    #[serde(default)]
+    rd: Option<String>,
+}
+
+impl From<LoginFields> for LoginJson {
+    fn from(form: LoginFields) -> Self {
+        LoginJson {
+            username: form.username,
+            password: form.password,
+            rd: form.rd,
+        }
+    }
+}
+
+/// `POST /login`: checks the credentials like `/v1/login`; success sets both cookies and
+/// goes to `rd` (or `/`), failure shows the form again.
+async fn login_submit(
+    ctx: &Ctx,
+    raw: RawBody,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    // A login form posted from another site would sign the browser in as someone else.
+    check_same_site(&ctx.headers, &ctx.settings.config.cookie)?;
+    let body = match decode_optional_body::<LoginJson, LoginFields>(ctx, raw, Accepts::JsonOrForm) {
+        Ok(Some(body)) => body,
+        Ok(None) => return Err(ApiError::invalid_request("request body is required")),
+        Err(err) => return Err(err),
+    };
+    let rd = redirect_target(
+        ctx,
+        body.rd.as_deref().or(query.get("rd").map(String::as_str)),
+    )?;
+    let password = Password::new(body.password);
+    match attempt_login(ctx, &body.username, &password).await {
+        Ok(pair) => {
+            let mut response = see_other(rd.as_ref());
+            set_session_cookies(ctx, &mut response, &pair);
+            Ok(response)
+        }
+        Err(err) => {
+            let (status, message) = match &err {
+                AuthError::InvalidCredentials => (
+                    StatusCode::UNAUTHORIZED,
+                    "The username or password is incorrect.".to_owned(),
+                ),
+                AuthError::AccountDisabled => (
+                    StatusCode::FORBIDDEN,
+                    "This account is disabled.".to_owned(),
+                ),
+                AuthError::TooManyRequests { retry_after_secs } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "Too many failed sign-in attempts. Try again in {}.",
+                        wait_text(*retry_after_secs)
+                    ),
+                ),
+                _ => return Err(err.into()),
+            };
+            let shown: String = body.username.chars().take(64).collect();
+            let mut response = login_page(
+                status,
+                &LoginForm {
+                    rd: rd.as_ref(),
+                    username: &shown,
+                    message: Some(&message),
+                },
+            );
+            if let AuthError::TooManyRequests { retry_after_secs } = err {
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs),
+                );
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// "42 seconds", "3 minutes".
+fn wait_text(seconds: u64) -> String {
+    match seconds {
+        0 | 1 => "a second".to_owned(),
+        2..=90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    }
+}
+
+/// The optional body of `POST /logout`.
+#[derive(Deserialize, Default)]
+pub struct LogoutFields {
+    #[serde(default)]
+    rd: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutJson {
+    #[serde(default)]
+    rd: Option<String>,
+}
+
+impl From<LogoutFields> for LogoutJson {
+    fn from(form: LogoutFields) -> Self {
+        LogoutJson { rd: form.rd }
+    }
+}
+
+/// `POST /logout`: revokes the session named by the bearer token, the access cookie or —
+/// when that has expired — the refresh cookie; clears both cookies; `303` to `rd` or `204`.
+///
+/// Without a bearer token the answer is the same whether or not the cookies still named a
+/// live session: the browser ends up logged out either way.
+async fn logout_submit(
+    ctx: &Ctx,
+    raw: RawBody,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let body = decode_optional_body::<LogoutJson, LogoutFields>(ctx, raw, Accepts::JsonOrForm)?
+        .unwrap_or_default();
+    let rd = redirect_target(
+        ctx,
+        body.rd.as_deref().or(query.get("rd").map(String::as_str)),
+    )?;
+    let authority = &ctx.state.authority;
+    let config = &ctx.settings.config.cookie;
+    if ctx.headers.contains_key(AUTHORIZATION) {
+        let principal = authority.authenticate(&ctx.settings, ctx.bearer()?, ctx.now)?;
+        end_session(ctx, &principal).await?;
+    } else {
+        check_same_site(&ctx.headers, config)?;
+        let access = cookie(&ctx.headers, &config.name)
+            .map(|token| authority.authenticate(&ctx.settings, token, ctx.now));
+        match access {
+            Some(Ok(principal)) => end_session(ctx, &principal).await?,
+            None | Some(Err(AuthError::InvalidToken(_))) => logout_by_refresh_cookie(ctx).await?,
+            Some(Err(err)) => return Err(err.into()),
+        }
+    }
+    let mut response = match &rd {
+        Some(rd) => see_other(Some(rd)),
+        None => {
+            let mut response = super::no_content();
+            add_page_headers(&mut response);
+            response
+        }
+    };
+    clear_session_cookies(ctx, &mut response);
+    Ok(response)
+}
+
+async fn end_session(ctx: &Ctx, principal: &crate::auth::Principal) -> Result<(), ApiError> {
+    ctx.state
+        .authority
+        .logout(&ctx.settings, principal, false, ctx.now)
+        .await?;
+    tracing::info!(target: "audit", event = "logout", via = "browser", username = %principal.username(), sid = %principal.claims.sid, all = false, client = %client(ctx), outcome = "success");
+    Ok(())
+}
+
+async fn logout_by_refresh_cookie(ctx: &Ctx) -> Result<(), ApiError> {
+    let config = &ctx.settings.config.cookie;
+    let Some(presented) = cookie(&ctx.headers, &refresh_cookie_name(config)) else {
+        return Ok(());
+    };
+    let presented = RefreshToken::new(presented.to_owned());
+    if let Some(sid) = ctx
+        .state
+        .authority
+        .logout_by_refresh(&ctx.settings, &presented, ctx.now)
+        .await?
+    {
+        tracing::info!(target: "audit", event = "logout", via = "refresh_cookie", sid = %sid, all = false, client = %client(ctx), outcome = "success");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_said_in_words() {
+        assert_eq!(wait_text(1), "a second");
+        assert_eq!(wait_text(42), "42 seconds");
+        assert_eq!(wait_text(900), "15 minutes");
+    }
+}

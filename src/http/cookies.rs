@@ -1,0 +1,262 @@
+//! The browser-session cookies of API.md: reading them from `Cookie`, writing and clearing
+//! them with the configured attributes, and the cross-site check that every
+//! cookie-authenticated state change must pass.
+
+use http::Method;
+use http::header::{COOKIE, HOST, HeaderMap, HeaderValue, ORIGIN};
+
+use super::error::ApiError;
+use crate::auth::redirect::{authority_host, host_within, is_allowed_host, url_host};
+use crate::config::CookieConfig;
+
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+const X_FORWARDED_METHOD: &str = "x-forwarded-method";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_ORIGINAL_URL: &str = "x-original-url";
+
+/// The name of the refresh cookie that goes with the access cookie `name`.
+pub fn refresh_cookie_name(config: &CookieConfig) -> String {
+    format!("{}_refresh", config.name)
+}
+
+/// The value of the first cookie called `name` in the request's `Cookie` headers.
+///
+/// When a browser holds two cookies of one name (say a host-only one and a domain one),
+/// it sends the more specific first; that is the one used.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| {
+            let value = value.trim();
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value)
+        })
+        .filter(|value| !value.is_empty())
+}
+
+/// A `Set-Cookie` value for `name=value` that lives `max_age` seconds, with the attributes
+/// of API.md: `HttpOnly`, `Path=/`, `SameSite=Lax`, `Secure` unless turned off, and
+/// `Domain` when configured.
+pub fn set_cookie(config: &CookieConfig, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let mut cookie = format!("{name}={value}; Max-Age={}; Path=/", max_age.max(0));
+    if let Some(domain) = &config.domain {
+        cookie.push_str("; Domain=");
+        cookie.push_str(domain.strip_prefix('.').unwrap_or(domain));
+    }
+    cookie.push_str("; HttpOnly");
+    if config.secure {
+        cookie.push_str("; Secure");
+    }
+    cookie.push_str("; SameSite=Lax");
+    // Token characters (base64url, JWS dots) and RFC 6265 names only: always valid.
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A `Set-Cookie` value that removes `name` (same `Domain` and `Path` as when set).
+pub fn clear_cookie(config: &CookieConfig, name: &str) -> HeaderValue {
+    set_cookie(config, name, "", 0)
+}
+
+/// Whether a request changes state for the purpose of the cross-site check: its method, or
+/// the method of the request a proxy is asking `/v1/verify` about (`X-Forwarded-Method`),
+/// is neither `GET` nor `HEAD`. Either one being unsafe is enough, so a client cannot talk
+/// its way past the check with a forged header.
+pub fn is_state_change(method: &Method, headers: &HeaderMap) -> bool {
+    let unsafe_method = |m: &str| !m.eq_ignore_ascii_case("GET") && !m.eq_ignore_ascii_case("HEAD");
+    unsafe_method(method.as_str())
+        || headers
+            .get(X_FORWARDED_METHOD)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| unsafe_method(m.trim()))
+}
+
+/// The cross-site check of API.md: a browser request is refused when `Sec-Fetch-Site` is
+/// `cross-site`, when `Origin` is `null` (or unreadable), or when `Origin`'s host is
+/// neither the request's host nor inside `cookie.domain` / `cookie.allowed_redirect_domains`.
+/// A request with neither header (not a browser) passes.
+///
+/// "The request's host" is `Host`, or the original host a proxy names (`X-Forwarded-Host`,
+/// `X-Original-URL`) when `/v1/verify` is asked about another site's request.
+pub fn check_same_site(headers: &HeaderMap, config: &CookieConfig) -> Result<(), ApiError> {
+    let refuse = || Err(ApiError::forbidden("cross-site request refused"));
+    let fetch_site = headers
+        .get(SEC_FETCH_SITE)
+        .map(|v| v.to_str().unwrap_or(""));
+    if fetch_site.is_some_and(|site| site.trim().eq_ignore_ascii_case("cross-site")) {
+        return refuse();
+    }
+    let Some(origin) = headers.get(ORIGIN) else {
+        return Ok(());
+    };
+    let Some(origin_host) = origin.to_str().ok().and_then(url_host) else {
+        // `null` (sandboxed frames, some redirects, privacy modes) or garbage — except that
+        // a page served with `Referrer-Policy: no-referrer`, as the login page must be,
+        // makes the browser send `Origin: null` with its own form. `Sec-Fetch-Site:
+        // same-origin` is the browser vouching that this is such a same-origin post.
+        let same_origin = fetch_site.is_some_and(|s| s.trim().eq_ignore_ascii_case("same-origin"));
+        return if same_origin && origin.as_bytes() == b"null" {
+            Ok(())
+        } else {
+            refuse()
+        };
+    };
+    let header_host = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let request_hosts = [
+        header_host(HOST.as_str()).and_then(|h| authority_host(&h)),
+        header_host(X_FORWARDED_HOST).and_then(|h| authority_host(&h)),
+        header_host(X_ORIGINAL_URL).and_then(|u| url_host(&u)),
+    ];
+    let same_host = request_hosts.iter().flatten().any(|h| *h == origin_host);
+    let in_cookie_domain = config
+        .domain
+        .as_deref()
+        .map(|d| d.strip_prefix('.').unwrap_or(d).to_ascii_lowercase())
+        .is_some_and(|d| host_within(&origin_host, &d));
+    if same_host
+        || in_cookie_domain
+        || is_allowed_host(&origin_host, &config.allowed_redirect_domains)
+    {
+        Ok(())
+    } else {
+        refuse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config() -> CookieConfig {
+        CookieConfig {
+            enabled: true,
+            name: "authd".into(),
+            domain: Some("example.com".into()),
+            secure: true,
+            login_url: None,
+            allowed_redirect_domains: vec!["example.org".into()],
+            refresh_grace: Duration::from_secs(10),
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn reads_the_named_cookie_from_any_cookie_header() {
+        let h = headers(&[
+            ("cookie", "a=1; authd_refresh=r"),
+            ("cookie", "authd=\"t\"; b=2"),
+        ]);
+        assert_eq!(cookie(&h, "authd"), Some("t"));
+        assert_eq!(cookie(&h, "authd_refresh"), Some("r"));
+        assert_eq!(cookie(&h, "auth"), None);
+        assert_eq!(cookie(&headers(&[("cookie", "authd=")]), "authd"), None);
+    }
+
+    #[test]
+    fn cookies_carry_the_configured_attributes() {
+        let mut c = config();
+        assert_eq!(
+            set_cookie(&c, "authd", "tok", 900),
+            "authd=tok; Max-Age=900; Path=/; Domain=example.com; HttpOnly; Secure; SameSite=Lax"
+        );
+        c.domain = None;
+        c.secure = false;
+        assert_eq!(
+            clear_cookie(&c, "authd_refresh"),
+            "authd_refresh=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn state_changes_are_told_by_method_or_forwarded_method() {
+        assert!(!is_state_change(&Method::GET, &HeaderMap::new()));
+        assert!(!is_state_change(&Method::HEAD, &HeaderMap::new()));
+        assert!(is_state_change(&Method::POST, &HeaderMap::new()));
+        assert!(is_state_change(
+            &Method::GET,
+            &headers(&[("x-forwarded-method", "DELETE")])
+        ));
+        assert!(is_state_change(
+            &Method::POST,
+            &headers(&[("x-forwarded-method", "GET")])
+        ));
+    }
+
+    #[test]
+    fn same_site_and_non_browser_requests_pass() {
+        let c = config();
+        for pairs in [
+            vec![],
+            vec![("sec-fetch-site", "same-origin")],
+            vec![
+                ("sec-fetch-site", "same-site"),
+                ("origin", "https://app.example.com"),
+            ],
+            vec![("origin", "https://example.com:8443")],
+            vec![("origin", "https://www.example.org")],
+            vec![
+                ("host", "authd.internal:8080"),
+                ("origin", "http://authd.internal:8080"),
+            ],
+            vec![
+                ("x-forwarded-host", "app.other.net"),
+                ("origin", "https://app.other.net"),
+            ],
+            vec![
+                ("x-original-url", "https://app.other.net/x"),
+                ("origin", "https://app.other.net"),
+            ],
+            // The login page's own form under `Referrer-Policy: no-referrer`.
+            vec![("origin", "null"), ("sec-fetch-site", "same-origin")],
+        ] {
+            assert!(check_same_site(&headers(&pairs), &c).is_ok(), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn cross_site_requests_are_refused() {
+        let c = config();
+        for pairs in [
+            vec![("sec-fetch-site", "cross-site")],
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://app.example.com"),
+            ],
+            vec![("origin", "null")],
+            vec![("origin", "null"), ("sec-fetch-site", "same-site")],
+            vec![("origin", "garbage"), ("sec-fetch-site", "same-origin")],
+            vec![("origin", "https://evil.com")],
+            vec![("origin", "https://evil-example.com")],
+            vec![("origin", "https://example.com.evil.io")],
+            vec![
+                ("host", "auth.example.net"),
+                ("origin", "https://evil.example.net"),
+            ],
+        ] {
+            let err = check_same_site(&headers(&pairs), &c).unwrap_err();
+            assert_eq!(err.code(), "forbidden", "{pairs:?}");
+        }
+    }
+}

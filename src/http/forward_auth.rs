@@ -1,0 +1,109 @@
+//! `/v1/verify` as a reverse proxy's forward-auth target: [`super::public::verify`] plus,
+//! on a `401` while browser sessions are enabled, the way to the login page —
+//! `X-Auth-Login` for proxies that build the redirect themselves (nginx), or the `302`
+//! itself with `?redirect=1` for proxies that pass a failed answer straight on (Caddy,
+//! Traefik). Verify never sets cookies and never reads a body.
+
+use std::collections::HashMap;
+
+use http::StatusCode;
+use http::header::{ACCEPT, CACHE_CONTROL, HeaderMap, HeaderValue, LOCATION};
+use warp::reply::Response;
+
+use super::request::Ctx;
+use crate::auth::redirect::{check_redirect, login_url_with_rd, original_url};
+
+const X_AUTH_LOGIN: &str = "x-auth-login";
+
+/// Answers `/v1/verify` (any method).
+pub async fn verify(ctx: Ctx, query: HashMap<String, String>) -> Response {
+    let login = login_location(&ctx);
+    let redirect = query.get("redirect").is_some_and(|v| v == "1") && accepts_html(&ctx.headers);
+    let err = match super::public::verify(ctx, query).await {
+        Ok(response) => return response,
+        Err(err) => err,
+    };
+    let login = login.and_then(|url| HeaderValue::from_str(&url).ok());
+    match login {
+        Some(login) if err.status() == StatusCode::UNAUTHORIZED => {
+            if redirect {
+                let mut response = Response::new(Default::default());
+                *response.status_mut() = StatusCode::FOUND;
+                response.headers_mut().insert(LOCATION, login);
+                response
+                    .headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            } else {
+                let mut response = err.into_response();
+                response.headers_mut().insert(X_AUTH_LOGIN, login);
+                response
+            }
+        }
+        _ => err.into_response(),
+    }
+}
+
+/// `cookie.login_url` with the original URL as `rd` when the proxy named one that the
+/// `rd` rules allow; `None` unless browser sessions are enabled with a login URL.
+fn login_location(ctx: &Ctx) -> Option<String> {
+    let config = &ctx.settings.config.cookie;
+    if !config.enabled {
+        return None;
+    }
+    let login_url = config.login_url.as_deref()?;
+    let header = |name: &str| ctx.headers.get(name).and_then(|v| v.to_str().ok());
+    let rd = original_url(
+        header("x-original-url"),
+        header("x-forwarded-proto"),
+        header("x-forwarded-host"),
+        header("x-forwarded-uri"),
+    )
+    .and_then(|url| check_redirect(&url, &config.allowed_redirect_domains).ok());
+    Some(login_url_with_rd(login_url, rd.as_ref()))
+}
+
+/// Whether `Accept` lists `text/html` (with a non-zero quality): a browser navigating.
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|param| {
+                param.split_once('=').is_some_and(|(key, value)| {
+                    key.trim().eq_ignore_ascii_case("q")
+                        && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            media.eq_ignore_ascii_case("text/html") && !refused
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn browsers_accept_html_and_api_clients_do_not() {
+        assert!(accepts_html(&accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        )));
+        assert!(accepts_html(&accept("TEXT/HTML; q=0.5")));
+        assert!(!accepts_html(&accept("application/json")));
+        assert!(!accepts_html(&accept("*/*")));
+        assert!(!accepts_html(&accept("text/html;q=0")));
+        assert!(!accepts_html(&HeaderMap::new()));
+    }
+}
