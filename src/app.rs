@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::activation::InheritedListeners;
 use crate::auth::admin_token::AdminToken;
 use crate::auth::password::Hasher;
 use crate::auth::{Authority, Settings, create_private_dir, keys};
@@ -68,21 +69,24 @@ pub struct App {
 }
 
 impl App {
-    /// Prepares everything `serve` needs; any problem stops start-up with a clear error.
+    /// Prepares everything `serve` needs, binding both listeners; any problem stops
+    /// start-up with a clear error.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        App::build_with(config, InheritedListeners::default()).await
+    }
+
+    /// As [`App::build`], using listeners passed by systemd where there are some.
+    pub async fn build_with(config: Config, inherited: InheritedListeners) -> anyhow::Result<App> {
         let prepared = config.clone();
         tokio::task::spawn_blocking(move || prepare_files(&prepared)).await??;
         let store = Store::open(&config.storage.path).with_context(|| {
             format!("cannot open the store at {}", config.storage.path.display())
         })?;
-        let public = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let admin = TcpListener::bind(config.server.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.admin_listen))?;
+        let public = listener(inherited.public, config.server.listen).await?;
+        let admin = listener(inherited.admin, config.server.admin_listen).await?;
         let config_file = config.file.clone();
         let settings = tokio::task::spawn_blocking(move || Settings::load(config)).await??;
+        crate::metrics::install();
         let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
         let state = Arc::new(AppState {
             authority: Authority::new(store.clone(), Hasher::new(concurrency)),
@@ -130,6 +134,7 @@ impl App {
                     "public",
                     public,
                     crate::http::public_routes(state.clone()),
+                    crate::http::public_route_label,
                     phase_rx.clone(),
                 )),
             ),
@@ -139,14 +144,19 @@ impl App {
                     "admin",
                     admin,
                     crate::http::admin_routes(state.clone()),
+                    crate::http::admin_route_label,
                     phase_rx,
                 )),
             ),
         ];
         let mut background = vec![(
             "revocation purge",
-            tokio::spawn(crate::tasks::purge(store.clone(), stop_rx.clone())),
+            tokio::spawn(crate::tasks::purge(state.clone(), stop_rx.clone())),
         )];
+        background.push((
+            "metrics upkeep",
+            tokio::spawn(crate::tasks::metrics_upkeep(stop_rx.clone())),
+        ));
         if let Some(interval) = notify::watchdog_interval() {
             background.push((
                 "systemd watchdog",
@@ -156,15 +166,11 @@ impl App {
         notify::notify("READY=1\nSTATUS=serving");
         tracing::info!("authd is ready");
 
-        loop {
-            match control.recv().await {
-                Some(Control::Reload) => {
-                    notify::reloading();
-                    let status = reload(&state, &config_file).await;
-                    notify::notify(&format!("READY=1\nSTATUS={status}"));
-                }
-                Some(Control::Shutdown) | None => break,
-            }
+        // Serve until a shutdown (or the end of the control channel).
+        while let Some(Control::Reload) = control.recv().await {
+            notify::reloading();
+            let status = reload(&state, &config_file).await;
+            notify::notify(&format!("READY=1\nSTATUS={status}"));
         }
 
         tracing::info!("shutting down: draining in-flight requests");
@@ -193,7 +199,11 @@ impl App {
         };
         phase_tx.send_replace(Phase::Abort);
         stop_tasks.send_replace(true);
-        if !drained && tokio::time::timeout(TASK_STOP_TIMEOUT, listeners).await.is_err() {
+        if !drained
+            && tokio::time::timeout(TASK_STOP_TIMEOUT, listeners)
+                .await
+                .is_err()
+        {
             tracing::warn!("listeners did not stop in time");
         }
         for (name, task) in background {
@@ -210,6 +220,19 @@ impl App {
     }
 }
 
+/// The passed listener, or a new one bound to `addr`.
+async fn listener(
+    inherited: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+) -> anyhow::Result<TcpListener> {
+    match inherited {
+        Some(listener) => TcpListener::from_std(listener).context("cannot use the passed socket"),
+        None => TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}")),
+    }
+}
+
 async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
     loop {
         match control.recv().await {
@@ -223,9 +246,16 @@ async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
 /// algorithm, and the admin token. Existing files are never overwritten.
 fn prepare_files(config: &Config) -> anyhow::Result<()> {
     create_private_dir(&config.storage.path).with_context(|| {
-        format!("cannot create the data folder {}", config.storage.path.display())
+        format!(
+            "cannot create the data folder {}",
+            config.storage.path.display()
+        )
     })?;
-    if let Some(kid) = keys::ensure_key(&config.jwt.keys_dir, config.jwt.algorithm, SystemTime::now())? {
+    if let Some(kid) = keys::ensure_key(
+        &config.jwt.keys_dir,
+        config.jwt.algorithm,
+        SystemTime::now(),
+    )? {
         tracing::info!(kid = %kid, dir = %config.jwt.keys_dir.display(), "generated a signing key");
     }
     if AdminToken::create_if_missing(&config.admin.token_file)? {

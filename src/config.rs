@@ -139,6 +139,8 @@ impl Config {
     }
 }
 
+mod warnings;
+
 /// The keys that differ between `old` and `new` but only take effect after a restart.
 pub fn restart_required_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();

@@ -7,15 +7,22 @@
 //! - [`auth`]: the domain — passwords, keys, tokens, users, sessions, revocation. No HTTP.
 //! - [`store`]: the only module that knows sled and bincode.
 //! - [`http`]: routes, handlers, the error → response mapping, the listener loop.
+//! - [`activation`]: listeners passed by systemd socket activation.
 //! - [`app`]: build (files, store, listeners) and run (serve, reload, drain, flush).
+//! - [`metrics`]: Prometheus metrics of requests, logins, verifications and queues.
 //! - [`tasks`]: background work (purging expired entries).
 //! - [`signals`]: Unix signals → [`app::Control`] messages.
 //! - [`notify`]: systemd readiness, reload, stop and watchdog notifications.
+//! - [`cli`]: the admin commands (`authd user`, `revoke`, `revocations`), a client of the
+//!   running daemon's admin listener.
 
+pub mod activation;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod signals;
 pub mod store;

@@ -1,5 +1,6 @@
-//! The `authd` command: parse the command line, load the configuration, run. Errors are
-//! printed once, with their causes, and become a non-zero exit status.
+//! The `authd` command: parse the command line, load the configuration, run the daemon or
+//! one of its tools (the admin commands live in [`authd::cli`]). Errors are printed once,
+//! with their causes, and become a non-zero exit status.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use authd::app::{App, Control};
 use authd::auth::keys::{self, KeyAlgorithm};
+use authd::cli;
 use authd::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -22,7 +24,13 @@ struct Cli {
 #[derive(clap::Args)]
 struct ConfigArg {
     /// The configuration file.
-    #[arg(long, env = "AUTHD_CONFIG", default_value = "config.toml")]
+    // Global, so the admin commands take it after their own subcommand too.
+    #[arg(
+        long,
+        env = "AUTHD_CONFIG",
+        default_value = "config.toml",
+        global = true
+    )]
     config: PathBuf,
 }
 
@@ -40,6 +48,27 @@ enum Command {
         #[arg(long)]
         alg: Option<String>,
     },
+    /// Manage users through the running daemon's admin listener.
+    User {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
+    /// Revoke a token, a session or every session of a user (running daemon).
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        target: cli::RevokeArgs,
+    },
+    /// List the revocations in force (running daemon).
+    Revocations {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: cli::RevocationsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +77,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig(args) => check_config(args),
         Command::Keygen { config, alg } => keygen(config, alg),
+        Command::User { config, command } => load(&config).and_then(|c| cli::user(&c, command)),
+        Command::Revoke { config, target } => load(&config).and_then(|c| cli::revoke(&c, target)),
+        Command::Revocations { config, command } => {
+            load(&config).and_then(|c| cli::revocations(&c, command))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,28 +93,32 @@ fn main() -> ExitCode {
 }
 
 fn load(args: &ConfigArg) -> anyhow::Result<Config> {
-    Config::load(&args.config).with_context(|| {
-        format!("invalid configuration {}", args.config.display())
-    })
+    Config::load(&args.config)
+        .with_context(|| format!("invalid configuration {}", args.config.display()))
 }
 
 fn serve(args: ConfigArg) -> anyhow::Result<()> {
     let config = load(&args)?;
     init_logging(&config);
+    // Before the runtime starts threads: taking passed sockets edits the environment.
+    let inherited = authd::activation::inherited_listeners()
+        .context("cannot take the sockets passed by systemd")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let app = App::build(config).await?;
+        // Handlers first: a signal during start-up is queued, not fatal.
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel::<Control>(8);
+        let _signals =
+            authd::signals::forward(control_tx).context("cannot install signal handlers")?;
+        let app = App::build_with(config, inherited).await?;
         tracing::info!(
             public = %app.public_addr()?,
             admin = %app.admin_addr()?,
             version = env!("CARGO_PKG_VERSION"),
             "listening"
         );
-        let (control_tx, control_rx) = tokio::sync::mpsc::channel::<Control>(8);
-        let _signals = authd::signals::forward(control_tx).context("cannot install signal handlers")?;
         app.run(control_rx).await
     })
 }
@@ -101,6 +139,9 @@ fn check_config(args: ConfigArg) -> anyhow::Result<()> {
             Err(err) => return Err(err).context("invalid key set"),
         }
     }
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!("{}: configuration is valid", config.file.display());
     Ok(())
 }
@@ -108,8 +149,9 @@ fn check_config(args: ConfigArg) -> anyhow::Result<()> {
 fn keygen(args: ConfigArg, alg: Option<String>) -> anyhow::Result<()> {
     let config = load(&args)?;
     let algorithm = match alg {
-        Some(name) => KeyAlgorithm::parse(&name)
-            .with_context(|| format!("unknown algorithm {name:?}: use HS256, EdDSA, ES256 or RS256"))?,
+        Some(name) => KeyAlgorithm::parse(&name).with_context(|| {
+            format!("unknown algorithm {name:?}: use HS256, EdDSA, ES256 or RS256")
+        })?,
         None => config.jwt.algorithm,
     };
     let kid = keys::generate_key(&config.jwt.keys_dir, algorithm, SystemTime::now())?;
@@ -120,7 +162,9 @@ fn keygen(args: ConfigArg, alg: Option<String>) -> anyhow::Result<()> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

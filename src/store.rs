@@ -2,9 +2,14 @@
 //! few trees (users, sessions, refresh tokens, revocations); every record starts with a
 //! version byte, and changes that span trees run in one sled transaction.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
+mod flusher;
+
+use flusher::Flusher;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -46,6 +51,8 @@ pub struct SessionRecord {
     pub last_refreshed_at: UnixSeconds,
     /// When the newest refresh token of the session expires.
     pub expires_at: UnixSeconds,
+    /// The latest `exp` of any access token issued in the session.
+    pub access_expires_at: UnixSeconds,
 }
 
 /// One issued refresh token (keyed by its hash).
@@ -134,6 +141,10 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record in tree {tree}: {reason}")]
     Corrupt { tree: &'static str, reason: String },
+    #[error("cannot start the flusher thread: {0}")]
+    Flusher(std::io::Error),
+    #[error("flushing the store to disk failed")]
+    FlushFailed,
     #[error("cannot encode record: {0}")]
     Encode(#[from] bincode::error::EncodeError),
 }
@@ -162,6 +173,24 @@ pub struct Store {
     revocations: sled::Tree,
     /// `seq` (big-endian) → `kind byte ‖ id`: the list order.
     revocation_log: sled::Tree,
+    mirror: Arc<Mirror>,
+    flusher: Arc<Flusher>,
+}
+
+/// In-memory copies of the users and sessions trees, loaded at open and refreshed from
+/// sled after every committed write: token verification reads these and never sled.
+#[derive(Default)]
+struct Mirror {
+    users: RwLock<HashMap<String, Arc<UserRecord>>>,
+    sessions: RwLock<HashMap<String, Arc<SessionRecord>>>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Store {
@@ -180,21 +209,86 @@ impl Store {
             .path(path)
             .cache_capacity(CACHE_CAPACITY_BYTES)
             .open()?;
-        Ok(Store {
+        let store = Store {
             users: db.open_tree("users")?,
             sessions: db.open_tree("sessions")?,
             user_sessions: db.open_tree("user_sessions")?,
             refresh_tokens: db.open_tree("refresh_tokens")?,
             revocations: db.open_tree("revocations")?,
             revocation_log: db.open_tree("revocation_log")?,
+            mirror: Arc::default(),
+            flusher: Arc::new(Flusher::start(db.clone()).map_err(StoreError::Flusher)?),
             db,
-        })
+        };
+        store.load_mirror()?;
+        Ok(store)
+    }
+
+    fn load_mirror(&self) -> Result<(), StoreError> {
+        let mut users = HashMap::new();
+        for item in self.users.iter() {
+            let (_, value) = item?;
+            let user: UserRecord = decode(&value, "users")?;
+            users.insert(user.username.clone(), Arc::new(user));
+        }
+        let mut sessions = HashMap::new();
+        for item in self.sessions.iter() {
+            let (_, value) = item?;
+            let session: SessionRecord = decode(&value, "sessions")?;
+            sessions.insert(session.sid.clone(), Arc::new(session));
+        }
+        *write(&self.mirror.users) = users;
+        *write(&self.mirror.sessions) = sessions;
+        Ok(())
+    }
+
+    /// Copies the committed state of `username` into the mirror. Reading sled under the
+    /// mirror's write lock makes concurrent writers converge on the newest record.
+    fn sync_user(&self, username: &str) -> Result<(), StoreError> {
+        let mut users = write(&self.mirror.users);
+        match get::<UserRecord>(&self.users, "users", username.as_bytes())? {
+            Some(user) => users.insert(username.to_owned(), Arc::new(user)),
+            None => users.remove(username),
+        };
+        Ok(())
+    }
+
+    fn sync_sessions<'a>(&self, sids: impl IntoIterator<Item = &'a str>) -> Result<(), StoreError> {
+        let mut sessions = write(&self.mirror.sessions);
+        for sid in sids {
+            match get::<SessionRecord>(&self.sessions, "sessions", sid.as_bytes())? {
+                Some(session) => sessions.insert(sid.to_owned(), Arc::new(session)),
+                None => sessions.remove(sid),
+            };
+        }
+        Ok(())
+    }
+
+    /// The user `username` from memory.
+    pub fn user(&self, username: &str) -> Option<Arc<UserRecord>> {
+        read(&self.mirror.users).get(username).cloned()
+    }
+
+    /// The session `sid` from memory.
+    pub fn session(&self, sid: &str) -> Option<Arc<SessionRecord>> {
+        read(&self.mirror.sessions).get(sid).cloned()
+    }
+
+    /// Number of users and of stored sessions.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            read(&self.mirror.users).len(),
+            read(&self.mirror.sessions).len(),
+        )
     }
 
     /// Makes every change so far durable on disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        if self.flusher.flush().await {
+            Ok(())
+        } else {
+            Err(StoreError::FlushFailed)
+        }
     }
 
     /// Flushes from a blocking context (shutdown).
@@ -211,7 +305,7 @@ impl Store {
     // ----- users -----
 
     pub fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        get(&self.users, "users", username.as_bytes())
+        Ok(self.user(username).map(|user| (*user).clone()))
     }
 
     /// Stores a new user; `false` when the name is taken.
@@ -221,6 +315,7 @@ impl Store {
             None as Option<&[u8]>,
             Some(encode(user)?),
         )?;
+        self.sync_user(&user.username)?;
         Ok(swapped.is_ok())
     }
 
@@ -276,6 +371,7 @@ impl Store {
                 Ok(Some((user, entry)))
             },
         )?;
+        self.sync_user(username)?;
         Ok(result)
     }
 
@@ -307,6 +403,8 @@ impl Store {
             tx_record_revocation(revocations, log, revocation, seq)?;
             Ok(Some(user))
         })?;
+        self.sync_user(username)?;
+        self.sync_sessions(sids.iter().map(String::as_str))?;
         Ok(deleted)
     }
 
@@ -332,11 +430,12 @@ impl Store {
                 Ok(())
             },
         )?;
+        self.sync_sessions([session.sid.as_str()])?;
         Ok(())
     }
 
     pub fn get_session(&self, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
-        get(&self.sessions, "sessions", sid.as_bytes())
+        Ok(self.session(sid).map(|session| (*session).clone()))
     }
 
     /// Every stored session of `username` (live or not; the caller decides).
@@ -363,7 +462,10 @@ impl Store {
 
     /// Ends the session `revocation.id` (if it exists) and records the sid entry.
     /// Revoking the same sid again keeps the first entry.
-    pub fn revoke_session(&self, revocation: &NewRevocation) -> Result<RevocationRecord, StoreError> {
+    pub fn revoke_session(
+        &self,
+        revocation: &NewRevocation,
+    ) -> Result<RevocationRecord, StoreError> {
         let seq = self.next_id()?;
         let sid = revocation.id.as_bytes();
         let entry = (
@@ -379,6 +481,7 @@ impl Store {
                 }
                 tx_record_revocation(revocations, log, revocation, seq)
             })?;
+        self.sync_sessions([revocation.id.as_str()])?;
         Ok(entry)
     }
 
@@ -421,6 +524,8 @@ impl Store {
             }
             Ok(Some(user))
         })?;
+        self.sync_user(username)?;
+        self.sync_sessions(end_sessions.iter().map(|r| r.id.as_str()))?;
         Ok(updated)
     }
 
@@ -436,9 +541,10 @@ impl Store {
         new: &RefreshHash,
         now: UnixSeconds,
         new_expires_at: UnixSeconds,
+        access_expires_at: UnixSeconds,
     ) -> Result<Rotation, StoreError> {
-        let rotation = (&self.refresh_tokens, &self.sessions).transaction(
-            |(refresh_tokens, sessions)| {
+        let rotation =
+            (&self.refresh_tokens, &self.sessions).transaction(|(refresh_tokens, sessions)| {
                 let Some(mut record) =
                     tx_get::<RefreshRecord>(refresh_tokens, "refresh_tokens", old)?
                 else {
@@ -469,10 +575,13 @@ impl Store {
                 tx_put(refresh_tokens, new, &next)?;
                 session.last_refreshed_at = now;
                 session.expires_at = new_expires_at;
+                session.access_expires_at = session.access_expires_at.max(access_expires_at);
                 tx_put(sessions, session.sid.as_bytes(), &session)?;
                 Ok(Rotation::Rotated(session))
-            },
-        )?;
+            })?;
+        if let Rotation::Rotated(session) = &rotation {
+            self.sync_sessions([session.sid.as_str()])?;
+        }
         Ok(rotation)
     }
 
@@ -482,8 +591,10 @@ impl Store {
     /// user entry (replacing the previous one for that user). Returns the stored entry.
     pub fn revoke(&self, revocation: &NewRevocation) -> Result<RevocationRecord, StoreError> {
         let seq = self.next_id()?;
-        let entry = (&self.revocations, &self.revocation_log)
-            .transaction(|(revocations, log)| tx_record_revocation(revocations, log, revocation, seq))?;
+        let entry =
+            (&self.revocations, &self.revocation_log).transaction(|(revocations, log)| {
+                tx_record_revocation(revocations, log, revocation, seq)
+            })?;
         Ok(entry)
     }
 
@@ -502,7 +613,10 @@ impl Store {
             None => Bound::Unbounded,
         };
         let mut entries: Vec<RevocationRecord> = Vec::with_capacity(limit.min(1024));
-        for item in self.revocation_log.range::<[u8; 8], _>((start, Bound::Unbounded)) {
+        for item in self
+            .revocation_log
+            .range::<[u8; 8], _>((start, Bound::Unbounded))
+        {
             let (_, key) = item?;
             if entries.len() == limit {
                 let next = entries.last().map(|entry| entry.seq);
@@ -555,11 +669,14 @@ impl Store {
             let (key, value) = item?;
             let session: SessionRecord = decode(&value, "sessions")?;
             if session.expires_at < now {
-                (&self.sessions, &self.user_sessions).transaction(|(sessions, user_sessions)| {
-                    sessions.remove(&key)?;
-                    user_sessions.remove(user_session_key(&session.username, &session.sid))?;
-                    Ok(())
-                })?;
+                (&self.sessions, &self.user_sessions).transaction(
+                    |(sessions, user_sessions)| {
+                        sessions.remove(&key)?;
+                        user_sessions.remove(user_session_key(&session.username, &session.sid))?;
+                        Ok(())
+                    },
+                )?;
+                self.sync_sessions([session.sid.as_str()])?;
                 counts.sessions += 1;
             }
         }
@@ -610,7 +727,10 @@ fn tx_record_revocation(
 
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = vec![RECORD_VERSION];
-    bytes.extend(bincode::serde::encode_to_vec(record, bincode::config::standard())?);
+    bytes.extend(bincode::serde::encode_to_vec(
+        record,
+        bincode::config::standard(),
+    )?);
     Ok(bytes)
 }
 
@@ -696,7 +816,10 @@ mod tests {
         let mut future = bytes.clone();
         future[0] = RECORD_VERSION + 1;
         assert!(decode::<UserRecord>(&future, "users").is_err());
-        assert_eq!(decode::<UserRecord>(&bytes, "users").unwrap(), user("alice", 1));
+        assert_eq!(
+            decode::<UserRecord>(&bytes, "users").unwrap(),
+            user("alice", 1)
+        );
     }
 
     #[test]
@@ -718,14 +841,21 @@ mod tests {
     fn revoking_a_jti_twice_keeps_the_first_entry_and_user_entries_are_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let first = store.revoke(&revocation(RevocationKind::Jti, "j1", 10)).unwrap();
-        let again = store.revoke(&revocation(RevocationKind::Jti, "j1", 20)).unwrap();
+        let first = store
+            .revoke(&revocation(RevocationKind::Jti, "j1", 10))
+            .unwrap();
+        let again = store
+            .revoke(&revocation(RevocationKind::Jti, "j1", 20))
+            .unwrap();
         assert_eq!(first, again);
         store.create_user(&user("alice", 1)).unwrap();
         let r1 = revocation(RevocationKind::User, "alice", 10);
         let r2 = revocation(RevocationKind::User, "alice", 20);
         store.update_user("alice", |_| {}, Some(&r1)).unwrap();
-        let (user, entry) = store.update_user("alice", |_| {}, Some(&r2)).unwrap().unwrap();
+        let (user, entry) = store
+            .update_user("alice", |_| {}, Some(&r2))
+            .unwrap()
+            .unwrap();
         assert_eq!(user.generation, 2);
         assert_eq!(entry.unwrap().revoked_at, 20);
         let (entries, next) = store.list_revocations(None, 10).unwrap();
@@ -746,6 +876,7 @@ mod tests {
             created_at: 0,
             last_refreshed_at: 0,
             expires_at: 100,
+            access_expires_at: 10,
         };
         let refresh = RefreshRecord {
             sid: "s1".into(),
@@ -754,9 +885,13 @@ mod tests {
             rotated_at: None,
         };
         store.create_session(&session, &[1; 32], &refresh).unwrap();
-        let rotated = store.rotate_refresh(&[1; 32], &[2; 32], 10, 110).unwrap();
+        let rotated = store
+            .rotate_refresh(&[1; 32], &[2; 32], 10, 110, 10 + 10)
+            .unwrap();
         assert!(matches!(rotated, Rotation::Rotated(s) if s.expires_at == 110));
-        let reused = store.rotate_refresh(&[1; 32], &[3; 32], 11, 111).unwrap();
+        let reused = store
+            .rotate_refresh(&[1; 32], &[3; 32], 11, 111, 11 + 10)
+            .unwrap();
         assert_eq!(
             reused,
             Rotation::AlreadyRotated {
@@ -764,15 +899,24 @@ mod tests {
                 rotated_at: 10
             }
         );
-        assert_eq!(store.rotate_refresh(&[9; 32], &[4; 32], 11, 111).unwrap(), Rotation::Unknown);
+        assert_eq!(
+            store
+                .rotate_refresh(&[9; 32], &[4; 32], 11, 111, 11 + 10)
+                .unwrap(),
+            Rotation::Unknown
+        );
     }
 
     #[test]
     fn purge_removes_only_expired_entries() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.revoke(&revocation(RevocationKind::Jti, "old", 0)).unwrap();
-        store.revoke(&revocation(RevocationKind::Jti, "new", 1000)).unwrap();
+        store
+            .revoke(&revocation(RevocationKind::Jti, "old", 0))
+            .unwrap();
+        store
+            .revoke(&revocation(RevocationKind::Jti, "new", 1000))
+            .unwrap();
         let counts = store.purge_expired(500).unwrap();
         assert_eq!(counts.revocations, 1);
         assert!(!store.is_revoked(RevocationKind::Jti, "old").unwrap());

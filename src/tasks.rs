@@ -4,21 +4,28 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::store::Store;
+use std::sync::Arc;
 
-/// How often expired revocations, sessions and refresh tokens are purged.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+use crate::app::AppState;
+use crate::config::Config;
 
-/// Purges expired entries every [`PURGE_INTERVAL`] until `stop` turns true.
-pub async fn purge(store: Store, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(PURGE_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// How often expired revocations, sessions and refresh tokens are purged: a quarter of the
+/// shortest lifetime an entry can have, between 1 s and 60 s, so short test TTLs purge
+/// quickly and production TTLs cost one scan a minute.
+pub fn purge_interval(config: &Config) -> Duration {
+    let shortest = (config.jwt.access_ttl + config.jwt.leeway).min(config.jwt.refresh_ttl);
+    (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Purges expired entries on [`purge_interval`] until `stop` turns true.
+pub async fn purge(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     loop {
+        let interval = purge_interval(&state.settings().config);
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
-            _ = interval.tick() => {}
+            _ = tokio::time::sleep(interval) => {}
         }
-        let store = store.clone();
+        let store = state.authority.store().clone();
         let now = crate::app::unix_now();
         match tokio::task::spawn_blocking(move || store.purge_expired(now)).await {
             Ok(Ok(counts)) if counts != Default::default() => {
@@ -66,5 +73,15 @@ async fn health_check(public: std::net::SocketAddr) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::other("health check did not answer 200"))
+    }
+}
+
+/// Runs the metrics recorder's upkeep until `stop` turns true.
+pub async fn metrics_upkeep(mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            _ = tokio::time::sleep(crate::metrics::UPKEEP_INTERVAL) => crate::metrics::upkeep(),
+        }
     }
 }

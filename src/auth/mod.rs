@@ -6,7 +6,9 @@ pub mod admin_token;
 pub mod keys;
 pub mod names;
 pub mod password;
+pub mod redirect;
 pub mod service;
+pub mod throttle;
 pub mod token;
 
 use std::path::Path;

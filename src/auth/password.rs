@@ -3,6 +3,7 @@
 //! without bound. Unknown users are checked against a dummy hash of the same cost.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
@@ -53,7 +54,9 @@ pub enum PasswordError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
     /// The password matches; `needs_rehash` when the hash used other parameters.
-    Match { needs_rehash: bool },
+    Match {
+        needs_rehash: bool,
+    },
     Mismatch,
 }
 
@@ -111,21 +114,28 @@ impl HashCost {
 #[derive(Debug, Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// Hashes waiting for a permit or running.
+    in_queue: Arc<AtomicUsize>,
 }
 
 impl Hasher {
     pub fn new(concurrency: usize) -> Hasher {
         Hasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            in_queue: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Number of hashes waiting for a permit or running.
-    pub fn available_permits(&self) -> usize {
-        self.permits.available_permits()
+    pub fn queue_depth(&self) -> usize {
+        self.in_queue.load(Ordering::Relaxed)
     }
 
-    pub async fn hash(&self, cost: &HashCost, password: &Password) -> Result<String, PasswordError> {
+    pub async fn hash(
+        &self,
+        cost: &HashCost,
+        password: &Password,
+    ) -> Result<String, PasswordError> {
         let cost = cost.clone();
         let password = password.clone();
         self.run(move || cost.hash_blocking(password.expose()))
@@ -150,6 +160,8 @@ impl Hasher {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.in_queue.fetch_add(1, Ordering::Relaxed);
+        let _leave_queue = LeaveQueue(&self.in_queue);
         let permit = self
             .permits
             .clone()
@@ -163,6 +175,15 @@ impl Hasher {
         })
         .await?;
         Ok(result)
+    }
+}
+
+/// Decrements the queue depth when a hash finishes or its caller gives up.
+struct LeaveQueue<'a>(&'a AtomicUsize);
+
+impl Drop for LeaveQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -208,6 +229,9 @@ mod tests {
 
     #[test]
     fn an_unparsable_stored_hash_never_matches() {
-        assert_eq!(cost(64).verify_blocking("x", "not a hash"), Verification::Mismatch);
+        assert_eq!(
+            cost(64).verify_blocking("x", "not a hash"),
+            Verification::Mismatch
+        );
     }
 }

@@ -2,11 +2,20 @@
 //! revocation), and the admin's user and revocation management. Each takes the settings
 //! snapshot of its request and the current time, and makes acknowledged changes durable.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
 use sha2::{Digest as _, Sha256};
+
+mod browser;
+
+pub use browser::BrowserRefresh;
 
 use super::Settings;
 use super::names::{Username, is_valid_role, password_problem};
 use super::password::{Hasher, Password, PasswordError, Verification};
+use super::throttle::{Attempt, LoginThrottle, Outcome, Throttled};
 use super::token::{Claims, TokenError};
 use crate::store::{
     NewRevocation, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, Rotation,
@@ -21,11 +30,13 @@ pub enum AuthError {
     #[error("invalid username or password")]
     InvalidCredentials,
     #[error("{0}")]
-    InvalidToken(&'static str),
+    InvalidToken(TokenRejection),
     #[error("{0}")]
     InvalidGrant(&'static str),
     #[error("account is disabled")]
     AccountDisabled,
+    #[error("too many failed logins; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     InsufficientScope(&'static str),
     #[error("current password is wrong")]
@@ -42,20 +53,42 @@ pub enum AuthError {
     Signing(#[from] jsonwebtoken::errors::Error),
 }
 
+impl From<Throttled> for AuthError {
+    fn from(throttled: Throttled) -> Self {
+        AuthError::TooManyRequests {
+            retry_after_secs: throttled.retry_after_secs(),
+        }
+    }
+}
+
+/// Why a bearer token was refused: its own defects, or the revocation state behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("token has been revoked")]
+    Revoked,
+    #[error("user no longer exists")]
+    UserGone,
+    #[error("account is disabled")]
+    Disabled,
+}
+
+impl TokenRejection {
+    /// A short stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenRejection::Token(err) => err.label(),
+            TokenRejection::Revoked => "revoked",
+            TokenRejection::UserGone => "user_gone",
+            TokenRejection::Disabled => "disabled",
+        }
+    }
+}
+
 impl From<TokenError> for AuthError {
     fn from(err: TokenError) -> Self {
-        AuthError::InvalidToken(match err {
-            TokenError::Malformed => "token is malformed",
-            TokenError::TooLarge => "token is too large",
-            TokenError::BadSignature => "token signature is invalid",
-            TokenError::UnknownKey => "token signing key is unknown",
-            TokenError::WrongAlgorithm => "token algorithm does not match its key",
-            TokenError::WrongType => "token type is not at+jwt",
-            TokenError::CriticalHeader => "token has an unsupported critical header",
-            TokenError::WrongIssuerOrAudience => "token issuer or audience is wrong",
-            TokenError::Expired => "token has expired",
-            TokenError::NotYetValid => "token is not valid yet",
-        })
+        AuthError::InvalidToken(TokenRejection::Token(err))
     }
 }
 
@@ -94,19 +127,30 @@ pub struct TokenPair {
     pub sid: String,
 }
 
-/// The verified caller of a bearer-protected request.
+/// The verified caller of a bearer-protected request: the token's claims and the user's
+/// current record (roles, creation time) from the store.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub username: String,
-    /// The user's current roles, from the store.
-    pub roles: Vec<String>,
-    pub created_at: UnixSeconds,
-    pub claims: Claims,
+    user: Arc<UserRecord>,
+    pub claims: Arc<Claims>,
 }
 
 impl Principal {
+    pub fn username(&self) -> &str {
+        &self.user.username
+    }
+
+    /// The user's current roles.
+    pub fn roles(&self) -> &[String] {
+        &self.user.roles
+    }
+
+    pub fn created_at(&self) -> UnixSeconds {
+        self.user.created_at
+    }
+
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+        self.user.roles.iter().any(|r| r == role)
     }
 }
 
@@ -130,16 +174,22 @@ pub enum RevocationTarget {
     Username(String),
 }
 
-/// The domain service: the store plus the bounded hashing pool.
+/// The domain service: the store, the bounded hashing pool and the login throttle (which
+/// lives as long as the daemon; its limits come from each call's settings snapshot).
 #[derive(Debug, Clone)]
 pub struct Authority {
     store: Store,
     hasher: Hasher,
+    throttle: Arc<LoginThrottle>,
 }
 
 impl Authority {
     pub fn new(store: Store, hasher: Hasher) -> Authority {
-        Authority { store, hasher }
+        Authority {
+            store,
+            hasher,
+            throttle: Arc::new(LoginThrottle::new()),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -152,15 +202,58 @@ impl Authority {
 
     // ----- login, refresh, authenticate -----
 
+    /// The login throttle (for its table sizes).
+    pub fn throttle(&self) -> &LoginThrottle {
+        &self.throttle
+    }
+
     /// Checks the credentials and starts a session. Unknown users and malformed names
-    /// cost one argon2 verification, like a wrong password.
+    /// cost one argon2 verification, like a wrong password. Attempts are throttled per
+    /// username and per `client` address (API.md "Login throttling"): a throttled attempt
+    /// is refused before any hashing, and only wrong credentials are counted.
     pub async fn login(
         &self,
         settings: &Settings,
         username: &str,
         password: &Password,
+        client: Option<IpAddr>,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
+        let limits = &settings.config.login;
+        let attempt = Attempt::new(username, client);
+        // The throttle measures its window on the monotonic clock: `now` has whole
+        // seconds only and follows wall-clock jumps.
+        self.throttle.check(limits, &attempt, Instant::now())?;
+        let checked = self.check_credentials(settings, username, password).await;
+        let outcome = match &checked {
+            Ok(_) => Some(Outcome::Success),
+            Err(AuthError::InvalidCredentials) => Some(Outcome::Failure),
+            Err(AuthError::AccountDisabled) => Some(Outcome::NotCounted),
+            // An internal error says nothing about the password: nothing to count.
+            Err(_) => None,
+        };
+        if let Some(outcome) = outcome {
+            // Checks the limits again: concurrent attempts may have reached one meanwhile.
+            self.throttle
+                .record(limits, &attempt, outcome, Instant::now())?;
+        }
+        let (user, needs_rehash) = checked?;
+        if needs_rehash {
+            self.rehash(settings, &user, password).await?;
+        }
+        let pair = self.start_session(settings, &user, now)?;
+        self.store.flush().await?;
+        Ok(pair)
+    }
+
+    /// The enabled user `username` names, when `password` is theirs, and whether the
+    /// stored hash needs the current parameters.
+    async fn check_credentials(
+        &self,
+        settings: &Settings,
+        username: &str,
+        password: &Password,
+    ) -> Result<(UserRecord, bool), AuthError> {
         let user = match Username::parse(username) {
             Some(name) => self.store.get_user(name.as_str())?,
             None => None,
@@ -179,12 +272,7 @@ impl Authority {
         if user.disabled {
             return Err(AuthError::AccountDisabled);
         }
-        if needs_rehash {
-            self.rehash(settings, &user, password).await?;
-        }
-        let pair = self.start_session(settings, &user, now)?;
-        self.store.flush().await?;
-        Ok(pair)
+        Ok((user, needs_rehash))
     }
 
     async fn rehash(
@@ -226,6 +314,7 @@ impl Authority {
             created_at: now,
             last_refreshed_at: now,
             expires_at: now + refresh_ttl,
+            access_expires_at: now + settings.tokens.access_ttl(),
         };
         let refresh = RefreshRecord {
             sid: sid.clone(),
@@ -246,9 +335,10 @@ impl Authority {
         refresh_token: RefreshToken,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
-        let access = settings
-            .tokens
-            .issue(&settings.keys, &user.username, sid, &user.roles, now)?;
+        let access =
+            settings
+                .tokens
+                .issue(&settings.keys, &user.username, sid, &user.roles, now)?;
         Ok(TokenPair {
             access_token: access.token,
             expires_in: settings.tokens.access_ttl(),
@@ -280,10 +370,13 @@ impl Authority {
         }
         let next = RefreshToken(super::random_id(32));
         let expires_at = now + refresh_ttl(settings);
-        match self
-            .store
-            .rotate_refresh(&old_hash, &next.hash(), now, expires_at)?
-        {
+        match self.store.rotate_refresh(
+            &old_hash,
+            &next.hash(),
+            now,
+            expires_at,
+            now + settings.tokens.access_ttl(),
+        )? {
             Rotation::Rotated(session) => {
                 let (_, user) = self
                     .live_session(&session.sid, now)?
@@ -293,8 +386,12 @@ impl Authority {
                 Ok(pair)
             }
             Rotation::AlreadyRotated { sid, .. } => {
-                self.store
-                    .revoke_session(&session_revocation(settings, &sid, "refresh token reused", now))?;
+                self.store.revoke_session(&self.session_revocation(
+                    settings,
+                    &sid,
+                    "refresh token reused",
+                    now,
+                ))?;
                 self.store.flush().await?;
                 Err(AuthError::InvalidGrant("refresh token was already used"))
             }
@@ -331,37 +428,54 @@ impl Authority {
         token: &str,
         now: UnixSeconds,
     ) -> Result<Principal, AuthError> {
-        const REVOKED: &str = "token has been revoked";
+        use TokenRejection::{Disabled, Revoked, UserGone};
         let claims = settings.tokens.verify(&settings.keys, token, now)?;
-        if self.store.is_revoked(RevocationKind::Jti, &claims.jti)?
-            || self.store.is_revoked(RevocationKind::Sid, &claims.sid)?
-        {
-            return Err(AuthError::InvalidToken(REVOKED));
+        // A revoked sid has no session (revoking deletes it), so the session lookup
+        // covers sid revocations; only the jti needs the revocation list.
+        if self.store.is_revoked(RevocationKind::Jti, &claims.jti)? {
+            return Err(AuthError::InvalidToken(Revoked));
         }
         let session = self
             .store
-            .get_session(&claims.sid)?
-            .ok_or(AuthError::InvalidToken(REVOKED))?;
-        if session.username != claims.sub {
-            return Err(AuthError::InvalidToken(REVOKED));
-        }
+            .session(&claims.sid)
+            .filter(|session| session.username == claims.sub)
+            .ok_or(AuthError::InvalidToken(Revoked))?;
         let user = self
             .store
-            .get_user(&claims.sub)?
+            .user(&claims.sub)
             .filter(|user| user.account_id == session.account_id)
-            .ok_or(AuthError::InvalidToken("user no longer exists"))?;
+            .ok_or(AuthError::InvalidToken(UserGone))?;
         if user.disabled {
-            return Err(AuthError::InvalidToken("account is disabled"));
+            return Err(AuthError::InvalidToken(Disabled));
         }
         if user.generation != session.generation {
-            return Err(AuthError::InvalidToken(REVOKED));
+            return Err(AuthError::InvalidToken(Revoked));
         }
-        Ok(Principal {
-            username: user.username,
-            roles: user.roles,
-            created_at: user.created_at,
-            claims,
-        })
+        Ok(Principal { user, claims })
+    }
+
+    /// A sid entry. Revoking deletes the session, so only its access tokens remain to be
+    /// blocked: until the latest `exp` issued in it (which a reload that shortened
+    /// `access_ttl` does not shorten), or a full `access_ttl` from now for unknown sids.
+    fn session_revocation(
+        &self,
+        settings: &Settings,
+        sid: &str,
+        reason: &str,
+        now: UnixSeconds,
+    ) -> NewRevocation {
+        let issued_until = self
+            .store
+            .session(sid)
+            .map_or(0, |session| session.access_expires_at);
+        NewRevocation {
+            kind: RevocationKind::Sid,
+            id: sid.to_owned(),
+            revoked_at: now,
+            expires_at: issued_until.max(now + settings.tokens.access_ttl())
+                + settings.tokens.leeway(),
+            reason: Some(reason.to_owned()),
+        }
     }
 
     // ----- the caller's own sessions -----
@@ -375,21 +489,34 @@ impl Authority {
         now: UnixSeconds,
     ) -> Result<RevocationRecord, AuthError> {
         let entry = if all {
-            let revocation = user_revocation(settings, &principal.username, "logout (all sessions)", now);
+            let revocation = user_revocation(
+                settings,
+                principal.username(),
+                "logout (all sessions)",
+                now,
+            );
             self.store
-                .update_user(&principal.username, |_| {}, Some(&revocation))?
+                .update_user(principal.username(), |_| {}, Some(&revocation))?
                 .and_then(|(_, entry)| entry)
-                .ok_or(AuthError::InvalidToken("user no longer exists"))?
+                .ok_or(AuthError::InvalidToken(TokenRejection::UserGone))?
         } else {
-            self.store
-                .revoke_session(&session_revocation(settings, &principal.claims.sid, "logout", now))?
+            self.store.revoke_session(&self.session_revocation(
+                settings,
+                &principal.claims.sid,
+                "logout",
+                now,
+            ))?
         };
         self.store.flush().await?;
         Ok(entry)
     }
 
     /// The live sessions of `username`: not expired, not revoked, of the current account.
-    pub fn sessions(&self, username: &str, now: UnixSeconds) -> Result<Vec<SessionRecord>, AuthError> {
+    pub fn sessions(
+        &self,
+        username: &str,
+        now: UnixSeconds,
+    ) -> Result<Vec<SessionRecord>, AuthError> {
         let name = Username::parse(username).ok_or_else(|| user_not_found(username))?;
         let user = self
             .store
@@ -400,7 +527,9 @@ impl Authority {
             .list_sessions(name.as_str())?
             .into_iter()
             .filter(|s| {
-                s.account_id == user.account_id && s.generation == user.generation && s.expires_at > now
+                s.account_id == user.account_id
+                    && s.generation == user.generation
+                    && s.expires_at > now
             })
             .collect();
         sessions.sort_by(|a, b| (a.created_at, &a.sid).cmp(&(b.created_at, &b.sid)));
@@ -417,14 +546,18 @@ impl Authority {
         now: UnixSeconds,
     ) -> Result<(), AuthError> {
         let owned = self
-            .sessions(&principal.username, now)?
+            .sessions(principal.username(), now)?
             .iter()
             .any(|s| s.sid == sid);
         if !owned {
             return Err(AuthError::NotFound("no such session".into()));
         }
-        self.store
-            .revoke_session(&session_revocation(settings, sid, "session ended by its user", now))?;
+        self.store.revoke_session(&self.session_revocation(
+            settings,
+            sid,
+            "session ended by its user",
+            now,
+        ))?;
         self.store.flush().await?;
         Ok(())
     }
@@ -442,22 +575,26 @@ impl Authority {
         check_password(settings, new)?;
         let user = self
             .store
-            .get_user(&principal.username)?
-            .ok_or(AuthError::InvalidToken("user no longer exists"))?;
-        match self.hasher.verify(&settings.cost, current, &user.password_hash).await? {
+            .get_user(principal.username())?
+            .ok_or(AuthError::InvalidToken(TokenRejection::UserGone))?;
+        match self
+            .hasher
+            .verify(&settings.cost, current, &user.password_hash)
+            .await?
+        {
             Verification::Match { .. } => {}
             Verification::Mismatch => return Err(AuthError::WrongCurrentPassword),
         }
         let new_hash = self.hasher.hash(&settings.cost, new).await?;
         let others: Vec<NewRevocation> = self
-            .sessions(&principal.username, now)?
+            .sessions(principal.username(), now)?
             .iter()
             .filter(|s| s.sid != principal.claims.sid)
-            .map(|s| session_revocation(settings, &s.sid, "password changed", now))
+            .map(|s| self.session_revocation(settings, &s.sid, "password changed", now))
             .collect();
         self.store
             .replace_password(&user.username, user.account_id, &new_hash, &others)?
-            .ok_or(AuthError::InvalidToken("user no longer exists"))?;
+            .ok_or(AuthError::InvalidToken(TokenRejection::UserGone))?;
         self.store.flush().await?;
         Ok(())
     }
@@ -613,13 +750,12 @@ impl Authority {
                     reason,
                 })?
             }
-            RevocationTarget::Sid(sid) => self.store.revoke_session(&NewRevocation {
-                kind: RevocationKind::Sid,
-                id: check_id(sid, "sid")?,
-                revoked_at: now,
-                expires_at: now + access_window,
-                reason,
-            })?,
+            RevocationTarget::Sid(sid) => {
+                let sid = check_id(sid, "sid")?;
+                let mut revocation = self.session_revocation(settings, &sid, "", now);
+                revocation.reason = reason;
+                self.store.revoke_session(&revocation)?
+            }
             RevocationTarget::Username(username) => {
                 let name = Username::parse(&username).ok_or_else(|| user_not_found(&username))?;
                 let mut revocation = user_revocation(settings, name.as_str(), "", now);
@@ -664,18 +800,6 @@ fn user_revocation(
     }
 }
 
-/// A sid entry: the session record is deleted, so only its access tokens (all issued
-/// before now) remain to be blocked.
-fn session_revocation(settings: &Settings, sid: &str, reason: &str, now: UnixSeconds) -> NewRevocation {
-    NewRevocation {
-        kind: RevocationKind::Sid,
-        id: sid.to_owned(),
-        revoked_at: now,
-        expires_at: now + settings.tokens.access_ttl() + settings.tokens.leeway(),
-        reason: Some(reason.to_owned()),
-    }
-}
-
 fn user_not_found(username: &str) -> AuthError {
     let shown: String = username.chars().take(64).collect();
     AuthError::NotFound(format!("user {shown:?} not found"))
@@ -683,9 +807,7 @@ fn user_not_found(username: &str) -> AuthError {
 
 fn parse_username(username: &str) -> Result<Username, AuthError> {
     Username::parse(username).ok_or_else(|| {
-        AuthError::InvalidRequest(
-            "username must be 1-64 characters of a-z 0-9 . _ @ -".into(),
-        )
+        AuthError::InvalidRequest("username must be 1-64 characters of a-z 0-9 . _ @ -".into())
     })
 }
 

@@ -4,6 +4,7 @@
 //! and is it within its lifetime".
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -68,7 +69,7 @@ pub enum TokenError {
     WrongAlgorithm,
     #[error("token type is not at+jwt")]
     WrongType,
-    #[error("token has a critical header authd does not understand")]
+    #[error("token has an unsupported critical header")]
     CriticalHeader,
     #[error("token issuer or audience is wrong")]
     WrongIssuerOrAudience,
@@ -78,13 +79,39 @@ pub enum TokenError {
     NotYetValid,
 }
 
-/// Validation settings prepared once per configuration snapshot.
+impl TokenError {
+    /// A short stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::TooLarge => "too_large",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::WrongAlgorithm => "wrong_algorithm",
+            TokenError::WrongType => "wrong_type",
+            TokenError::CriticalHeader => "critical_header",
+            TokenError::WrongIssuerOrAudience => "wrong_issuer_or_audience",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+        }
+    }
+}
+
+/// How many verified tokens are remembered (a token is ~0.5 KiB with its claims).
+const VERIFIED_CACHE_ENTRIES: usize = 20_000;
+
+/// Validation settings prepared once per configuration snapshot, and the tokens already
+/// verified under it. The cache lives and dies with the snapshot (and so with its key
+/// set): after a reload that removed a key, nothing it signed is remembered.
 pub struct TokenRules {
     issuer: String,
     audience: String,
     access_ttl: i64,
     leeway: i64,
     validations: HashMap<KeyAlgorithm, Validation>,
+    /// Tokens whose signature, header, issuer and audience were checked. Lifetime and
+    /// revocation are checked again on every use.
+    verified: quick_cache::sync::Cache<String, Arc<Claims>>,
 }
 
 impl std::fmt::Debug for TokenRules {
@@ -124,6 +151,7 @@ impl TokenRules {
             access_ttl: seconds(jwt.access_ttl),
             leeway: seconds(jwt.leeway),
             validations,
+            verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_ENTRIES),
         }
     }
 
@@ -172,8 +200,24 @@ impl TokenRules {
     }
 
     /// Checks signature, header, issuer, audience and lifetime (with leeway) at `now`.
-    pub fn verify(&self, keys: &KeySet, token: &str, now: UnixSeconds) -> Result<Claims, TokenError> {
-        let claims = self.verify_signature(keys, token)?;
+    /// `keys` must be the key set of the same settings snapshot as `self`.
+    pub fn verify(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now: UnixSeconds,
+    ) -> Result<Arc<Claims>, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        let claims = match self.verified.get(token) {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_signature(keys, token)?);
+                self.verified.insert(token.to_owned(), claims.clone());
+                claims
+            }
+        };
         if claims.exp + self.leeway < now {
             return Err(TokenError::Expired);
         }
@@ -207,8 +251,8 @@ impl TokenRules {
             .validations
             .get(&key.alg)
             .ok_or(TokenError::WrongAlgorithm)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, validation).map_err(
-            |err| {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.decoding, validation).map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
                 match err.kind() {
                     ErrorKind::InvalidSignature => TokenError::BadSignature,
@@ -218,8 +262,7 @@ impl TokenRules {
                     }
                     _ => TokenError::Malformed,
                 }
-            },
-        )?;
+            })?;
         Ok(data.claims)
     }
 }

@@ -25,7 +25,7 @@ fn authorize(ctx: &Ctx) -> Result<String, ApiError> {
         .authority
         .authenticate(&ctx.settings, credential, ctx.now)?;
     if principal.has_role("admin") {
-        Ok(principal.username)
+        Ok(principal.username().to_owned())
     } else {
         Err(ApiError::insufficient_scope("the admin role is required"))
     }
@@ -173,7 +173,9 @@ pub async fn revoke(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
         }
     };
     if body.reason.as_ref().is_some_and(|r| r.len() > 512) {
-        return Err(ApiError::invalid_request("reason must be at most 512 bytes"));
+        return Err(ApiError::invalid_request(
+            "reason must be at most 512 bytes",
+        ));
     }
     let entry = ctx
         .state
@@ -241,4 +243,25 @@ pub async fn user_sessions(username: String, ctx: Ctx) -> Result<Response, ApiEr
         .authority
         .sessions(&percent_decode(&username), ctx.now)?;
     Ok(super::public::sessions_response(&sessions, None))
+}
+
+/// Prometheus metrics. Open on a loopback admin listener; otherwise the admin credential
+/// is needed as on every admin route.
+pub async fn metrics(ctx: Ctx) -> Result<Response, ApiError> {
+    if !ctx.settings.config.server.admin_listen.ip().is_loopback() {
+        authorize(&ctx)?;
+    }
+    let authority = &ctx.state.authority;
+    metrics::gauge!(crate::metrics::REVOCATION_ENTRIES)
+        .set(authority.store().revocation_count() as f64);
+    metrics::gauge!(crate::metrics::HASH_QUEUE_DEPTH).set(authority.hasher().queue_depth() as f64);
+    let (usernames, addresses) = authority.throttle().tracked();
+    metrics::gauge!(crate::metrics::THROTTLE_TRACKED, "table" => "usernames").set(usernames as f64);
+    metrics::gauge!(crate::metrics::THROTTLE_TRACKED, "table" => "addresses").set(addresses as f64);
+    let mut response = Response::new(crate::metrics::render().into());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }

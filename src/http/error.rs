@@ -58,6 +58,11 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", description)
     }
 
+    /// `403 forbidden`: a cookie-authenticated state change from another site.
+    pub fn forbidden(description: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", description)
+    }
+
     pub fn not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
     }
@@ -112,6 +117,11 @@ impl ApiError {
         self.code
     }
 
+    /// The one-sentence `error_description` (for the HTML pages of the browser routes).
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
     pub fn into_response(self) -> Response {
         let body = serde_json::to_vec(&ErrorBody {
             error: self.code,
@@ -156,14 +166,22 @@ impl From<AuthError> for ApiError {
                 "invalid_credentials",
                 "invalid username or password",
             ),
-            AuthError::InvalidToken(d) => ApiError {
+            AuthError::InvalidToken(reason) => ApiError {
                 bearer_challenge: Some(true),
-                ..ApiError::new(S::UNAUTHORIZED, "invalid_token", d)
+                ..ApiError::new(S::UNAUTHORIZED, "invalid_token", reason.to_string())
             },
             AuthError::InvalidGrant(d) => ApiError::new(S::BAD_REQUEST, "invalid_grant", d),
             AuthError::AccountDisabled => {
                 ApiError::new(S::FORBIDDEN, "account_disabled", "account is disabled")
             }
+            AuthError::TooManyRequests { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(
+                    S::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "too many failed logins; try again later",
+                )
+            },
             AuthError::InsufficientScope(d) => ApiError::insufficient_scope(d),
             AuthError::WrongCurrentPassword => ApiError::new(
                 S::FORBIDDEN,

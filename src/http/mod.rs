@@ -3,7 +3,12 @@
 //! in [`error`]; [`server`] runs a listener.
 
 pub mod admin;
+pub mod browser;
+pub mod client_addr;
+pub mod cookies;
 pub mod error;
+pub mod forward_auth;
+pub mod pages;
 pub mod public;
 pub mod request;
 pub mod server;
@@ -15,9 +20,9 @@ use std::sync::Arc;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
-use warp::Filter;
 
 use crate::app::AppState;
 use error::ApiError;
@@ -53,48 +58,131 @@ where
     result.await.unwrap_or_else(ApiError::into_response)
 }
 
-/// A known path and the methods it answers (for 405 and `Allow`).
-struct KnownPath {
-    segments: &'static [&'static str],
+/// A route of a listener: its path template (also its metrics label) and the methods
+/// it answers (for 405 and `Allow`).
+struct KnownRoute {
+    template: &'static str,
     allow: &'static str,
 }
 
-const PARAM: &str = "{}";
+impl KnownRoute {
+    fn matches(&self, path: &str) -> bool {
+        if !self.template.contains('{') {
+            return self.template == path;
+        }
+        let mut want = self.template.split('/');
+        let mut have = path.split('/');
+        loop {
+            match (want.next(), have.next()) {
+                (None, None) => return true,
+                (Some(w), Some(h)) if w == h || (w.starts_with('{') && !h.is_empty()) => {}
+                _ => return false,
+            }
+        }
+    }
+}
 
-const PUBLIC_PATHS: &[KnownPath] = &[
-    KnownPath { segments: &["v1", "login"], allow: "POST" },
-    KnownPath { segments: &["v1", "token", "refresh"], allow: "POST" },
-    KnownPath { segments: &["v1", "logout"], allow: "POST" },
-    KnownPath { segments: &["v1", "me"], allow: "GET" },
-    KnownPath { segments: &["v1", "sessions"], allow: "GET" },
-    KnownPath { segments: &["v1", "sessions", PARAM], allow: "DELETE" },
-    KnownPath { segments: &["v1", "password"], allow: "POST" },
-    KnownPath { segments: &[".well-known", "jwks.json"], allow: "GET" },
-    KnownPath { segments: &["healthz"], allow: "GET" },
-    KnownPath { segments: &["readyz"], allow: "GET" },
+const PUBLIC_ROUTES: &[KnownRoute] = &[
+    KnownRoute {
+        template: "/v1/login",
+        allow: "POST",
+    },
+    KnownRoute {
+        template: "/v1/token/refresh",
+        allow: "POST",
+    },
+    KnownRoute {
+        template: "/v1/verify",
+        allow: "GET, HEAD, POST, PUT, PATCH, DELETE",
+    },
+    KnownRoute {
+        template: "/v1/logout",
+        allow: "POST",
+    },
+    KnownRoute {
+        template: "/v1/me",
+        allow: "GET",
+    },
+    KnownRoute {
+        template: "/v1/sessions",
+        allow: "GET",
+    },
+    KnownRoute {
+        template: "/v1/sessions/{sid}",
+        allow: "DELETE",
+    },
+    KnownRoute {
+        template: "/v1/password",
+        allow: "POST",
+    },
+    KnownRoute {
+        template: "/.well-known/jwks.json",
+        allow: "GET",
+    },
+    KnownRoute {
+        template: "/healthz",
+        allow: "GET",
+    },
+    KnownRoute {
+        template: "/readyz",
+        allow: "GET",
+    },
+    // Browser routes: `browser::routes` answers every method on them itself (404 while
+    // cookies are disabled), so these entries only name them for the metrics.
+    KnownRoute {
+        template: "/login",
+        allow: "GET, POST",
+    },
+    KnownRoute {
+        template: "/logout",
+        allow: "POST",
+    },
 ];
 
-const ADMIN_PATHS: &[KnownPath] = &[
-    KnownPath { segments: &["admin", "v1", "users"], allow: "GET, POST" },
-    KnownPath { segments: &["admin", "v1", "users", PARAM], allow: "GET, PATCH, DELETE" },
-    KnownPath { segments: &["admin", "v1", "users", PARAM, "sessions"], allow: "GET" },
-    KnownPath { segments: &["admin", "v1", "revocations"], allow: "GET, POST" },
+const ADMIN_ROUTES: &[KnownRoute] = &[
+    KnownRoute {
+        template: "/admin/v1/users",
+        allow: "GET, POST",
+    },
+    KnownRoute {
+        template: "/admin/v1/users/{username}",
+        allow: "GET, PATCH, DELETE",
+    },
+    KnownRoute {
+        template: "/admin/v1/users/{username}/sessions",
+        allow: "GET",
+    },
+    KnownRoute {
+        template: "/admin/v1/revocations",
+        allow: "GET, POST",
+    },
+    KnownRoute {
+        template: "/metrics",
+        allow: "GET",
+    },
 ];
+
+fn find_route(routes: &'static [KnownRoute], path: &str) -> Option<&'static KnownRoute> {
+    routes.iter().find(|route| route.matches(path))
+}
+
+/// The metrics label of a public-listener path: its template, or `other`.
+pub fn public_route_label(path: &str) -> &'static str {
+    find_route(PUBLIC_ROUTES, path).map_or("other", |r| r.template)
+}
+
+/// The metrics label of an admin-listener path: its template, or `other`.
+pub fn admin_route_label(path: &str) -> &'static str {
+    find_route(ADMIN_ROUTES, path).map_or("other", |r| r.template)
+}
 
 /// Answers what no route took: `405` with `Allow` for a known path, else `404`.
-fn fallback(known: &'static [KnownPath]) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+fn fallback(
+    routes: &'static [KnownRoute],
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     warp::path::full().map(move |path: warp::path::FullPath| {
-        let segments: Vec<&str> = path.as_str().trim_matches('/').split('/').collect();
-        let hit = known.iter().find(|known| {
-            known.segments.len() == segments.len()
-                && known
-                    .segments
-                    .iter()
-                    .zip(&segments)
-                    .all(|(k, s)| *k == PARAM || k == s)
-        });
-        match hit {
-            Some(known) => ApiError::method_not_allowed(known.allow).into_response(),
+        match find_route(routes, path.as_str()) {
+            Some(route) => ApiError::method_not_allowed(route.allow).into_response(),
             None => ApiError::not_found().into_response(),
         }
     })
@@ -115,7 +203,7 @@ pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
     let verify = warp::path!("v1" / "verify")
         .and(ctx(s()))
         .and(query())
-        .then(|c, q| respond(public::verify(c, q)));
+        .then(forward_auth::verify);
     let me = warp::path!("v1" / "me")
         .and(warp::get())
         .and(ctx(s()))
@@ -168,7 +256,9 @@ pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(readyz)
         .unify()
-        .or(fallback(PUBLIC_PATHS))
+        .or(browser::routes(s()))
+        .unify()
+        .or(fallback(PUBLIC_ROUTES))
         .unify()
         .boxed()
 }
@@ -210,6 +300,10 @@ pub fn admin_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(ctx(s()))
         .and(query())
         .then(|c, q| respond(admin::list_revocations(c, q)));
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(ctx(s()))
+        .then(|c| respond(admin::metrics(c)));
     create_user
         .or(list_users)
         .unify()
@@ -225,7 +319,9 @@ pub fn admin_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(list_revocations)
         .unify()
-        .or(fallback(ADMIN_PATHS))
+        .or(metrics)
+        .unify()
+        .or(fallback(ADMIN_ROUTES))
         .unify()
         .boxed()
 }

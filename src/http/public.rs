@@ -10,8 +10,8 @@ use super::error::ApiError;
 use super::request::{Accepts, Ctx, RawBody, decode_body, decode_optional_body};
 use super::{json, rfc3339};
 use crate::auth::password::Password;
-use crate::auth::Principal;
 use crate::auth::service::{RefreshToken, TokenPair};
+use crate::auth::{AuthError, Principal};
 use crate::store::SessionRecord;
 
 #[derive(Deserialize)]
@@ -82,24 +82,53 @@ fn token_response(pair: &TokenPair) -> Response {
     response
 }
 
-fn client(ctx: &Ctx) -> String {
-    ctx.peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string())
+/// The client address for audit lines (`-` when unknown).
+pub(super) fn client(ctx: &Ctx) -> String {
+    ctx.client_ip()
+        .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
 }
 
 pub async fn login(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
     let body: LoginBody = decode_body::<LoginBody, LoginForm>(&ctx, raw, Accepts::JsonOrForm)?;
-    let password = Password::new(body.password);
+    let pair = attempt_login(&ctx, &body.username, &Password::new(body.password)).await?;
+    Ok(token_response(&pair))
+}
+
+/// A login attempt through the (throttled) domain, counted in the metrics and audited;
+/// shared by `POST /v1/login` and the browser's `POST /login`.
+pub(super) async fn attempt_login(
+    ctx: &Ctx,
+    username: &str,
+    password: &Password,
+) -> Result<TokenPair, AuthError> {
+    let client_ip = ctx.client_ip();
     let result = ctx
         .state
         .authority
-        .login(&ctx.settings, &body.username, &password, ctx.now)
+        .login(&ctx.settings, username, password, client_ip, ctx.now)
         .await;
-    let shown: String = body.username.chars().take(64).collect();
+    let shown: String = username.chars().take(64).collect();
+    let client = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(AuthError::TooManyRequests { .. }) => "throttled",
+        Err(AuthError::AccountDisabled) => "disabled",
+        Err(AuthError::InvalidCredentials) => "invalid_credentials",
+        Err(_) => "error",
+    };
+    crate::metrics::count_outcome(crate::metrics::LOGINS, outcome);
     match &result {
-        Ok(pair) => tracing::info!(target: "audit", event = "login", username = %pair.username, sid = %pair.sid, client = %client(&ctx), outcome = "success"),
-        Err(err) => tracing::info!(target: "audit", event = "login", username = ?shown, client = %client(&ctx), outcome = "failure", reason = %err),
+        Ok(pair) => {
+            tracing::info!(target: "audit", event = "login", username = %pair.username, sid = %pair.sid, client = %client, outcome = "success")
+        }
+        Err(err @ AuthError::TooManyRequests { .. }) => {
+            tracing::info!(target: "audit", event = "login", username = ?shown, client = %client, outcome = "throttled", reason = %err)
+        }
+        Err(err) => {
+            tracing::info!(target: "audit", event = "login", username = ?shown, client = %client, outcome = "failure", reason = %err)
+        }
     }
-    Ok(token_response(&result?))
+    result
 }
 
 pub async fn refresh(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
@@ -111,9 +140,19 @@ pub async fn refresh(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
         .authority
         .refresh(&ctx.settings, &presented, ctx.now)
         .await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(AuthError::InvalidGrant(_)) => "invalid_grant",
+        Err(_) => "error",
+    };
+    crate::metrics::count_outcome(crate::metrics::REFRESHES, outcome);
     match &result {
-        Ok(pair) => tracing::info!(target: "audit", event = "refresh", username = %pair.username, sid = %pair.sid, client = %client(&ctx), outcome = "success"),
-        Err(err) => tracing::info!(target: "audit", event = "refresh", client = %client(&ctx), outcome = "failure", reason = %err),
+        Ok(pair) => {
+            tracing::info!(target: "audit", event = "refresh", username = %pair.username, sid = %pair.sid, client = %client(&ctx), outcome = "success")
+        }
+        Err(err) => {
+            tracing::info!(target: "audit", event = "refresh", client = %client(&ctx), outcome = "failure", reason = %err)
+        }
     }
     Ok(token_response(&result?))
 }
@@ -131,31 +170,53 @@ pub async fn verify(
     ctx: Ctx,
     query: std::collections::HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    let token = ctx.bearer()?;
-    let principal = ctx
+    let count = |outcome: &'static str| {
+        crate::metrics::count_outcome(crate::metrics::VERIFICATIONS, outcome);
+    };
+    let token = ctx
+        .access_token()
+        .inspect_err(|err| {
+            count(if err.code() == "forbidden" {
+                "forbidden"
+            } else {
+                "missing"
+            })
+        })?
+        .token;
+    let result = ctx
         .state
         .authority
-        .authenticate(&ctx.settings, token, ctx.now)?;
-    if let Some(role) = query.get("role")
-        && !principal.has_role(role)
-    {
-        return Err(ApiError::insufficient_scope("the session lacks the required role"));
+        .authenticate(&ctx.settings, token, ctx.now);
+    let outcome = match &result {
+        Ok(principal) => match query.get("role") {
+            Some(role) if !principal.has_role(role) => "insufficient_scope",
+            _ => "valid",
+        },
+        Err(AuthError::InvalidToken(reason)) => reason.label(),
+        Err(_) => "error",
+    };
+    count(outcome);
+    let principal = result?;
+    if outcome == "insufficient_scope" {
+        return Err(ApiError::insufficient_scope(
+            "the session lacks the required role",
+        ));
     }
     let mut response = json(
         StatusCode::OK,
         &VerifyResponse {
-            sub: &principal.username,
-            roles: &principal.roles,
+            sub: principal.username(),
+            roles: principal.roles(),
             exp: principal.claims.exp,
             jti: &principal.claims.jti,
             sid: &principal.claims.sid,
         },
     );
     let headers = response.headers_mut();
-    if let Ok(user) = HeaderValue::from_str(&principal.username) {
+    if let Ok(user) = HeaderValue::from_str(principal.username()) {
         headers.insert("x-auth-user", user);
     }
-    if let Ok(roles) = HeaderValue::from_str(&principal.roles.join(",")) {
+    if let Ok(roles) = HeaderValue::from_str(&principal.roles().join(",")) {
         headers.insert("x-auth-roles", roles);
     }
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -174,9 +235,9 @@ pub async fn me(ctx: Ctx) -> Result<Response, ApiError> {
     Ok(json(
         StatusCode::OK,
         &MeResponse {
-            username: &principal.username,
-            roles: &principal.roles,
-            created_at: rfc3339(principal.created_at),
+            username: principal.username(),
+            roles: principal.roles(),
+            created_at: rfc3339(principal.created_at()),
         },
     ))
 }
@@ -197,7 +258,10 @@ pub async fn readyz(ctx: Ctx) -> Result<Response, ApiError> {
     if ctx.state.is_draining() {
         return Err(ApiError::unavailable("authd is shutting down"));
     }
-    Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"})))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ready"}),
+    ))
 }
 
 /// The caller of a bearer-protected route.
@@ -205,7 +269,7 @@ fn principal(ctx: &Ctx) -> Result<Principal, ApiError> {
     Ok(ctx
         .state
         .authority
-        .authenticate(&ctx.settings, ctx.bearer()?, ctx.now)?)
+        .authenticate(&ctx.settings, ctx.access_token()?.token, ctx.now)?)
 }
 
 #[derive(Deserialize, Default)]
@@ -223,7 +287,7 @@ pub async fn logout(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
         .authority
         .logout(&ctx.settings, &principal, body.all, ctx.now)
         .await?;
-    tracing::info!(target: "audit", event = "logout", username = %principal.username, sid = %principal.claims.sid, all = body.all, client = %client(&ctx), outcome = "success");
+    tracing::info!(target: "audit", event = "logout", username = %principal.username(), sid = %principal.claims.sid, all = body.all, client = %client(&ctx), outcome = "success");
     Ok(super::no_content())
 }
 
@@ -251,7 +315,10 @@ pub fn sessions_response(sessions: &[SessionRecord], current_sid: Option<&str>) 
 
 pub async fn sessions(ctx: Ctx) -> Result<Response, ApiError> {
     let principal = principal(&ctx)?;
-    let sessions = ctx.state.authority.sessions(&principal.username, ctx.now)?;
+    let sessions = ctx
+        .state
+        .authority
+        .sessions(principal.username(), ctx.now)?;
     Ok(sessions_response(&sessions, Some(&principal.claims.sid)))
 }
 
@@ -261,7 +328,7 @@ pub async fn end_session(sid: String, ctx: Ctx) -> Result<Response, ApiError> {
         .authority
         .end_own_session(&ctx.settings, &principal, &sid, ctx.now)
         .await?;
-    tracing::info!(target: "audit", event = "session_ended", username = %principal.username, sid = %sid, client = %client(&ctx), outcome = "success");
+    tracing::info!(target: "audit", event = "session_ended", username = %principal.username(), sid = %sid, client = %client(&ctx), outcome = "success");
     Ok(super::no_content())
 }
 
@@ -287,7 +354,7 @@ pub async fn change_password(ctx: Ctx, raw: RawBody) -> Result<Response, ApiErro
         )
         .await;
     let outcome = if result.is_ok() { "success" } else { "failure" };
-    tracing::info!(target: "audit", event = "password_changed", username = %principal.username, client = %client(&ctx), outcome);
+    tracing::info!(target: "audit", event = "password_changed", username = %principal.username(), client = %client(&ctx), outcome);
     result?;
     Ok(super::no_content())
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -30,9 +30,51 @@ pub struct Ctx {
     pub now: UnixSeconds,
     pub headers: HeaderMap,
     pub peer: Option<SocketAddr>,
+    pub method: http::Method,
+}
+
+/// An access token as a request presented it.
+#[derive(Debug, Clone, Copy)]
+pub struct PresentedToken<'a> {
+    pub token: &'a str,
+    /// It came from the session cookie, not from `Authorization`.
+    pub from_cookie: bool,
 }
 
 impl Ctx {
+    /// The client's address: the peer, or the `X-Forwarded-For` address a trusted proxy
+    /// vouches for (see [`super::client_addr`]).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        super::client_addr::client_ip(
+            self.peer.map(|peer| peer.ip()),
+            &self.headers,
+            &self.settings.config.server.trusted_proxies,
+        )
+    }
+
+    /// The access token of a bearer-protected public route: the `Authorization` header's,
+    /// or — when browser sessions are enabled and no `Authorization` header was sent — the
+    /// session cookie's. A cookie-borne token of a state change must pass the cross-site
+    /// check (`403 forbidden`).
+    pub fn access_token(&self) -> Result<PresentedToken<'_>, ApiError> {
+        let cookies = &self.settings.config.cookie;
+        if !cookies.enabled || self.headers.contains_key(AUTHORIZATION) {
+            return self.bearer().map(|token| PresentedToken {
+                token,
+                from_cookie: false,
+            });
+        }
+        let token = super::cookies::cookie(&self.headers, &cookies.name)
+            .ok_or_else(ApiError::missing_token)?;
+        if super::cookies::is_state_change(&self.method, &self.headers) {
+            super::cookies::check_same_site(&self.headers, cookies)?;
+        }
+        Ok(PresentedToken {
+            token,
+            from_cookie: true,
+        })
+    }
+
     /// The bearer token of the `Authorization` header.
     pub fn bearer(&self) -> Result<&str, ApiError> {
         let Some(value) = self.headers.get(AUTHORIZATION) else {
@@ -59,13 +101,17 @@ pub fn ctx(state: Arc<AppState>) -> impl Filter<Extract = (Ctx,), Error = Infall
         .map(move || state.clone())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<PeerAddr>())
-        .map(|state: Arc<AppState>, headers, peer: Option<PeerAddr>| Ctx {
-            settings: state.settings(),
-            now: crate::app::unix_now(),
-            state,
-            headers,
-            peer: peer.map(|p| p.0),
-        })
+        .and(warp::method())
+        .map(
+            |state: Arc<AppState>, headers, peer: Option<PeerAddr>, method| Ctx {
+                settings: state.settings(),
+                now: crate::app::unix_now(),
+                state,
+                headers,
+                peer: peer.map(|p| p.0),
+                method,
+            },
+        )
 }
 
 /// The raw body, read up to the configured limit (chunked bodies included).
@@ -177,12 +223,25 @@ where
             Err(ApiError::unsupported_media_type(accepted))
         }
         Some(Ok(_)) if raw.is_empty() => Ok(None),
+        // serde would also read a struct from an array of its fields: only objects count.
+        Some(Ok(MediaType::Json))
+            if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') =>
+        {
+            Err(ApiError::invalid_request(
+                "request body must be a JSON object",
+            ))
+        }
         Some(Ok(MediaType::Json)) => serde_json::from_slice::<J>(&raw)
             .map(Some)
             .map_err(|err| ApiError::invalid_request(json_problem(&err))),
         Some(Ok(MediaType::Form)) => serde_urlencoded::from_bytes::<F>(&raw)
             .map(|form| Some(J::from(form)))
-            .map_err(|err| ApiError::invalid_request(format!("invalid form body: {}", redact_quoted(&err.to_string())))),
+            .map_err(|err| {
+                ApiError::invalid_request(format!(
+                    "invalid form body: {}",
+                    field_problem(&err.to_string())
+                ))
+            }),
     }
 }
 
@@ -193,28 +252,28 @@ fn json_problem(err: &serde_json::Error) -> String {
         Category::Syntax | Category::Eof | Category::Io => {
             "request body is not valid JSON".to_owned()
         }
-        Category::Data => format!("invalid request body: {}", redact_quoted(&err.to_string())),
+        Category::Data => format!("invalid request body: {}", field_problem(&err.to_string())),
     }
 }
 
-/// Replaces every double-quoted part of a parser message (submitted string values).
-fn redact_quoted(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut inside = false;
-    for c in message.chars() {
-        if c == '"' {
-            if !inside {
-                out.push_str("\"…\"");
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
-        }
-    }
+/// Keeps what a parser message says about fields (names are the client's own keys or ours)
+/// and drops any value it quotes: "invalid type: string \"…\", expected a boolean" becomes
+/// "wrong type or value, expected a boolean".
+fn field_problem(message: &str) -> String {
     // Drop serde_json's " at line 1 column 7" tail: it means nothing to a client.
-    match out.find(" at line ") {
-        Some(i) => out[..i].to_owned(),
-        None => out,
+    let message = message.split(" at line ").next().unwrap_or(message);
+    let about_fields = ["unknown field", "missing field", "duplicate field"];
+    if about_fields
+        .iter()
+        .any(|prefix| message.starts_with(prefix))
+    {
+        return message.to_owned();
+    }
+    match message.rsplit_once(", expected ") {
+        Some((_, expected)) if !expected.contains('"') => {
+            format!("wrong type or value, expected {expected}")
+        }
+        _ => "a field has the wrong type or value".to_owned(),
     }
 }
 
@@ -234,7 +293,9 @@ pub fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<String>)
         Some(raw) => {
             let digits = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
             if !digits || raw.bytes().all(|b| b == b'0') {
-                return Err(ApiError::invalid_request("limit must be a positive integer"));
+                return Err(ApiError::invalid_request(
+                    "limit must be a positive integer",
+                ));
             }
             // Any positive number past the cap, however long, is just "the most".
             raw.parse::<usize>().map_or(1000, |n| n.min(1000))

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -45,6 +46,7 @@ pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
+    route_label: fn(&str) -> &'static str,
     mut phase: watch::Receiver<Phase>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -80,7 +82,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let routes = routes.clone();
         let service = hyper::service::service_fn(move |request| {
-            handle(routes.clone(), peer, request)
+            handle(routes.clone(), name, route_label, peer, request)
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -91,7 +93,11 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(listener = name, open = graceful.count(), "stopped accepting; draining");
+    tracing::info!(
+        listener = name,
+        open = graceful.count(),
+        "stopped accepting; draining"
+    );
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!(listener = name, "drained"),
         _ = reached(&mut phase, Phase::Abort) => {
@@ -108,6 +114,8 @@ async fn reached(phase: &mut watch::Receiver<Phase>, at_least: Phase) {
 
 async fn handle(
     routes: BoxedFilter<(Response,)>,
+    listener: &'static str,
+    route_label: fn(&str) -> &'static str,
     peer: SocketAddr,
     mut request: http::Request<Incoming>,
 ) -> Result<Response, Infallible> {
@@ -116,10 +124,7 @@ async fn handle(
         .get(REQUEST_ID)
         .filter(|value| is_sane_request_id(value.as_bytes()))
         .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&crate::auth::random_id(12))
-                .unwrap_or(HeaderValue::from_static("-"))
-        });
+        .unwrap_or_else(new_request_id);
     request.headers_mut().insert(REQUEST_ID, request_id.clone());
     request.extensions_mut().insert(PeerAddr(peer));
     let span = tracing::info_span!(
@@ -128,19 +133,32 @@ async fn handle(
         method = %request.method(),
         path = %request.uri().path(),
     );
+    let route = route_label(request.uri().path());
     async move {
         let started = Instant::now();
         let mut response = warp::service(routes).call(request).await?;
         response.headers_mut().insert(REQUEST_ID, request_id);
+        let elapsed = started.elapsed();
+        crate::metrics::record_request(listener, route, response.status().as_u16(), elapsed);
         tracing::debug!(
             status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
+            micros = elapsed.as_micros() as u64,
             "request finished"
         );
         Ok(response)
     }
     .instrument(span)
     .await
+}
+
+/// A fresh request id: a random per-process prefix and a counter. Unique, cheap (no
+/// system call per request) and not a secret.
+fn new_request_id() -> HeaderValue {
+    static PREFIX: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| crate::auth::random_id(6));
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{}-{n:x}", *PREFIX)).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// A client-supplied request id is kept when it is short and plain.

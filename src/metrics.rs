@@ -1,0 +1,138 @@
+//! Prometheus metrics: request counts and latency per listener, route and status, login
+//! and verify outcomes, revocation-list size, hashing queue depth and build info. Recorded
+//! through the `metrics` facade; rendered for `GET /metrics` on the admin listener.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
+
+use metrics::{Counter, Histogram};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "authd_http_requests_total";
+pub const HTTP_DURATION: &str = "authd_http_request_duration_seconds";
+pub const LOGINS: &str = "authd_logins_total";
+pub const VERIFICATIONS: &str = "authd_verifications_total";
+pub const REFRESHES: &str = "authd_refreshes_total";
+pub const REVOCATION_ENTRIES: &str = "authd_revocation_entries";
+pub const HASH_QUEUE_DEPTH: &str = "authd_hash_queue_depth";
+pub const THROTTLE_TRACKED: &str = "authd_login_throttle_tracked";
+pub const BUILD_INFO: &str = "authd_build_info";
+
+/// Latency buckets in seconds: verify answers in microseconds, logins in tens of ms.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (later calls reuse it).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), LATENCY_BUCKETS)
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    Some(handle)
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot install the metrics recorder");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    install().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// Drains histogram samples into their buckets; run it regularly so memory stays flat
+/// between scrapes.
+pub fn upkeep() {
+    if let Some(handle) = install() {
+        handle.run_upkeep();
+    }
+}
+
+/// How often [`upkeep`] runs.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Handles of the per-request series, registered once and then reused: looking a series
+/// up in the recorder on every request allocates its label set.
+type RequestSeries = HashMap<(&'static str, &'static str, &'static str), (Counter, Histogram)>;
+
+static REQUEST_SERIES: LazyLock<RwLock<RequestSeries>> = LazyLock::new(Default::default);
+
+/// Records one answered request.
+pub fn record_request(listener: &'static str, route: &'static str, status: u16, elapsed: Duration) {
+    let key = (listener, route, status_label(status));
+    let cached = REQUEST_SERIES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .map(|(counter, histogram)| (counter.clone(), histogram.clone()));
+    let (counter, histogram) = cached.unwrap_or_else(|| {
+        let series = (
+            metrics::counter!(HTTP_REQUESTS, "listener" => key.0, "route" => key.1, "status" => key.2),
+            metrics::histogram!(HTTP_DURATION, "listener" => key.0, "route" => key.1),
+        );
+        REQUEST_SERIES
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, series.clone());
+        series
+    });
+    counter.increment(1);
+    histogram.record(elapsed.as_secs_f64());
+}
+
+static OUTCOME_COUNTERS: LazyLock<RwLock<HashMap<(&'static str, &'static str), Counter>>> =
+    LazyLock::new(Default::default);
+
+/// Counts one `outcome` of the counter `name` (e.g. [`VERIFICATIONS`]), reusing its handle.
+pub fn count_outcome(name: &'static str, outcome: &'static str) {
+    let cached = OUTCOME_COUNTERS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&(name, outcome))
+        .cloned();
+    let counter = cached.unwrap_or_else(|| {
+        let counter = metrics::counter!(name, "outcome" => outcome);
+        OUTCOME_COUNTERS
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((name, outcome), counter.clone());
+        counter
+    });
+    counter.increment(1);
+}
+
+/// Status codes as static labels (no allocation per request).
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        302 => "302",
+        303 => "303",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
