@@ -8,8 +8,10 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
 mod flusher;
+mod revoked_index;
 
 use flusher::Flusher;
+use revoked_index::RevokedIndex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -141,7 +143,7 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record in tree {tree}: {reason}")]
     Corrupt { tree: &'static str, reason: String },
-    #[error("cannot start the flusher thread: {0}")]
+    #[error("cannot start a store thread: {0}")]
     Flusher(std::io::Error),
     #[error("flushing the store to disk failed")]
     FlushFailed,
@@ -174,6 +176,7 @@ pub struct Store {
     /// `seq` (big-endian) → `kind byte ‖ id`: the list order.
     revocation_log: sled::Tree,
     mirror: Arc<Mirror>,
+    revoked_jtis: Arc<RevokedIndex>,
     flusher: Arc<Flusher>,
 }
 
@@ -217,11 +220,39 @@ impl Store {
             revocations: db.open_tree("revocations")?,
             revocation_log: db.open_tree("revocation_log")?,
             mirror: Arc::default(),
+            revoked_jtis: Arc::default(),
             flusher: Arc::new(Flusher::start(db.clone()).map_err(StoreError::Flusher)?),
             db,
         };
         store.load_mirror()?;
+        store.load_revoked_index_in_background()?;
         Ok(store)
+    }
+
+    /// Fills the revoked-jti index from a thread; verification asks sled until it is done.
+    fn load_revoked_index_in_background(&self) -> Result<(), StoreError> {
+        let revocations = self.revocations.clone();
+        let index = self.revoked_jtis.clone();
+        std::thread::Builder::new()
+            .name("authd-index".into())
+            .spawn(move || {
+                let prefix = [RevocationKind::Jti.key_prefix()];
+                let ids = revocations
+                    .scan_prefix(prefix)
+                    .keys()
+                    .filter_map(Result::ok)
+                    .map(|key| String::from_utf8_lossy(&key[1..]).into_owned())
+                    .collect::<Vec<_>>();
+                index.load(ids.iter().map(String::as_str));
+                tracing::debug!(entries = ids.len(), "revoked-jti index loaded");
+            })
+            .map_err(StoreError::Flusher)?;
+        Ok(())
+    }
+
+    /// Whether the revoked-jti index is loaded (verification no longer asks sled).
+    pub fn revoked_index_loaded(&self) -> bool {
+        self.revoked_jtis.is_loaded()
     }
 
     fn load_mirror(&self) -> Result<(), StoreError> {
@@ -595,10 +626,16 @@ impl Store {
             (&self.revocations, &self.revocation_log).transaction(|(revocations, log)| {
                 tx_record_revocation(revocations, log, revocation, seq)
             })?;
+        if revocation.kind == RevocationKind::Jti {
+            self.revoked_jtis.insert(&revocation.id);
+        }
         Ok(entry)
     }
 
     pub fn is_revoked(&self, kind: RevocationKind, id: &str) -> Result<bool, StoreError> {
+        if kind == RevocationKind::Jti && !self.revoked_jtis.may_contain(id) {
+            return Ok(false);
+        }
         Ok(self.revocations.contains_key(revocation_key(kind, id))?)
     }
 
@@ -654,6 +691,9 @@ impl Store {
                         }
                     },
                 )?;
+                if removed && entry.kind == RevocationKind::Jti {
+                    self.revoked_jtis.remove(&entry.id);
+                }
                 counts.revocations += usize::from(removed);
             }
         }

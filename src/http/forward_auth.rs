@@ -17,13 +17,12 @@ const X_AUTH_LOGIN: &str = "x-auth-login";
 
 /// Answers `/v1/verify` (any method).
 pub async fn verify(ctx: Ctx, query: HashMap<String, String>) -> Response {
-    let login = login_location(&ctx);
-    let redirect = query.get("redirect").is_some_and(|v| v == "1") && accepts_html(&ctx.headers);
-    let err = match super::public::verify(ctx, query).await {
+    let err = match super::public::verify(&ctx, &query) {
         Ok(response) => return response,
         Err(err) => err,
     };
-    let login = login.and_then(|url| HeaderValue::from_str(&url).ok());
+    let redirect = query.get("redirect").is_some_and(|v| v == "1") && accepts_html(&ctx.headers);
+    let login = login_location(&ctx).and_then(|url| HeaderValue::from_str(&url).ok());
     match login {
         Some(login) if err.status() == StatusCode::UNAUTHORIZED => {
             if redirect {

@@ -235,10 +235,11 @@ pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(ctx(s()))
         .then(|c| respond(public::readyz(c)));
-    login
-        .or(refresh)
+    // Verify first: every protected request of every app behind authd comes here.
+    verify
+        .or(login)
         .unify()
-        .or(verify)
+        .or(refresh)
         .unify()
         .or(me)
         .unify()

@@ -166,9 +166,9 @@ struct VerifyResponse<'a> {
     sid: &'a str,
 }
 
-pub async fn verify(
-    ctx: Ctx,
-    query: std::collections::HashMap<String, String>,
+pub fn verify(
+    ctx: &Ctx,
+    query: &std::collections::HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let count = |outcome: &'static str| {
         crate::metrics::count_outcome(crate::metrics::VERIFICATIONS, outcome);
