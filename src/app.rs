@@ -27,6 +27,9 @@ use crate::store::{Store, UnixSeconds};
 #[derive(Debug)]
 pub struct AppState {
     pub authority: Authority,
+    /// Where the admin listener really listens (a passed socket may differ from the
+    /// configuration): decides whether `/metrics` needs a credential.
+    pub admin_addr: SocketAddr,
     settings: ArcSwap<Settings>,
     draining: AtomicBool,
 }
@@ -90,6 +93,7 @@ impl App {
         let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
         let state = Arc::new(AppState {
             authority: Authority::new(store.clone(), Hasher::new(concurrency)),
+            admin_addr: admin.local_addr()?,
             settings: ArcSwap::from_pointee(settings),
             draining: AtomicBool::new(false),
         });

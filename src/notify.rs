@@ -32,23 +32,11 @@ fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `RELOADING=1` with the `MONOTONIC_USEC` systemd asks for since v253.
+/// `RELOADING=1` with the `MONOTONIC_USEC` (CLOCK_MONOTONIC) systemd asks for since v253.
 pub fn reloading() {
-    let mut now = libc_free_monotonic_usec();
-    if now == 0 {
-        now = 1;
-    }
-    notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
-}
-
-/// CLOCK_MONOTONIC in microseconds, read without `unsafe` through /proc/uptime's clock
-/// (the same clock, lower resolution: 10 ms, enough for systemd's ordering check).
-fn libc_free_monotonic_usec() -> u128 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-        .and_then(|secs| secs.parse::<f64>().ok())
-        .map_or(0, |secs| Duration::from_secs_f64(secs).as_micros())
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = now.tv_sec as u128 * 1_000_000 + now.tv_nsec as u128 / 1_000;
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
 }
 
 /// Half of `$WATCHDOG_USEC`, when systemd asks for keep-alives.

@@ -489,12 +489,8 @@ impl Authority {
         now: UnixSeconds,
     ) -> Result<RevocationRecord, AuthError> {
         let entry = if all {
-            let revocation = user_revocation(
-                settings,
-                principal.username(),
-                "logout (all sessions)",
-                now,
-            );
+            let revocation =
+                user_revocation(settings, principal.username(), "logout (all sessions)", now);
             self.store
                 .update_user(principal.username(), |_| {}, Some(&revocation))?
                 .and_then(|(_, entry)| entry)

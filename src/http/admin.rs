@@ -245,10 +245,11 @@ pub async fn user_sessions(username: String, ctx: Ctx) -> Result<Response, ApiEr
     Ok(super::public::sessions_response(&sessions, None))
 }
 
-/// Prometheus metrics. Open on a loopback admin listener; otherwise the admin credential
-/// is needed as on every admin route.
+/// Prometheus metrics. Open on a loopback admin listener (the socket really bound or
+/// passed, not the configured address); otherwise the admin credential is needed as on
+/// every admin route.
 pub async fn metrics(ctx: Ctx) -> Result<Response, ApiError> {
-    if !ctx.settings.config.server.admin_listen.ip().is_loopback() {
+    if !ctx.state.admin_addr.ip().is_loopback() {
         authorize(&ctx)?;
     }
     let authority = &ctx.state.authority;

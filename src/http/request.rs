@@ -125,11 +125,22 @@ pub fn ctx_with_body(
         .and(warp::body::stream())
         .then(|ctx: Ctx, body| async move {
             let limit = ctx.settings.config.server.max_body_bytes;
-            let raw = read_limited(&ctx.headers, body, limit).await;
+            let raw =
+                tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(&ctx.headers, body, limit))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ApiError::invalid_request(
+                            "request body was not received in time",
+                        ))
+                    });
             (ctx, raw)
         })
         .untuple_one()
 }
+
+/// How long a client may take to send a body (at most `max_body_bytes`): a slow client
+/// cannot hold a connection, and the shutdown drain, open by trickling bytes.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn read_limited<S, B>(headers: &HeaderMap, body: S, limit: u64) -> RawBody
 where
