@@ -1,14 +1,15 @@
-//! Password hashing: argon2id PHC strings with the configured cost, computed on the blocking
-//! pool behind a semaphore so a burst of logins queues instead of allocating argon2 memory
-//! without bound. Unknown users are checked against a dummy hash of the same cost.
+//! Password hashing: argon2id PHC strings with the configured cost, computed on a fixed set
+//! of low-priority threads that keep their argon2 memory between hashes, so a burst of
+//! logins queues (bounded) instead of allocating memory without bound or starving token
+//! verification. Unknown users are checked against a dummy hash of the same cost.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::PasswordConfig;
 
@@ -44,8 +45,6 @@ pub enum PasswordError {
     Params(argon2::Error),
     #[error("password hashing failed: {0}")]
     Hash(argon2::password_hash::Error),
-    #[error("the hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
     #[error("the hashing pool is closed")]
     Closed,
 }
@@ -72,57 +71,138 @@ impl HashCost {
         Ok(HashCost { params })
     }
 
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
-    }
-
     /// Hashes on the calling thread (blocking); see [`Hasher`] for async callers.
     pub fn hash_blocking(&self, password: &str) -> Result<String, PasswordError> {
-        let salt = SaltString::generate(&mut OsRng);
-        self.argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(PasswordError::Hash)
+        self.hash_with(password, &mut Vec::new())
     }
 
     /// Verifies on the calling thread (blocking). A stored hash that does not parse never
     /// matches.
     pub fn verify_blocking(&self, password: &str, stored: &str) -> Verification {
-        let Ok(parsed) = PasswordHash::new(stored) else {
+        self.verify_with(password, stored, &mut Vec::new())
+    }
+
+    /// Hashes with `memory` as argon2's working memory (grown as needed, then reused).
+    fn hash_with(&self, password: &str, memory: &mut Vec<Block>) -> Result<String, PasswordError> {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt
+            .as_salt()
+            .decode_b64(&mut salt_bytes)
+            .map_err(PasswordError::Hash)?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
+        let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+            argon2
+                .hash_password_into_with_memory(
+                    password.as_bytes(),
+                    salt_bytes,
+                    out,
+                    working_memory(memory, &self.params),
+                )
+                .map_err(argon2::password_hash::Error::from)
+        })
+        .map_err(PasswordError::Hash)?;
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(PasswordError::Hash)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        };
+        Ok(hash.to_string())
+    }
+
+    /// Verifies with the stored hash's own parameters, using `memory` as working memory.
+    fn verify_with(&self, password: &str, stored: &str, memory: &mut Vec<Block>) -> Verification {
+        let Some((matches, stored_params, is_argon2id)) = (|| {
+            let parsed = PasswordHash::new(stored).ok()?;
+            let algorithm = Algorithm::try_from(parsed.algorithm).ok()?;
+            let version = parsed
+                .version
+                .map_or(Some(Version::V0x13), |v| Version::try_from(v).ok())?;
+            let params = Params::try_from(&parsed).ok()?;
+            let expected = parsed.hash?;
+            let mut salt_bytes = [0u8; 64];
+            let salt_bytes = parsed.salt?.decode_b64(&mut salt_bytes).ok()?;
+            let argon2 = Argon2::new(algorithm, version, params.clone());
+            let computed = Output::init_with(expected.len(), |out| {
+                argon2
+                    .hash_password_into_with_memory(
+                        password.as_bytes(),
+                        salt_bytes,
+                        out,
+                        working_memory(memory, &params),
+                    )
+                    .map_err(argon2::password_hash::Error::from)
+            })
+            .ok()?;
+            // `Output` compares in constant time.
+            Some((
+                computed == expected,
+                params,
+                algorithm == Algorithm::Argon2id,
+            ))
+        })() else {
             return Verification::Mismatch;
         };
-        // The stored hash carries its own parameters; verify with those.
-        if Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_err()
-        {
+        if !matches {
             return Verification::Mismatch;
         }
-        let same_cost = parsed.algorithm.as_str() == "argon2id"
-            && Params::try_from(&parsed).is_ok_and(|params| {
-                params.m_cost() == self.params.m_cost()
-                    && params.t_cost() == self.params.t_cost()
-                    && params.p_cost() == self.params.p_cost()
-            });
+        let same_cost = is_argon2id
+            && stored_params.m_cost() == self.params.m_cost()
+            && stored_params.t_cost() == self.params.t_cost()
+            && stored_params.p_cost() == self.params.p_cost();
         Verification::Match {
             needs_rehash: !same_cost,
         }
     }
 }
 
-/// Runs argon2 off the async workers, at most `permits` at a time.
+/// The first `params.block_count()` blocks of `memory`, growing it if needed. The blocks
+/// are overwritten by argon2 before they are read, so stale contents do not matter.
+fn working_memory<'a>(memory: &'a mut Vec<Block>, params: &Params) -> &'a mut [Block] {
+    let needed = params.block_count();
+    if memory.len() < needed {
+        memory.resize(needed, Block::default());
+    }
+    &mut memory[..needed]
+}
+
+/// Work for a hashing thread.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Niceness of the hashing threads: under a login storm the async workers (and with them
+/// `/v1/verify`) win the CPU.
+const HASH_THREAD_NICENESS: i32 = 10;
+
+/// Runs argon2 on `concurrency` dedicated threads; at most that many hashes run or wait in
+/// the queue, later callers wait for a permit.
 #[derive(Debug, Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
     /// Hashes waiting for a permit or running.
     in_queue: Arc<AtomicUsize>,
+    jobs: mpsc::SyncSender<Job>,
 }
 
 impl Hasher {
     pub fn new(concurrency: usize) -> Hasher {
+        let concurrency = concurrency.max(1);
+        let (jobs, queue) = mpsc::sync_channel::<Job>(concurrency);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..concurrency {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("authd-hash-{n}"))
+                .spawn(move || hashing_thread(&queue));
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "cannot start a hashing thread");
+            }
+        }
         Hasher {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
             in_queue: Arc::new(AtomicUsize::new(0)),
+            jobs,
         }
     }
 
@@ -138,7 +218,7 @@ impl Hasher {
     ) -> Result<String, PasswordError> {
         let cost = cost.clone();
         let password = password.clone();
-        self.run(move || cost.hash_blocking(password.expose()))
+        self.run(move |memory| cost.hash_with(password.expose(), memory))
             .await?
     }
 
@@ -151,13 +231,13 @@ impl Hasher {
         let cost = cost.clone();
         let password = password.clone();
         let stored = stored.to_owned();
-        self.run(move || cost.verify_blocking(password.expose(), &stored))
+        self.run(move |memory| cost.verify_with(password.expose(), &stored, memory))
             .await
     }
 
     async fn run<T, F>(&self, work: F) -> Result<T, PasswordError>
     where
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut Vec<Block>) -> T + Send + 'static,
         T: Send + 'static,
     {
         self.in_queue.fetch_add(1, Ordering::Relaxed);
@@ -168,13 +248,33 @@ impl Hasher {
             .acquire_owned()
             .await
             .map_err(|_| PasswordError::Closed)?;
-        let result = tokio::task::spawn_blocking(move || {
-            let result = work();
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ = reply.send(work(memory));
             drop(permit);
-            result
-        })
-        .await?;
-        Ok(result)
+        });
+        // A permit guarantees a free slot in the channel, so this does not block.
+        self.jobs.send(job).map_err(|_| PasswordError::Closed)?;
+        answer.await.map_err(|_| PasswordError::Closed)
+    }
+}
+
+fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>) {
+    let tid = rustix::thread::gettid();
+    if let Err(err) = rustix::process::setpriority_process(Some(tid), HASH_THREAD_NICENESS) {
+        tracing::debug!(error = %err, "cannot lower the hashing thread's priority");
+    }
+    let mut memory = Vec::new();
+    loop {
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else {
+            return;
+        };
+        // A panicking hash must not take the thread (and a share of the pool) with it.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory))).is_err() {
+            tracing::error!("a password hash panicked");
+            memory = Vec::new();
+        }
     }
 }
 
