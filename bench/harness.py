@@ -1,0 +1,1124 @@
+#!/usr/bin/env python3
+"""authd benchmark harness (issue 6): see bench/README.md.
+
+Builds authd, the floor route (examples/floor.rs) and the seeder (examples/seed.rs) in
+release mode, starts them on loopback ports in a temporary folder, drives them with wrk
+(and a few Python clients for what wrk cannot do), and prints one line per figure.
+
+Python 3.11 standard library only; wrk (Debian package `wrk`) and du must be installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+# The figures in the order they are printed, with their prerequisites.
+FIGURES = [
+    "floor",
+    "verify_one",
+    "verify_10k",
+    "verify_revoked_1m",
+    "startup_1m",
+    "verify_p99_storm",
+    "login_rps",
+    "login_peak_rss",
+    "revoke_visible_p99",
+    "purge",
+]
+NEEDS = {
+    "verify_revoked_1m": {"verify_one"},
+    "login_peak_rss": {"login_rps"},
+}
+
+PASSWORD = "bench-password"
+CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_iterations": 1, "argon2_parallelism": 1}
+DEFAULT_ARGON2 = {"argon2_memory_kib": 19456, "argon2_iterations": 2, "argon2_parallelism": 1}
+
+
+# --------------------------------------------------------------------------------------
+# Output
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr; the figure lines alone go to stdout."""
+    print(f"# {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+class HarnessError(Exception):
+    pass
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    versus: str = ""
+    target: str = ""
+    verdict: str = ""  # PASS, FAIL or "" (informational)
+    note: str = ""
+    data: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        """name, value with unit, comparison (ratio vs floor or bound), target, verdict, note."""
+        parts = [f"{self.name:<19}", f"{self.value:>14}", f"  {self.versus:<46}"]
+        parts.append(f"target {self.target:<30}" if self.target else " " * 37)
+        parts.append(f"{self.verdict or '-':<4}")
+        if self.note:
+            parts.append(f" {self.note}")
+        return " ".join(parts).rstrip()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values, pct):
+    """Nearest-rank percentile (p99 of 200 samples is the 198th smallest)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * pct // 100))  # ceil
+    return ordered[int(rank) - 1]
+
+
+# --------------------------------------------------------------------------------------
+# Processes: every child is registered, and killed in `finally` and on signals.
+
+_children: list[subprocess.Popen] = []
+
+
+def _die_with_parent() -> None:
+    """Child side of fork: get SIGKILL if the harness itself dies (even by SIGKILL)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn(args, **kwargs) -> subprocess.Popen:
+    proc = subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, grace: float = 15.0) -> int | None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log(f"pid {proc.pid} did not stop within {grace:.0f} s: SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=10)
+    with contextlib.suppress(ValueError):
+        _children.remove(proc)
+    return proc.returncode
+
+
+def stop_all() -> None:
+    stop_all_but(None)
+
+
+def stop_all_but(keep: subprocess.Popen | None) -> None:
+    for proc in list(_children):
+        if proc is not keep:
+            with contextlib.suppress(Exception):
+                stop(proc, grace=5.0)
+
+
+_interrupted = False
+
+
+def _on_signal(signum, _frame):
+    """The first signal unwinds the run (its `finally` stops the children); later ones
+    (Ctrl-C reaches both bench/run and the harness) must not interrupt that cleanup."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def free_port() -> int:
+    """A port the kernel just handed out on loopback (closed again: a small race that
+    start() survives by retrying with fresh ports)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env() -> dict:
+    """The harness' environment without anything that would change authd's behaviour."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AUTHD")
+        and k
+        not in {
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+        }
+    }
+    env.pop("RUST_LOG", None)
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# HTTP: keep-alive clients on loopback.
+
+
+class Http:
+    def __init__(self, port: int, timeout: float = 20.0):
+        self.port = port
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def request(self, method, path, body=None, headers=None, retry=True):
+        hdrs = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        for attempt in range(2 if retry else 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                self.conn.connect()
+                self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                self.conn.request(method, path, body=data, headers=hdrs)
+                resp = self.conn.getresponse()
+                payload = resp.read()
+                if resp.will_close:
+                    self.close()
+                return resp.status, payload
+            except TimeoutError:
+                self.close()
+                raise HarnessError(
+                    f"no answer within {self.timeout:.0f} s to {method} {path} on port {self.port}"
+                ) from None
+            except (OSError, http.client.HTTPException):
+                self.close()
+                if attempt or not retry:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def parallel_map(fn, items, workers: int) -> list:
+    """`fn` over `items` on `workers` threads. On an error (or Ctrl-C) the queued calls are
+    cancelled and nobody waits for the running ones: they end when the process they talk
+    to is stopped."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+# --------------------------------------------------------------------------------------
+# authd and the floor server
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(str(value))
+
+
+class Authd:
+    """One authd process with its own folder: config.toml, data/ (sled, keys, admin token)
+    and authd.log (stdout + stderr)."""
+
+    def __init__(self, binary: Path, folder: Path, name: str, password=None, jwt=None):
+        self.binary = binary
+        self.folder = folder
+        self.name = name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.password = dict(password or CHEAP_ARGON2)
+        self.jwt = dict(jwt or {})
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.admin_port = 0
+        self.first_start_s = None
+        self._admin_token = None
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "authd.log"
+
+    def write_config(self) -> Path:
+        sections = {
+            "server": {
+                "listen": f"127.0.0.1:{self.port}",
+                "admin_listen": f"127.0.0.1:{self.admin_port}",
+                "shutdown_grace": "3s",
+            },
+            "storage": {"path": "data"},
+            "jwt": {"keys_dir": "data/keys", **self.jwt},
+            "password": self.password,
+            "admin": {"token_file": "data/admin.token"},
+            # The shipped default level: login and revocation audit lines are part of the
+            # cost being measured. They go to authd.log.
+            "log": {"level": "info"},
+        }
+        lines = [f"# written by bench/harness.py for the {self.name} instance"]
+        for section, values in sections.items():
+            lines.append(f"\n[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+        path = self.folder / "config.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Starts authd and waits for `/readyz` 200 (polled every 10 ms); returns the time
+        from spawning to that answer, in seconds."""
+        for attempt in range(3):
+            self.port, self.admin_port = free_port(), free_port()
+            if self.port == self.admin_port:
+                continue
+            config = self.write_config()
+            with open(self.log_path, "ab") as out:
+                out.write(f"\n==== start {time.strftime('%H:%M:%S')}\n".encode())
+                out.flush()
+                started = time.monotonic()
+                self.proc = spawn(
+                    [str(self.binary), "serve", "--config", str(config)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=clean_env(),
+                    cwd=self.folder,
+                )
+            elapsed = self._wait_ready(started, timeout)
+            if elapsed is not None:
+                if self.first_start_s is None:
+                    self.first_start_s = elapsed
+                return elapsed
+            tail = self.log_tail()
+            stop(self.proc)
+            if "in use" in tail.lower() and attempt < 2:
+                log(f"{self.name}: port taken, retrying with other ports")
+                continue
+            raise HarnessError(f"authd ({self.name}) did not become ready; log tail:\n{tail}")
+        raise HarnessError(f"authd ({self.name}) could not get free ports")
+
+    def _wait_ready(self, started: float, timeout: float) -> float | None:
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return None
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
+                conn.request("GET", "/readyz")
+                status = conn.getresponse().status
+                conn.close()
+                if status == 200:
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.01)
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            code = stop(self.proc)
+            if code not in (0, None):
+                log(f"{self.name}: authd exited with status {code} (see {self.log_path})")
+            self.proc = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def vm_hwm_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise HarnessError("no VmHWM in /proc status")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def admin_token(self) -> str:
+        if self._admin_token is None:
+            self._admin_token = (self.data / "admin.token").read_text().strip()
+        return self._admin_token
+
+    def admin(self) -> Http:
+        return Http(self.admin_port)
+
+    def public(self) -> Http:
+        return Http(self.port)
+
+    def admin_headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.admin_token()}"}
+
+    def create_user(self, username: str, client: Http | None = None) -> None:
+        client = client or self.admin()
+        status, body = client.request(
+            "POST",
+            "/admin/v1/users",
+            {"username": username, "password": PASSWORD, "roles": []},
+            self.admin_headers(),
+        )
+        if status not in (200, 201, 409):
+            raise HarnessError(f"creating {username}: {status} {body[:200]!r}")
+
+    def login(self, username: str, client: Http | None = None) -> str:
+        client = client or self.public()
+        status, body = client.request(
+            "POST", "/v1/login", {"username": username, "password": PASSWORD}
+        )
+        if status != 200:
+            raise HarnessError(f"login of {username}: {status} {body[:200]!r}")
+        return json.loads(body)["access_token"]
+
+
+class Floor:
+    def __init__(self, binary: Path, folder: Path):
+        self.binary = binary
+        self.folder = folder
+        self.proc = None
+        self.port = 0
+
+    def start(self) -> None:
+        for _ in range(3):
+            self.port = free_port()
+            out = open(self.folder / "floor.log", "ab")
+            self.proc = spawn(
+                [str(self.binary), f"127.0.0.1:{self.port}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            out.close()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
+                    conn.request("GET", "/v1/verify")
+                    if conn.getresponse().status == 200:
+                        conn.close()
+                        return
+                time.sleep(0.01)
+            stop(self.proc)
+        raise HarnessError("the floor server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+# --------------------------------------------------------------------------------------
+# wrk
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    duration_s: float
+    errors: int  # socket errors + timeouts
+    non2xx: int
+    p50_us: int
+    p99_us: int
+    max_us: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+    def problems(self) -> str:
+        out = []
+        if self.non2xx:
+            out.append(f"{self.non2xx} non-2xx")
+        if self.errors:
+            out.append(f"{self.errors} socket errors/timeouts")
+        return ", ".join(out)
+
+
+class Wrk:
+    def __init__(self, duration: int):
+        self.duration = duration
+
+    def command(self, url, threads, connections, duration, script, script_args=(), headers=(),
+                timeout="5s", latency=False):
+        cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}"]
+        if latency:
+            cmd.append("--latency")
+        for header in headers:
+            cmd += ["-H", header]
+        cmd += ["-s", str(BENCH / script), url]
+        if script_args:
+            cmd += ["--", *script_args]
+        return cmd
+
+    def start(self, *args, **kwargs) -> subprocess.Popen:
+        return spawn(
+            self.command(*args, **kwargs),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def finish(self, proc: subprocess.Popen, timeout: float) -> WrkResult:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop(proc, grace=2)
+            raise HarnessError("wrk did not finish in time")
+        with contextlib.suppress(ValueError):
+            _children.remove(proc)
+        for line in out.splitlines():
+            if line.startswith("BENCH "):
+                v = dict(item.split("=", 1) for item in line.split()[1:])
+                return WrkResult(
+                    requests=int(v["requests"]),
+                    duration_s=int(v["duration_us"]) / 1e6,
+                    errors=sum(int(v[k]) for k in ("connect_errors", "read_errors", "write_errors", "timeouts")),
+                    non2xx=int(v["non2xx"]),
+                    p50_us=int(v["p50_us"]),
+                    p99_us=int(v["p99_us"]),
+                    max_us=int(v["max_us"]),
+                )
+        raise HarnessError(f"wrk printed no summary (exit {proc.returncode}):\n{out[-2000:]}")
+
+    def run(self, url, threads=2, connections=32, duration=None, script="summary.lua", **kwargs):
+        duration = duration or self.duration
+        proc = self.start(url, threads, connections, duration, script, **kwargs)
+        return self.finish(proc, timeout=duration + 60)
+
+
+# --------------------------------------------------------------------------------------
+# The run
+
+
+class Bench:
+    def __init__(self, args, tmp: Path, binaries: dict):
+        self.args = args
+        self.tmp = tmp
+        self.bin = binaries
+        self.wrk = Wrk(args.duration)
+        self.results: dict[str, Figure] = {}
+        self.floor_samples: list[float] = []
+        self.floor: Floor | None = None
+        self.cores = len(os.sched_getaffinity(0))
+        self.errors = 0
+
+    # ---- helpers
+
+    def guarded(self, group, names) -> None:
+        """Runs one group of figures; a harness error (authd not starting or not answering,
+        wrk failing) becomes an ERROR line for each of its missing figures, and the next
+        group still runs."""
+        try:
+            group()
+        except (HarnessError, subprocess.SubprocessError, OSError) as err:
+            self.errors += 1
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log(f"error: {err}")
+            for name in names:
+                if self.want(name) and name not in self.results:
+                    self.results[name] = Figure(name, "ERROR", "", "", "FAIL", first)
+        finally:
+            stop_all_but(self.floor.proc if self.floor else None)
+
+    def want(self, name: str) -> bool:
+        return name in self.args.selected
+
+    def add(self, figure: Figure) -> None:
+        self.results[figure.name] = figure
+        log(f"figure: {figure.line()}")
+
+    def ensure_floor(self) -> Floor:
+        if self.floor is None:
+            self.floor = Floor(self.bin["floor"], self.tmp)
+            self.floor.start()
+            log(f"floor server on {self.floor.url}")
+        return self.floor
+
+    def paired(self, label, authd_url, **wrk_kwargs):
+        """Median of `runs` pairs (floor, authd) measured back to back with the same wrk
+        request (ABBA order), after a short warm-up of each."""
+        floor = self.ensure_floor()
+        floor_url = floor.url + "/v1/verify"
+        warm = min(2, self.args.duration)
+        self.wrk.run(floor_url, duration=warm, **wrk_kwargs)
+        self.wrk.run(authd_url, duration=warm, **wrk_kwargs)
+        floors, authds, ratios, problems = [], [], [], []
+        for run in range(self.args.runs):
+            order = [("floor", floor_url), ("authd", authd_url)]
+            if run % 2:
+                order.reverse()
+            got = {}
+            for who, url in order:
+                got[who] = self.wrk.run(url, **wrk_kwargs)
+            floors.append(got["floor"].rps)
+            authds.append(got["authd"].rps)
+            ratios.append(got["authd"].rps / got["floor"].rps if got["floor"].rps else 0.0)
+            for who in ("floor", "authd"):
+                if got[who].problems():
+                    problems.append(f"{who}: {got[who].problems()}")
+            log(f"{label} run {run + 1}: floor {got['floor'].rps:,.0f}/s, authd {got['authd'].rps:,.0f}/s, "
+                f"ratio {ratios[-1]:.3f}")
+        self.floor_samples += floors
+        return {
+            "floor_rps": median(floors),
+            "authd_rps": median(authds),
+            "ratio": median(ratios),
+            "floor_runs": floors,
+            "authd_runs": authds,
+            "ratio_runs": ratios,
+            "problems": "; ".join(problems),
+        }
+
+    def ratio_figure(self, name, measured, target_ratio, note=""):
+        ok = measured["ratio"] >= target_ratio and not measured["problems"]
+        notes = [n for n in (note, measured["problems"]) if n]
+        return Figure(
+            name,
+            f"{measured['authd_rps']:,.0f} req/s",
+            f"{measured['ratio']:.3f} x floor ({measured['floor_rps']:,.0f} req/s)",
+            f">= {target_ratio} x floor",
+            verdict(ok),
+            "; ".join(notes),
+            measured,
+        )
+
+    # ---- instances
+
+    def cheap_instance(self) -> Authd:
+        authd = Authd(self.bin["authd"], self.tmp / "cheap", "cheap (m=64 KiB, t=1)")
+        authd.start()
+        log(f"authd (cheap argon2, empty store) on {authd.url}")
+        authd.create_user("bench")
+        return authd
+
+    # ---- figures
+
+    def run_cheap_group(self) -> None:
+        if not any(self.want(n) for n in ("verify_one", "verify_10k", "revoke_visible_p99")):
+            return
+        authd = self.cheap_instance()
+        try:
+            token = authd.login("bench")
+            verify_url = authd.url + "/v1/verify"
+            if self.want("verify_one"):
+                log("verify_one: one token, 32 connections")
+                measured = self.paired(
+                    "verify_one", verify_url, connections=32,
+                    headers=[f"Authorization: Bearer {token}"],
+                )
+                self.add(self.ratio_figure("verify_one", measured, 0.75))
+            if self.want("verify_10k"):
+                self.verify_many(authd)
+            if self.want("revoke_visible_p99"):
+                self.revoke_visible(authd)
+        finally:
+            authd.stop()
+
+    def verify_many(self, authd: Authd) -> None:
+        count = self.args.tokens
+        users = max(1, min(100, count // 100))
+        log(f"verify_10k: creating {users} users and logging in {count} times")
+        names = [f"rot{i:03d}" for i in range(users)]
+        admin = authd.admin()
+        for name in names:
+            authd.create_user(name, admin)
+        admin.close()
+        local = threading.local()
+
+        def login(i):
+            if not hasattr(local, "client"):
+                local.client = authd.public()
+            return authd.login(names[i % users], local.client)
+
+        started = time.monotonic()
+        tokens = parallel_map(login, range(count), workers=self.args.client_threads)
+        log(f"verify_10k: {len(set(tokens))} distinct tokens in {time.monotonic() - started:.1f} s")
+        path = self.tmp / "tokens.txt"
+        path.write_text("\n".join(tokens) + "\n")
+        measured = self.paired(
+            "verify_10k", authd.url + "/v1/verify", connections=32,
+            script="tokens.lua", script_args=[str(path)],
+        )
+        self.add(self.ratio_figure(
+            "verify_10k", measured, 0.55, note=f"{len(set(tokens))} tokens" if count != 10_000 else ""
+        ))
+
+    def revoke_visible(self, authd: Authd) -> None:
+        n = self.args.revoke_samples
+        log(f"revoke_visible_p99: {n} × (admin POST jti → GET /v1/verify must be 401)")
+        public, admin = authd.public(), authd.admin()
+        tokens = [authd.login("bench", public) for _ in range(n)]
+        for token in tokens:  # each token verified once before: the cached path must see it
+            status, _ = public.request("GET", "/v1/verify", headers={"Authorization": f"Bearer {token}"})
+            if status != 200:
+                raise HarnessError(f"fresh token not accepted: {status}")
+        totals, still_ok = [], 0
+        for token in tokens:
+            jti = jwt_claims(token)["jti"]
+            bearer = {"Authorization": f"Bearer {token}"}
+            started = time.perf_counter()
+            status, body = admin.request("POST", "/admin/v1/revocations", {"jti": jti}, authd.admin_headers(),
+                                         retry=False)
+            if status != 200:
+                raise HarnessError(f"revocation refused: {status} {body[:200]!r}")
+            status, _ = public.request("GET", "/v1/verify", headers=bearer, retry=False)
+            totals.append((time.perf_counter() - started) * 1000)
+            if status != 401:
+                still_ok += 1
+        public.close()
+        admin.close()
+        p99 = percentile(totals, 99)
+        ok = p99 <= 20 and still_ok == 0
+        note = f"p50 {median(totals):.2f} ms, max {max(totals):.2f} ms, n={n}"
+        if still_ok:
+            note += f"; {still_ok} revoked tokens still verified!"
+        self.add(Figure("revoke_visible_p99", f"{p99:.2f} ms", "admin POST → 401 on next verify",
+                        "p99 <= 20 ms", verdict(ok), note,
+                        {"p99_ms": p99, "p50_ms": median(totals), "samples_ms": totals}))
+
+    def run_seeded_group(self) -> None:
+        if not any(self.want(n) for n in ("verify_revoked_1m", "startup_1m")):
+            return
+        authd = Authd(self.bin["authd"], self.tmp / "seeded", "seeded")
+        users, revocations = self.args.users, self.args.revocations
+        self.seed(authd.data, users, revocations)
+        try:
+            authd.start(timeout=300)
+            log(f"authd (seeded, {revocations:,} revocations, {users:,} users) ready in "
+                f"{authd.first_start_s:.2f} s (first start, creates the key) on {authd.url}")
+            if self.want("verify_revoked_1m"):
+                token = authd.login("user000000")
+                measured = self.paired(
+                    "verify_revoked_1m", authd.url + "/v1/verify", connections=32,
+                    headers=[f"Authorization: Bearer {token}"],
+                )
+                base = self.results.get("verify_one")
+                if base is None or "ratio" not in base.data:
+                    self.add(Figure(
+                        "verify_revoked_1m", f"{measured['authd_rps']:,.0f} req/s",
+                        f"{measured['ratio']:.3f} x floor ({measured['floor_rps']:,.0f} req/s)",
+                        ">= 0.95 x verify_one", "FAIL", "no verify_one figure to compare with",
+                        measured,
+                    ))
+                else:
+                    normalized = measured["ratio"] / base.data["ratio"]
+                    raw = measured["authd_rps"] / base.data["authd_rps"]
+                    ok = normalized >= 0.95 and not measured["problems"]
+                    notes = [f"raw {raw:.3f} x verify_one"]
+                    if (users, revocations) != (100_000, 1_000_000):
+                        notes.append(f"{revocations:,} revocations, {users:,} users")
+                    if measured["problems"]:
+                        notes.append(measured["problems"])
+                    self.add(Figure(
+                        "verify_revoked_1m", f"{measured['authd_rps']:,.0f} req/s",
+                        f"{normalized:.3f} x verify_one ({measured['ratio']:.3f} x floor)",
+                        ">= 0.95 x verify_one", verdict(ok), "; ".join(notes),
+                        {**measured, "vs_verify_one": normalized, "raw_vs_verify_one": raw},
+                    ))
+            if self.want("startup_1m"):
+                times = []
+                for run in range(self.args.runs):
+                    authd.stop()
+                    times.append(authd.start(timeout=300))
+                    log(f"startup_1m run {run + 1}: {times[-1]:.3f} s")
+                value = median(times)
+                note = f"restarts: {', '.join(f'{t:.2f}' for t in times)} s; first start {authd.first_start_s:.2f} s"
+                if (users, revocations) != (100_000, 1_000_000):
+                    note += f"; {revocations:,} revocations, {users:,} users"
+                self.add(Figure("startup_1m", f"{value:.3f} s", "spawn → first /readyz 200",
+                                "<= 2 s", verdict(value <= 2.0), note,
+                                {"restarts_s": times, "first_start_s": authd.first_start_s}))
+        finally:
+            authd.stop()
+
+    def seed(self, data: Path, users: int, revocations: int) -> None:
+        cache = None
+        if self.args.seed_cache:
+            # Keyed by the seeder binary (it links the store code) and the sizes.
+            stat = self.bin["seed"].stat()
+            key = f"{users}-{revocations}-{stat.st_size}-{int(stat.st_mtime)}"
+            cache = Path(self.args.seed_cache) / key
+            if (cache / "done").exists():
+                log(f"seed: copying the cached store {cache}")
+                shutil.copytree(cache / "data", data)
+                return
+        log(f"seed: {users:,} users and {revocations:,} revoked jtis (offline, examples/seed.rs)")
+        started = time.monotonic()
+        out = subprocess.run(
+            [str(self.bin["seed"]), "fill", "--data", str(data), "--users", str(users),
+             "--revocations", str(revocations), "--password", PASSWORD,
+             "--memory-kib", str(CHEAP_ARGON2["argon2_memory_kib"]),
+             "--iterations", str(CHEAP_ARGON2["argon2_iterations"])],
+            capture_output=True, text=True, timeout=1800, check=False,
+        )
+        if out.returncode != 0:
+            raise HarnessError(f"seeding failed:\n{out.stdout}\n{out.stderr}")
+        facts = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+        log(f"seed: done in {time.monotonic() - started:.1f} s (users {facts.get('users_s')} s, "
+            f"revocations {facts.get('revocations_s')} s = {facts.get('revocations_per_s')}/s, "
+            f"flush {facts.get('flush_s')} s), store {du_kib(data) / 1024:.0f} MiB")
+        self.seed_facts = facts
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
+            cache.mkdir(parents=True)
+            shutil.copytree(data, cache / "data")
+            (cache / "done").write_text("ok\n")
+
+    def run_storm_group(self) -> None:
+        if not any(self.want(n) for n in ("verify_p99_storm", "login_rps", "login_peak_rss")):
+            return
+        hash_ms = self.hash_time()
+        authd = Authd(self.bin["authd"], self.tmp / "storm", "storm (default argon2)",
+                      password=DEFAULT_ARGON2)
+        authd.start()
+        log(f"authd (default argon2: m=19456 KiB, t=2, p=1) on {authd.url}")
+        try:
+            authd.create_user("storm")
+            token = authd.login("storm")
+            login_url = authd.url + "/v1/login"
+            verify_url = authd.url + "/v1/verify"
+            storm_args = dict(threads=2, connections=64, script="login.lua",
+                              script_args=["storm", PASSWORD], timeout="20s")
+            probe_args = dict(threads=1, connections=4, latency=True,
+                              headers=[f"Authorization: Bearer {token}"])
+            if self.want("login_rps"):
+                bound = self.cores / (hash_ms / 1000)
+                log(f"login_rps: wrk -c64 on /v1/login; bound {self.cores} cores / {hash_ms:.1f} ms = {bound:.1f}/s")
+                self.wrk.run(login_url, duration=min(2, self.args.duration), **storm_args)
+                runs, problems = [], []
+                for run in range(self.args.runs):
+                    result = self.wrk.run(login_url, **storm_args)
+                    runs.append(result.rps)
+                    if result.problems():
+                        problems.append(result.problems())
+                    log(f"login_rps run {run + 1}: {result.rps:.1f}/s (p50 {result.p50_us / 1000:.0f} ms)")
+                rps = median(runs)
+                ratio = rps / bound
+                self.add(Figure(
+                    "login_rps", f"{rps:,.1f} req/s",
+                    f"{ratio:.3f} x bound ({self.cores} / {hash_ms:.1f} ms = {bound:.1f}/s)",
+                    ">= 0.85 x bound", verdict(ratio >= 0.85 and not problems), "; ".join(problems),
+                    {"rps": rps, "runs": runs, "hash_ms": hash_ms, "bound": bound, "ratio": ratio},
+                ))
+            if self.want("verify_p99_storm"):
+                log("verify_p99_storm: idle probe (wrk -t1 -c4 --latency)")
+                self.wrk.run(verify_url, duration=min(2, self.args.duration), **probe_args)
+                idle, storm, problems = [], [], []
+                for run in range(self.args.runs):
+                    result = self.wrk.run(verify_url, **probe_args)
+                    idle.append(result.p99_us / 1000)
+                    if result.problems():
+                        problems.append(f"idle: {result.problems()}")
+                for run in range(self.args.runs):
+                    # The storm starts 1 s before the probe and ends 1 s after it.
+                    stormer = self.wrk.start(login_url, duration=self.args.duration + 2, **storm_args)
+                    time.sleep(1)
+                    result = self.wrk.run(verify_url, **probe_args)
+                    storm_result = self.wrk.finish(stormer, timeout=self.args.duration + 60)
+                    storm.append(result.p99_us / 1000)
+                    if result.problems():
+                        problems.append(f"storm: {result.problems()}")
+                    log(f"verify_p99_storm run {run + 1}: p99 idle {idle[run]:.2f} ms, under storm "
+                        f"{storm[-1]:.2f} ms ({result.rps:,.0f} verify/s, {storm_result.rps:.1f} login/s)")
+                idle_p99, storm_p99 = median(idle), median(storm)
+                ratio = storm_p99 / idle_p99 if idle_p99 else float("inf")
+                ok = storm_p99 <= 5 and ratio <= 3 and not problems
+                self.add(Figure(
+                    "verify_p99_storm", f"{storm_p99:.2f} ms",
+                    f"{ratio:.2f} x idle p99 ({idle_p99:.2f} ms)",
+                    "<= 5 ms and <= 3 x idle", verdict(ok), "; ".join(problems),
+                    {"idle_p99_ms": idle, "storm_p99_ms": storm, "ratio": ratio},
+                ))
+            if self.want("login_peak_rss"):
+                hwm = authd.vm_hwm_kib()
+                memory_kib = DEFAULT_ARGON2["argon2_memory_kib"]
+                bound_kib = self.cores * memory_kib + 64 * 1024
+                self.add(Figure(
+                    "login_peak_rss", f"{hwm / 1024:.1f} MiB",
+                    f"VmHWM vs {self.cores} x {memory_kib / 1024:.0f} MiB + 64 MiB = {bound_kib / 1024:.0f} MiB",
+                    "<= bound", verdict(hwm <= bound_kib), "",
+                    {"vm_hwm_kib": hwm, "bound_kib": bound_kib},
+                ))
+        finally:
+            authd.stop()
+
+    def hash_time(self) -> float:
+        out = subprocess.run(
+            [str(self.bin["seed"]), "hash-time", "--runs", "10"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )
+        if out.returncode != 0:
+            raise HarnessError(f"hash-time failed:\n{out.stdout}\n{out.stderr}")
+        facts = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+        hash_ms = float(facts["hash_ms"])
+        log(f"one argon2id hash at the defaults: median {hash_ms:.2f} ms of 10 "
+            f"(min {facts['hash_min_ms']}, max {facts['hash_max_ms']})")
+        return hash_ms
+
+    def run_purge(self) -> None:
+        if not self.want("purge"):
+            return
+        authd = Authd(self.bin["authd"], self.tmp / "purge", "purge",
+                      jwt={"access_ttl": "2s", "refresh_ttl": "4s", "leeway": "0s"})
+        authd.start()
+        per_round, rounds = self.args.purge_jtis, self.args.purge_rounds
+        log(f"purge: access_ttl=2s refresh_ttl=4s leeway=0s; {rounds} rounds of {per_round} revocations")
+        sizes, waits, ok = [du_kib(authd.data)], [], True
+        local = threading.local()
+        headers = authd.admin_headers()
+
+        def revoke(_):
+            if not hasattr(local, "client"):
+                local.client = authd.admin()
+            status, body = local.client.request(
+                "POST", "/admin/v1/revocations", {"jti": secrets.token_urlsafe(16)}, headers)
+            if status != 200:
+                raise HarnessError(f"revocation refused: {status} {body[:200]!r}")
+
+        try:
+            admin = authd.admin()
+            for rnd in range(rounds):
+                started = time.monotonic()
+                parallel_map(revoke, range(per_round), workers=min(4, self.args.client_threads))
+                posted = time.monotonic()
+                status, body = admin.request("GET", "/admin/v1/revocations?limit=1000", headers=headers)
+                listed = len(json.loads(body)["revocations"]) if status == 200 else -1
+                deadline = posted + 60
+                emptied = None
+                while time.monotonic() < deadline:
+                    status, body = admin.request("GET", "/admin/v1/revocations?limit=1", headers=headers)
+                    if status != 200:
+                        raise HarnessError(f"listing revocations: {status} {body[:200]!r}")
+                    if not json.loads(body)["revocations"]:
+                        emptied = time.monotonic() - posted
+                        break
+                    time.sleep(0.05)
+                size = du_kib(authd.data)
+                sizes.append(size)
+                waits.append(emptied)
+                if emptied is None:
+                    ok = False
+                log(f"purge round {rnd + 1}: {per_round} posted in {posted - started:.1f} s "
+                    f"({listed} listed), empty after "
+                    f"{'never (60 s)' if emptied is None else f'{emptied:.2f} s'}, du {size} KiB")
+            admin.close()
+        finally:
+            authd.stop()
+        # "Stops growing": sled grows its files for the first few MiB written, then reuses
+        # them. So the last third of the rounds must not set a new high more than 10 %
+        # above the highest size of the rounds before them.
+        rounds_sizes = sizes[1:]
+        tail = max(1, len(rounds_sizes) // 3)
+        before = max(rounds_sizes[:-tail], default=sizes[0]) or 1
+        growth = max(rounds_sizes[-tail:]) / before
+        ok = ok and growth <= 1.10
+        shown = " ".join(f"{s / 1024:.1f}" for s in rounds_sizes)
+        wait_text = " ".join("never" if w is None else f"{w:.1f}" for w in waits)
+        slowest = max((w for w in waits if w is not None), default=float("nan"))
+        self.add(Figure(
+            "purge", f"{slowest:.2f} s",
+            f"to 0 entries; du tail x{growth:.2f} of earlier peak",
+            "0 entries, du stops growing", verdict(ok),
+            f"{rounds} x {per_round} jtis; du MiB per round {shown}; seconds to empty {wait_text}",
+            {"wait_s": waits, "du_kib": sizes, "growth": growth},
+        ))
+
+    def finish(self) -> list[Figure]:
+        if self.floor_samples:
+            self.results["floor"] = Figure(
+                "floor", f"{median(self.floor_samples):,.0f} req/s",
+                f"median of {len(self.floor_samples)} (min {min(self.floor_samples):,.0f}, "
+                f"max {max(self.floor_samples):,.0f})",
+                "", "", "bare warp route, same wrk request as each figure",
+                {"runs": self.floor_samples},
+            )
+        return [self.results[n] for n in FIGURES if n in self.results]
+
+
+def du_kib(path: Path) -> int:
+    out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+# --------------------------------------------------------------------------------------
+
+
+def build(args) -> dict:
+    meta = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    target = Path(json.loads(meta.stdout)["target_directory"]) / "release"
+    binaries = {
+        "authd": target / "authd",
+        "floor": target / "examples" / "floor",
+        "seed": target / "examples" / "seed",
+    }
+    if not args.no_build:
+        cmd = ["cargo", "build", "--release", "--bin", "authd", "--example", "floor", "--example", "seed"]
+        log(" ".join(cmd))
+        started = time.monotonic()
+        result = subprocess.run(cmd, cwd=ROOT, timeout=3600)
+        if result.returncode != 0:
+            raise HarnessError("cargo build failed")
+        log(f"build done in {time.monotonic() - started:.0f} s")
+    for name, path in binaries.items():
+        if not path.exists():
+            raise HarnessError(f"{path} is missing (run without --no-build)")
+    return binaries
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="bench/run",
+        description="authd benchmark harness (issue 6). One line per figure on stdout; "
+        "progress on stderr.",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="short smoke run for CI: 2 s per wrk, 1 run, smaller seeds")
+    p.add_argument("--only", default="",
+                   help=f"comma-separated figures to run (prerequisites are added): {', '.join(FIGURES[1:])}")
+    p.add_argument("--runs", type=int, help="runs per figure, medians reported (default 3; quick 1)")
+    p.add_argument("--duration", type=int, help="seconds per wrk run (default 5; quick 2)")
+    p.add_argument("--tokens", type=int, help="distinct tokens for verify_10k (default 10000; quick 1000)")
+    p.add_argument("--users", type=int, help="seeded users (default 100000; quick 10000)")
+    p.add_argument("--revocations", type=int, help="seeded revoked jtis (default 1000000; quick 100000)")
+    p.add_argument("--revoke-samples", type=int, help="revoke_visible samples (default 200; quick 50)")
+    p.add_argument("--purge-jtis", type=int, help="revocations per purge round (default 1000)")
+    p.add_argument("--purge-rounds", type=int, help="purge rounds (default 9; quick 8)")
+    p.add_argument("--client-threads", type=int, default=8,
+                   help="concurrent Python clients making tokens and revocations (default 8)")
+    p.add_argument("--seed-cache", metavar="DIR",
+                   help="keep the seeded store in DIR and reuse it while the seeder binary is unchanged")
+    p.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, logs, data)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a figure FAILs")
+    args = p.parse_args(argv)
+    defaults = dict(runs=(1, 3), duration=(2, 5), tokens=(1000, 10_000), users=(10_000, 100_000),
+                    revocations=(100_000, 1_000_000), revoke_samples=(50, 200),
+                    purge_jtis=(1000, 1000), purge_rounds=(8, 9))
+    for key, (quick, full) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
+    if min(args.runs, args.duration, args.tokens, args.purge_rounds, args.client_threads) < 1:
+        p.error("--runs, --duration, --tokens, --purge-rounds and --client-threads must be at least 1")
+    selected = {n.strip() for n in args.only.split(",") if n.strip()} or set(FIGURES[1:])
+    unknown = selected - set(FIGURES)
+    if unknown:
+        p.error(f"unknown figure(s): {', '.join(sorted(unknown))}; known: {', '.join(FIGURES[1:])}")
+    for name in list(selected):
+        selected |= NEEDS.get(name, set())
+    args.selected = selected
+    return args
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench/run: wrk is not installed (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    tmp = Path(tempfile.mkdtemp(prefix="authd-bench-"))
+    started = time.monotonic()
+    figures: list[Figure] = []
+    bench = None
+    try:
+        binaries = build(args)
+        log(f"work folder {tmp}; {len(os.sched_getaffinity(0))} cores; runs={args.runs}, "
+            f"{args.duration} s per wrk run")
+        bench = Bench(args, tmp, binaries)
+        bench.guarded(bench.run_cheap_group, ["verify_one", "verify_10k", "revoke_visible_p99"])
+        bench.guarded(bench.run_seeded_group, ["verify_revoked_1m", "startup_1m"])
+        bench.guarded(bench.run_storm_group, ["login_rps", "verify_p99_storm", "login_peak_rss"])
+        bench.guarded(bench.run_purge, ["purge"])
+        figures = bench.finish()
+    except KeyboardInterrupt as err:
+        log(f"interrupted ({err or 'SIGINT'}): stopping")
+        return 130
+    except (HarnessError, subprocess.SubprocessError, OSError) as err:
+        log(f"error: {err}")
+        if bench is not None:
+            figures = bench.finish()
+            for figure in figures:
+                print(figure.line(), flush=True)
+        return 1
+    finally:
+        stop_all()
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"done in {time.monotonic() - started:.0f} s")
+    mode = "quick" if args.quick else "full"
+    print(f"# authd bench ({mode}: runs={args.runs}, {args.duration} s per wrk run, "
+          f"{len(os.sched_getaffinity(0))} cores, {time.strftime('%Y-%m-%d %H:%M:%S')})")
+    for figure in figures:
+        print(figure.line(), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"mode": mode, "runs": args.runs, "duration_s": args.duration,
+             "figures": [figure.__dict__ for figure in figures]},
+            indent=2, default=str) + "\n")
+    failed = [f.name for f in figures if f.verdict == "FAIL"]
+    if bench.errors:
+        return 1
+    return 1 if (args.strict and failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,226 @@
+//! Benchmark helper, driven by `bench/run`: fills a store offline with users and revoked
+//! jtis through authd's own [`Store`] API, and times one argon2id hash.
+//!
+//! ```sh
+//! # 100k users (password "bench-password", hashed once at m=64 KiB, t=1) + 1M revoked jtis
+//! cargo run --release --example seed -- fill --data /tmp/authd-bench/data \
+//!     --users 100000 --revocations 1000000 --memory-kib 64 --iterations 1
+//! # median time of one hash at the shipped defaults (m=19456 KiB, t=2, p=1), 10 runs
+//! cargo run --release --example seed -- hash-time --runs 10
+//! ```
+//!
+//! Both print one `key=value` line per result so that scripts can parse them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use authd::auth::password::HashCost;
+use authd::config::PasswordConfig;
+use authd::store::{NewRevocation, RevocationKind, Store, UserRecord};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Seed an authd store for benchmarks, or time one argon2id hash")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create users and revoked jtis in the store at `--data` (authd must not be running).
+    Fill(Fill),
+    /// Print the median wall time of one argon2id hash with the given cost.
+    HashTime(HashTime),
+}
+
+#[derive(Args)]
+struct Cost {
+    /// argon2id memory cost in KiB (default: authd's shipped default).
+    #[arg(long, default_value_t = 19456)]
+    memory_kib: u32,
+    /// argon2id iterations.
+    #[arg(long, default_value_t = 2)]
+    iterations: u32,
+    /// argon2id lanes.
+    #[arg(long, default_value_t = 1)]
+    parallelism: u32,
+}
+
+impl Cost {
+    fn hash_cost(&self) -> anyhow::Result<HashCost> {
+        Ok(HashCost::new(&PasswordConfig {
+            min_length: 8,
+            argon2_memory_kib: self.memory_kib,
+            argon2_iterations: self.iterations,
+            argon2_parallelism: self.parallelism,
+        })?)
+    }
+}
+
+#[derive(Args)]
+struct Fill {
+    /// The sled folder (authd's `storage.path`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Number of users, named `user000000`, `user000001`, ….
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Number of revoked random jtis.
+    #[arg(long, default_value_t = 1_000_000)]
+    revocations: usize,
+    /// Every user's password (hashed once; all users share the hash).
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    /// How long the revocations are kept, in seconds from now.
+    #[arg(long, default_value_t = 86_400)]
+    revocation_ttl: i64,
+    /// Threads writing to the store (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    cost: Cost,
+}
+
+#[derive(Args)]
+struct HashTime {
+    /// Number of hashes timed; the median is printed.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    #[command(flatten)]
+    cost: Cost,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Fill(fill) => run_fill(&fill),
+        Command::HashTime(hash_time) => run_hash_time(&hash_time),
+    }
+}
+
+fn unix_now() -> anyhow::Result<i64> {
+    Ok(i64::try_from(
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
+    )?)
+}
+
+fn run_hash_time(args: &HashTime) -> anyhow::Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let cost = args.cost.hash_cost()?;
+    // One untimed hash first: page faults of the first allocation are not the steady state.
+    cost.hash_blocking("warm-up password")?;
+    let mut times = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        cost.hash_blocking("bench-password")?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    println!("hash_ms={:.3}", ms(median));
+    println!("hash_min_ms={:.3}", ms(times[0]));
+    println!("hash_max_ms={:.3}", ms(times[times.len() - 1]));
+    Ok(())
+}
+
+fn run_fill(args: &Fill) -> anyhow::Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    let start = Instant::now();
+    let store = Store::open(&args.data)
+        .with_context(|| format!("cannot open the store at {}", args.data.display()))?;
+    println!("open_s={:.3}", start.elapsed().as_secs_f64());
+
+    let hash = args.cost.hash_cost()?.hash_blocking(&args.password)?;
+    let now = unix_now()?;
+
+    let start = Instant::now();
+    let created = parallel(threads, args.users, |i| {
+        let user = UserRecord {
+            account_id: store.next_id()?,
+            username: format!("user{i:06}"),
+            password_hash: hash.clone(),
+            roles: Vec::new(),
+            disabled: false,
+            created_at: now,
+            generation: 0,
+        };
+        store.create_user(&user)?;
+        Ok(())
+    })?;
+    let users_s = start.elapsed().as_secs_f64();
+    println!("users={created}");
+    println!("users_s={users_s:.3}");
+
+    let start = Instant::now();
+    let revoked = parallel(threads, args.revocations, |_| {
+        store.revoke(&NewRevocation {
+            kind: RevocationKind::Jti,
+            id: authd::auth::random_id(16),
+            revoked_at: now,
+            expires_at: now + args.revocation_ttl,
+            reason: None,
+        })?;
+        Ok(())
+    })?;
+    let revocations_s = start.elapsed().as_secs_f64();
+    println!("revocations={revoked}");
+    println!("revocations_s={revocations_s:.3}");
+    if revocations_s > 0.0 {
+        println!(
+            "revocations_per_s={:.0}",
+            revoked as f64 / revocations_s.max(1e-9)
+        );
+    }
+
+    let start = Instant::now();
+    store.flush_blocking()?;
+    println!("flush_s={:.3}", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Runs `work(i)` for every `i` in `0..count` on `threads` threads; returns how many ran.
+fn parallel<F>(threads: usize, count: usize, work: F) -> anyhow::Result<usize>
+where
+    F: Fn(usize) -> anyhow::Result<()> + Sync,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let next = next.clone();
+                let work = &work;
+                scope.spawn(move || -> anyhow::Result<usize> {
+                    let mut done = 0;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count {
+                            return Ok(done);
+                        }
+                        work(i)?;
+                        done += 1;
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for handle in handles {
+            match handle.join() {
+                Ok(result) => total += result?,
+                Err(_) => bail!("a seeding thread panicked"),
+            }
+        }
+        Ok(total)
+    })
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
