@@ -341,13 +341,15 @@ impl Store {
 
     /// Stores a new user; `false` when the name is taken.
     pub fn create_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
-        let swapped = self.users.compare_and_swap(
-            user.username.as_bytes(),
-            None as Option<&[u8]>,
-            Some(encode(user)?),
-        )?;
-        self.sync_user(&user.username)?;
-        Ok(swapped.is_ok())
+        off_reactor(|| {
+            let swapped = self.users.compare_and_swap(
+                user.username.as_bytes(),
+                None as Option<&[u8]>,
+                Some(encode(user)?),
+            )?;
+            self.sync_user(&user.username)?;
+            Ok(swapped.is_ok())
+        })
     }
 
     /// Up to `limit` users sorted by name, after `after`; the flag says whether more follow.
@@ -383,27 +385,29 @@ impl Store {
     where
         F: Fn(&mut UserRecord),
     {
-        let seq = self.next_id()?;
-        let result = (&self.users, &self.revocations, &self.revocation_log).transaction(
-            |(users, revocations, log)| {
-                let Some(mut user) = tx_get::<UserRecord>(users, "users", username.as_bytes())?
-                else {
-                    return Ok(None);
-                };
-                change(&mut user);
-                let entry = match revoke_all {
-                    Some(revocation) => {
-                        user.generation += 1;
-                        Some(tx_record_revocation(revocations, log, revocation, seq)?)
-                    }
-                    None => None,
-                };
-                tx_put(users, username.as_bytes(), &user)?;
-                Ok(Some((user, entry)))
-            },
-        )?;
-        self.sync_user(username)?;
-        Ok(result)
+        off_reactor(|| {
+            let seq = self.next_id()?;
+            let result = (&self.users, &self.revocations, &self.revocation_log).transaction(
+                |(users, revocations, log)| {
+                    let Some(mut user) = tx_get::<UserRecord>(users, "users", username.as_bytes())?
+                    else {
+                        return Ok(None);
+                    };
+                    change(&mut user);
+                    let entry = match revoke_all {
+                        Some(revocation) => {
+                            user.generation += 1;
+                            Some(tx_record_revocation(revocations, log, revocation, seq)?)
+                        }
+                        None => None,
+                    };
+                    tx_put(users, username.as_bytes(), &user)?;
+                    Ok(Some((user, entry)))
+                },
+            )?;
+            self.sync_user(username)?;
+            Ok(result)
+        })
     }
 
     /// Deletes the user and their sessions, recording `revocation` (a user entry).
@@ -413,30 +417,34 @@ impl Store {
         username: &str,
         revocation: &NewRevocation,
     ) -> Result<Option<UserRecord>, StoreError> {
-        let sids = self.session_ids_of(username)?;
-        let seq = self.next_id()?;
-        let trees = (
-            &self.users,
-            &self.sessions,
-            &self.user_sessions,
-            &self.revocations,
-            &self.revocation_log,
-        );
-        let deleted = trees.transaction(|(users, sessions, user_sessions, revocations, log)| {
-            let Some(user) = tx_get::<UserRecord>(users, "users", username.as_bytes())? else {
-                return Ok(None);
-            };
-            users.remove(username.as_bytes())?;
-            for sid in &sids {
-                sessions.remove(sid.as_bytes())?;
-                user_sessions.remove(user_session_key(username, sid))?;
-            }
-            tx_record_revocation(revocations, log, revocation, seq)?;
-            Ok(Some(user))
-        })?;
-        self.sync_user(username)?;
-        self.sync_sessions(sids.iter().map(String::as_str))?;
-        Ok(deleted)
+        off_reactor(|| {
+            let sids = self.session_ids_of(username)?;
+            let seq = self.next_id()?;
+            let trees = (
+                &self.users,
+                &self.sessions,
+                &self.user_sessions,
+                &self.revocations,
+                &self.revocation_log,
+            );
+            let deleted =
+                trees.transaction(|(users, sessions, user_sessions, revocations, log)| {
+                    let Some(user) = tx_get::<UserRecord>(users, "users", username.as_bytes())?
+                    else {
+                        return Ok(None);
+                    };
+                    users.remove(username.as_bytes())?;
+                    for sid in &sids {
+                        sessions.remove(sid.as_bytes())?;
+                        user_sessions.remove(user_session_key(username, sid))?;
+                    }
+                    tx_record_revocation(revocations, log, revocation, seq)?;
+                    Ok(Some(user))
+                })?;
+            self.sync_user(username)?;
+            self.sync_sessions(sids.iter().map(String::as_str))?;
+            Ok(deleted)
+        })
     }
 
     // ----- sessions and refresh tokens -----
@@ -448,21 +456,23 @@ impl Store {
         refresh_hash: &RefreshHash,
         refresh: &RefreshRecord,
     ) -> Result<(), StoreError> {
-        let session_bytes = encode(session)?;
-        let refresh_bytes = encode(refresh)?;
-        (&self.sessions, &self.user_sessions, &self.refresh_tokens).transaction(
-            |(sessions, user_sessions, refresh_tokens)| {
-                sessions.insert(session.sid.as_bytes(), session_bytes.as_slice())?;
-                user_sessions.insert(
-                    user_session_key(&session.username, &session.sid),
-                    &[] as &[u8],
-                )?;
-                refresh_tokens.insert(refresh_hash.as_slice(), refresh_bytes.as_slice())?;
-                Ok(())
-            },
-        )?;
-        self.sync_sessions([session.sid.as_str()])?;
-        Ok(())
+        off_reactor(|| {
+            let session_bytes = encode(session)?;
+            let refresh_bytes = encode(refresh)?;
+            (&self.sessions, &self.user_sessions, &self.refresh_tokens).transaction(
+                |(sessions, user_sessions, refresh_tokens)| {
+                    sessions.insert(session.sid.as_bytes(), session_bytes.as_slice())?;
+                    user_sessions.insert(
+                        user_session_key(&session.username, &session.sid),
+                        &[] as &[u8],
+                    )?;
+                    refresh_tokens.insert(refresh_hash.as_slice(), refresh_bytes.as_slice())?;
+                    Ok(())
+                },
+            )?;
+            self.sync_sessions([session.sid.as_str()])?;
+            Ok(())
+        })
     }
 
     pub fn get_session(&self, sid: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -497,23 +507,25 @@ impl Store {
         &self,
         revocation: &NewRevocation,
     ) -> Result<RevocationRecord, StoreError> {
-        let seq = self.next_id()?;
-        let sid = revocation.id.as_bytes();
-        let entry = (
-            &self.sessions,
-            &self.user_sessions,
-            &self.revocations,
-            &self.revocation_log,
-        )
-            .transaction(|(sessions, user_sessions, revocations, log)| {
-                if let Some(session) = tx_get::<SessionRecord>(sessions, "sessions", sid)? {
-                    sessions.remove(sid)?;
-                    user_sessions.remove(user_session_key(&session.username, &session.sid))?;
-                }
-                tx_record_revocation(revocations, log, revocation, seq)
-            })?;
-        self.sync_sessions([revocation.id.as_str()])?;
-        Ok(entry)
+        off_reactor(|| {
+            let seq = self.next_id()?;
+            let sid = revocation.id.as_bytes();
+            let entry = (
+                &self.sessions,
+                &self.user_sessions,
+                &self.revocations,
+                &self.revocation_log,
+            )
+                .transaction(|(sessions, user_sessions, revocations, log)| {
+                    if let Some(session) = tx_get::<SessionRecord>(sessions, "sessions", sid)? {
+                        sessions.remove(sid)?;
+                        user_sessions.remove(user_session_key(&session.username, &session.sid))?;
+                    }
+                    tx_record_revocation(revocations, log, revocation, seq)
+                })?;
+            self.sync_sessions([revocation.id.as_str()])?;
+            Ok(entry)
+        })
     }
 
     /// Replaces the user's password hash and ends the sessions named by `end_sessions`
@@ -525,39 +537,43 @@ impl Store {
         new_hash: &str,
         end_sessions: &[NewRevocation],
     ) -> Result<Option<UserRecord>, StoreError> {
-        let mut seqs = Vec::with_capacity(end_sessions.len());
-        for _ in end_sessions {
-            seqs.push(self.next_id()?);
-        }
-        let trees = (
-            &self.users,
-            &self.sessions,
-            &self.user_sessions,
-            &self.revocations,
-            &self.revocation_log,
-        );
-        let updated = trees.transaction(|(users, sessions, user_sessions, revocations, log)| {
-            let Some(mut user) = tx_get::<UserRecord>(users, "users", username.as_bytes())? else {
-                return Ok(None);
-            };
-            if user.account_id != account_id {
-                return Ok(None);
+        off_reactor(|| {
+            let mut seqs = Vec::with_capacity(end_sessions.len());
+            for _ in end_sessions {
+                seqs.push(self.next_id()?);
             }
-            user.password_hash = new_hash.to_owned();
-            tx_put(users, username.as_bytes(), &user)?;
-            for (revocation, seq) in end_sessions.iter().zip(&seqs) {
-                let sid = revocation.id.as_bytes();
-                if tx_get::<SessionRecord>(sessions, "sessions", sid)?.is_some() {
-                    sessions.remove(sid)?;
-                    user_sessions.remove(user_session_key(username, &revocation.id))?;
-                }
-                tx_record_revocation(revocations, log, revocation, *seq)?;
-            }
-            Ok(Some(user))
-        })?;
-        self.sync_user(username)?;
-        self.sync_sessions(end_sessions.iter().map(|r| r.id.as_str()))?;
-        Ok(updated)
+            let trees = (
+                &self.users,
+                &self.sessions,
+                &self.user_sessions,
+                &self.revocations,
+                &self.revocation_log,
+            );
+            let updated =
+                trees.transaction(|(users, sessions, user_sessions, revocations, log)| {
+                    let Some(mut user) = tx_get::<UserRecord>(users, "users", username.as_bytes())?
+                    else {
+                        return Ok(None);
+                    };
+                    if user.account_id != account_id {
+                        return Ok(None);
+                    }
+                    user.password_hash = new_hash.to_owned();
+                    tx_put(users, username.as_bytes(), &user)?;
+                    for (revocation, seq) in end_sessions.iter().zip(&seqs) {
+                        let sid = revocation.id.as_bytes();
+                        if tx_get::<SessionRecord>(sessions, "sessions", sid)?.is_some() {
+                            sessions.remove(sid)?;
+                            user_sessions.remove(user_session_key(username, &revocation.id))?;
+                        }
+                        tx_record_revocation(revocations, log, revocation, *seq)?;
+                    }
+                    Ok(Some(user))
+                })?;
+            self.sync_user(username)?;
+            self.sync_sessions(end_sessions.iter().map(|r| r.id.as_str()))?;
+            Ok(updated)
+        })
     }
 
     pub fn get_refresh(&self, hash: &RefreshHash) -> Result<Option<RefreshRecord>, StoreError> {
@@ -574,46 +590,49 @@ impl Store {
         new_expires_at: UnixSeconds,
         access_expires_at: UnixSeconds,
     ) -> Result<Rotation, StoreError> {
-        let rotation =
-            (&self.refresh_tokens, &self.sessions).transaction(|(refresh_tokens, sessions)| {
-                let Some(mut record) =
-                    tx_get::<RefreshRecord>(refresh_tokens, "refresh_tokens", old)?
-                else {
-                    return Ok(Rotation::Unknown);
-                };
-                if let Some(rotated_at) = record.rotated_at {
-                    return Ok(Rotation::AlreadyRotated {
+        off_reactor(|| {
+            let rotation = (&self.refresh_tokens, &self.sessions).transaction(
+                |(refresh_tokens, sessions)| {
+                    let Some(mut record) =
+                        tx_get::<RefreshRecord>(refresh_tokens, "refresh_tokens", old)?
+                    else {
+                        return Ok(Rotation::Unknown);
+                    };
+                    if let Some(rotated_at) = record.rotated_at {
+                        return Ok(Rotation::AlreadyRotated {
+                            sid: record.sid.clone(),
+                            rotated_at,
+                        });
+                    }
+                    if record.expires_at <= now {
+                        return Ok(Rotation::Unknown);
+                    }
+                    let Some(mut session) =
+                        tx_get::<SessionRecord>(sessions, "sessions", record.sid.as_bytes())?
+                    else {
+                        return Ok(Rotation::Unknown);
+                    };
+                    record.rotated_at = Some(now);
+                    tx_put(refresh_tokens, old, &record)?;
+                    let next = RefreshRecord {
                         sid: record.sid.clone(),
-                        rotated_at,
-                    });
-                }
-                if record.expires_at <= now {
-                    return Ok(Rotation::Unknown);
-                }
-                let Some(mut session) =
-                    tx_get::<SessionRecord>(sessions, "sessions", record.sid.as_bytes())?
-                else {
-                    return Ok(Rotation::Unknown);
-                };
-                record.rotated_at = Some(now);
-                tx_put(refresh_tokens, old, &record)?;
-                let next = RefreshRecord {
-                    sid: record.sid.clone(),
-                    issued_at: now,
-                    expires_at: new_expires_at,
-                    rotated_at: None,
-                };
-                tx_put(refresh_tokens, new, &next)?;
-                session.last_refreshed_at = now;
-                session.expires_at = new_expires_at;
-                session.access_expires_at = session.access_expires_at.max(access_expires_at);
-                tx_put(sessions, session.sid.as_bytes(), &session)?;
-                Ok(Rotation::Rotated(session))
-            })?;
-        if let Rotation::Rotated(session) = &rotation {
-            self.sync_sessions([session.sid.as_str()])?;
-        }
-        Ok(rotation)
+                        issued_at: now,
+                        expires_at: new_expires_at,
+                        rotated_at: None,
+                    };
+                    tx_put(refresh_tokens, new, &next)?;
+                    session.last_refreshed_at = now;
+                    session.expires_at = new_expires_at;
+                    session.access_expires_at = session.access_expires_at.max(access_expires_at);
+                    tx_put(sessions, session.sid.as_bytes(), &session)?;
+                    Ok(Rotation::Rotated(session))
+                },
+            )?;
+            if let Rotation::Rotated(session) = &rotation {
+                self.sync_sessions([session.sid.as_str()])?;
+            }
+            Ok(rotation)
+        })
     }
 
     // ----- revocations -----
@@ -621,15 +640,17 @@ impl Store {
     /// Records a jti or sid entry (idempotent: an existing entry stays as it was), or a
     /// user entry (replacing the previous one for that user). Returns the stored entry.
     pub fn revoke(&self, revocation: &NewRevocation) -> Result<RevocationRecord, StoreError> {
-        let seq = self.next_id()?;
-        let entry =
-            (&self.revocations, &self.revocation_log).transaction(|(revocations, log)| {
-                tx_record_revocation(revocations, log, revocation, seq)
-            })?;
-        if revocation.kind == RevocationKind::Jti {
-            self.revoked_jtis.insert(&revocation.id);
-        }
-        Ok(entry)
+        off_reactor(|| {
+            let seq = self.next_id()?;
+            let entry =
+                (&self.revocations, &self.revocation_log).transaction(|(revocations, log)| {
+                    tx_record_revocation(revocations, log, revocation, seq)
+                })?;
+            if revocation.kind == RevocationKind::Jti {
+                self.revoked_jtis.insert(&revocation.id);
+            }
+            Ok(entry)
+        })
     }
 
     pub fn is_revoked(&self, kind: RevocationKind, id: &str) -> Result<bool, StoreError> {
@@ -721,6 +742,17 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+}
+
+/// Runs a sled write (which may wait for the log or a flush) without stalling the async
+/// workers: on the multi-threaded runtime the worker hands its other tasks off first.
+fn off_reactor<T>(write: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(write)
+        }
+        _ => write(),
     }
 }
 
