@@ -742,7 +742,7 @@ impl Authority {
                     kind: RevocationKind::Jti,
                     id: claims.jti,
                     revoked_at: now,
-                    expires_at: claims.exp.max(now) + settings.tokens.leeway(),
+                    expires_at: claims.exp.max(now).saturating_add(settings.tokens.leeway()),
                     reason,
                 })?
             }

@@ -218,11 +218,17 @@ impl TokenRules {
                 claims
             }
         };
-        if claims.exp + self.leeway < now {
+        // `now - leeway`, not `exp + leeway`: `exp` comes from the token and may be i64::MAX.
+        if claims.exp < now - self.leeway {
             return Err(TokenError::Expired);
         }
         if claims.nbf > now + self.leeway || claims.iat > now + self.leeway {
             return Err(TokenError::NotYetValid);
+        }
+        // authd never issues a token that lives longer than `access_ttl`: an absurd lifetime
+        // (a far-future `exp`, a negative `iat`) is not one of ours, whatever its signature.
+        if claims.iat < 0 || claims.exp.saturating_sub(claims.iat) > self.access_ttl + self.leeway {
+            return Err(TokenError::Malformed);
         }
         Ok(claims)
     }
@@ -263,6 +269,10 @@ impl TokenRules {
                     _ => TokenError::Malformed,
                 }
             })?;
+        // An empty jti or sid could never be revoked on its own: it counts as missing.
+        if data.claims.jti.is_empty() || data.claims.sid.is_empty() {
+            return Err(TokenError::Malformed);
+        }
         Ok(data.claims)
     }
 }

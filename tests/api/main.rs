@@ -6,6 +6,7 @@
 mod admin;
 mod browser;
 mod errors;
+mod hardening;
 mod keys;
 mod login;
 mod metrics;
