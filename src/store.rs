@@ -250,11 +250,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the revoked-jti index is loaded (verification no longer asks sled).
-    pub fn revoked_index_loaded(&self) -> bool {
-        self.revoked_jtis.is_loaded()
-    }
-
     fn load_mirror(&self) -> Result<(), StoreError> {
         let mut users = HashMap::new();
         for item in self.users.iter() {
@@ -303,14 +298,6 @@ impl Store {
     /// The session `sid` from memory.
     pub fn session(&self, sid: &str) -> Option<Arc<SessionRecord>> {
         read(&self.mirror.sessions).get(sid).cloned()
-    }
-
-    /// Number of users and of stored sessions.
-    pub fn counts(&self) -> (usize, usize) {
-        (
-            read(&self.mirror.users).len(),
-            read(&self.mirror.sessions).len(),
-        )
     }
 
     /// Makes every change so far durable on disk.

@@ -60,10 +60,6 @@ impl RevokedIndex {
         }
         self.loaded.store(true, Ordering::Release);
     }
-
-    pub(super) fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
-    }
 }
 
 #[cfg(test)]
