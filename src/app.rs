@@ -137,8 +137,7 @@ impl App {
                 tokio::spawn(serve(
                     "public",
                     public,
-                    crate::http::public_routes(state.clone()),
-                    crate::http::public_route_label,
+                    crate::http::Routes::public(state.clone()),
                     phase_rx.clone(),
                 )),
             ),
@@ -147,8 +146,7 @@ impl App {
                 tokio::spawn(serve(
                     "admin",
                     admin,
-                    crate::http::admin_routes(state.clone()),
-                    crate::http::admin_route_label,
+                    crate::http::Routes::admin(state.clone()),
                     phase_rx,
                 )),
             ),

@@ -9,6 +9,7 @@
 //! - [`http`]: routes, handlers, the error → response mapping, the listener loop.
 //! - [`activation`]: listeners passed by systemd socket activation.
 //! - [`app`]: build (files, store, listeners) and run (serve, reload, drain, flush).
+//! - [`logging`]: the log subscriber (text or JSON).
 //! - [`metrics`]: Prometheus metrics of requests, logins, verifications and queues.
 //! - [`tasks`]: background work (purging expired entries).
 //! - [`signals`]: Unix signals → [`app::Control`] messages.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod signals;

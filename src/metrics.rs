@@ -2,8 +2,8 @@
 //! and verify outcomes, revocation-list size, hashing queue depth and build info. Recorded
 //! through the `metrics` facade; rendered for `GET /metrics` on the admin listener.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
+use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use metrics::{Counter, Histogram};
 use std::time::Duration;
@@ -64,54 +64,78 @@ pub fn upkeep() {
 /// How often [`upkeep`] runs.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Handles of the per-request series, registered once and then reused: looking a series
-/// up in the recorder on every request allocates its label set.
-type RequestSeries = HashMap<(&'static str, &'static str, &'static str), (Counter, Histogram)>;
+/// Handles of the per-request series, kept per thread and found by the labels' addresses
+/// (they are `&'static str`s): looking a series up in the recorder on every request would
+/// hash and allocate its label set, and a shared cache would bounce between cores.
+struct HandleCache<K, H> {
+    entries: Vec<(K, H)>,
+}
 
-static REQUEST_SERIES: LazyLock<RwLock<RequestSeries>> = LazyLock::new(Default::default);
+impl<K: Copy + PartialEq, H: Clone> HandleCache<K, H> {
+    const fn new() -> Self {
+        HandleCache {
+            entries: Vec::new(),
+        }
+    }
+
+    fn get_or_register(&mut self, key: K, register: impl FnOnce() -> H) -> &H {
+        let index = match self.entries.iter().position(|(k, _)| *k == key) {
+            Some(index) => index,
+            None => {
+                self.entries.push((key, register()));
+                self.entries.len() - 1
+            }
+        };
+        &self.entries[index].1
+    }
+}
+
+/// Labels compared by address: every label is a `&'static str` constant.
+#[derive(Clone, Copy)]
+struct Label(&'static str);
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Label) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+/// (listener, route, status) → the request counter and the latency histogram.
+type RequestSeries = HandleCache<(Label, Label, Label), (Counter, Histogram)>;
+
+thread_local! {
+    static REQUEST_SERIES: RefCell<RequestSeries> =
+        const { RefCell::new(HandleCache::new()) };
+    static OUTCOME_COUNTERS: RefCell<HandleCache<(Label, Label), Counter>> =
+        const { RefCell::new(HandleCache::new()) };
+}
 
 /// Records one answered request.
 pub fn record_request(listener: &'static str, route: &'static str, status: u16, elapsed: Duration) {
-    let key = (listener, route, status_label(status));
-    let cached = REQUEST_SERIES
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&key)
-        .map(|(counter, histogram)| (counter.clone(), histogram.clone()));
-    let (counter, histogram) = cached.unwrap_or_else(|| {
-        let series = (
-            metrics::counter!(HTTP_REQUESTS, "listener" => key.0, "route" => key.1, "status" => key.2),
-            metrics::histogram!(HTTP_DURATION, "listener" => key.0, "route" => key.1),
-        );
-        REQUEST_SERIES
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, series.clone());
-        series
+    let status = status_label(status);
+    REQUEST_SERIES.with_borrow_mut(|cache| {
+        let (counter, histogram) =
+            cache.get_or_register((Label(listener), Label(route), Label(status)), || {
+                (
+                    metrics::counter!(HTTP_REQUESTS, "listener" => listener, "route" => route, "status" => status),
+                    metrics::histogram!(HTTP_DURATION, "listener" => listener, "route" => route),
+                )
+            });
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
     });
-    counter.increment(1);
-    histogram.record(elapsed.as_secs_f64());
 }
-
-static OUTCOME_COUNTERS: LazyLock<RwLock<HashMap<(&'static str, &'static str), Counter>>> =
-    LazyLock::new(Default::default);
 
 /// Counts one `outcome` of the counter `name` (e.g. [`VERIFICATIONS`]), reusing its handle.
 pub fn count_outcome(name: &'static str, outcome: &'static str) {
-    let cached = OUTCOME_COUNTERS
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&(name, outcome))
-        .cloned();
-    let counter = cached.unwrap_or_else(|| {
-        let counter = metrics::counter!(name, "outcome" => outcome);
-        OUTCOME_COUNTERS
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((name, outcome), counter.clone());
-        counter
+    OUTCOME_COUNTERS.with_borrow_mut(|cache| {
+        cache
+            .get_or_register(
+                (Label(name), Label(outcome)),
+                || metrics::counter!(name, "outcome" => outcome),
+            )
+            .increment(1);
     });
-    counter.increment(1);
 }
 
 /// Status codes as static labels (no allocation per request).

@@ -180,8 +180,7 @@ impl Upstream {
         tokio::spawn(authd::http::server::serve(
             "upstream",
             listener,
-            echo,
-            |_| "upstream",
+            authd::http::Routes::from_filter(echo),
             phase,
         ));
         Upstream {

@@ -5,24 +5,38 @@
 //! Traefik). Verify never sets cookies and never reads a body.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::StatusCode;
 use http::header::{ACCEPT, CACHE_CONTROL, HeaderMap, HeaderValue, LOCATION};
 use warp::reply::Response;
 
 use super::request::Ctx;
+use crate::app::AppState;
 use crate::auth::redirect::{check_redirect, login_url_with_rd, original_url};
 
 const X_AUTH_LOGIN: &str = "x-auth-login";
 
-/// Answers `/v1/verify` (any method).
-pub async fn verify(ctx: Ctx, query: HashMap<String, String>) -> Response {
-    let err = match super::public::verify(&ctx, &query) {
+/// Answers `/v1/verify` (any method) from the request itself. [`super::Routes`] calls it
+/// before warp's filter chain: this is the hot path. The body is dropped unread.
+pub fn answer<B>(state: Arc<AppState>, request: http::Request<B>, peer: SocketAddr) -> Response {
+    let (parts, _body) = request.into_parts();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|raw| serde_urlencoded::from_str(raw).unwrap_or_default())
+        .unwrap_or_default();
+    verify(&Ctx::from_parts(state, parts, Some(peer)), &query)
+}
+
+fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Response {
+    let err = match super::public::verify(ctx, query) {
         Ok(response) => return response,
         Err(err) => err,
     };
     let redirect = query.get("redirect").is_some_and(|v| v == "1") && accepts_html(&ctx.headers);
-    let login = login_location(&ctx).and_then(|url| HeaderValue::from_str(&url).ok());
+    let login = login_location(ctx).and_then(|url| HeaderValue::from_str(&url).ok());
     match login {
         Some(login) if err.status() == StatusCode::UNAUTHORIZED => {
             if redirect {

@@ -26,13 +26,17 @@ use warp::reply::Response;
 
 use crate::app::AppState;
 use error::ApiError;
-use request::{ctx, ctx_with_body, query};
+use request::{PeerAddr, ctx, ctx_with_body, query};
+use std::net::SocketAddr;
+use tower_service::Service as _;
 
 /// A JSON response.
 pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(bytes.into());
     *response.status_mut() = status;
+    // Room for the usual few (type, cache, request id, verify's X-Auth-*) without regrowing.
+    response.headers_mut().reserve(8);
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -169,16 +173,6 @@ fn find_route(routes: &'static [KnownRoute], path: &str) -> Option<&'static Know
     routes.iter().find(|route| route.matches(path))
 }
 
-/// The metrics label of a public-listener path: its template, or `other`.
-pub fn public_route_label(path: &str) -> &'static str {
-    find_route(PUBLIC_ROUTES, path).map_or("other", |r| r.template)
-}
-
-/// The metrics label of an admin-listener path: its template, or `other`.
-pub fn admin_route_label(path: &str) -> &'static str {
-    find_route(ADMIN_ROUTES, path).map_or("other", |r| r.template)
-}
-
 /// Answers what no route took: `405` with `Allow` for a known path, else `404`.
 fn fallback(
     routes: &'static [KnownRoute],
@@ -191,8 +185,76 @@ fn fallback(
     })
 }
 
-/// The routes of the public listener.
-pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
+/// What a listener answers: warp's filter chain, plus `/v1/verify` on the public listener,
+/// dispatched before the chain because every protected request of every app behind authd
+/// comes through it (any method: nginx `auth_request` keeps the client's).
+#[derive(Clone)]
+pub struct Routes {
+    filter: BoxedFilter<(Response,)>,
+    verify: Option<Arc<AppState>>,
+    known: &'static [KnownRoute],
+}
+
+const VERIFY_PATH: &str = "/v1/verify";
+
+impl Routes {
+    /// Any other warp filter served by [`server::serve`] (e.g. a test upstream): no direct
+    /// routes, every request labelled `other`.
+    pub fn from_filter(filter: BoxedFilter<(Response,)>) -> Routes {
+        Routes {
+            filter,
+            verify: None,
+            known: &[],
+        }
+    }
+
+    pub fn public(state: Arc<AppState>) -> Routes {
+        Routes {
+            filter: public_routes(state.clone()),
+            verify: Some(state),
+            known: PUBLIC_ROUTES,
+        }
+    }
+
+    pub fn admin(state: Arc<AppState>) -> Routes {
+        Routes {
+            filter: admin_routes(state),
+            verify: None,
+            known: ADMIN_ROUTES,
+        }
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn answer(
+        &self,
+        mut request: http::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Response {
+        match &self.verify {
+            Some(state) if request.uri().path() == VERIFY_PATH => {
+                forward_auth::answer(state.clone(), request, peer)
+            }
+            _ => {
+                request.extensions_mut().insert(PeerAddr(peer));
+                match warp::service(self.filter.clone()).call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+        }
+    }
+
+    /// The metrics label of a path: its route template, or `other`.
+    pub fn label(&self, path: &str) -> &'static str {
+        if self.verify.is_some() && path == VERIFY_PATH {
+            return VERIFY_PATH;
+        }
+        find_route(self.known, path).map_or("other", |r| r.template)
+    }
+}
+
+/// The routes of the public listener (but `/v1/verify`, see [`Routes`]).
+fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
     let s = || state.clone();
     let login = warp::path!("v1" / "login")
         .and(warp::post())
@@ -202,11 +264,6 @@ pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(ctx_with_body(s()))
         .then(|c, b| respond(public::refresh(c, b)));
-    // Any method: nginx auth_request keeps the client's method. The body is never read.
-    let verify = warp::path!("v1" / "verify")
-        .and(ctx(s()))
-        .and(query())
-        .then(forward_auth::verify);
     let me = warp::path!("v1" / "me")
         .and(warp::get())
         .and(ctx(s()))
@@ -238,10 +295,7 @@ pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(ctx(s()))
         .then(|c| respond(public::readyz(c)));
-    // Verify first: every protected request of every app behind authd comes here.
-    verify
-        .or(login)
-        .unify()
+    login
         .or(refresh)
         .unify()
         .or(me)
@@ -268,7 +322,7 @@ pub fn public_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
 }
 
 /// The routes of the admin listener.
-pub fn admin_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
+fn admin_routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
     let s = || state.clone();
     let create_user = warp::path!("admin" / "v1" / "users")
         .and(warp::post())

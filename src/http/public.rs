@@ -2,7 +2,7 @@
 //! its input, calls the domain, and shapes the answer; nothing else.
 
 use http::StatusCode;
-use http::header::{CACHE_CONTROL, HeaderValue};
+use http::header::{CACHE_CONTROL, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use warp::reply::Response;
 
@@ -214,14 +214,17 @@ pub fn verify(
     );
     let headers = response.headers_mut();
     if let Ok(user) = HeaderValue::from_str(principal.username()) {
-        headers.insert("x-auth-user", user);
+        headers.insert(X_AUTH_USER, user);
     }
     if let Ok(roles) = HeaderValue::from_str(&principal.roles().join(",")) {
-        headers.insert("x-auth-roles", roles);
+        headers.insert(X_AUTH_ROLES, roles);
     }
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
+
+const X_AUTH_USER: HeaderName = HeaderName::from_static("x-auth-user");
+const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
 
 #[derive(Serialize)]
 struct MeResponse<'a> {

@@ -8,27 +8,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tower_service::Service as _;
 use tracing::Instrument as _;
-use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::request::PeerAddr;
+use super::Routes;
 
-/// How long a client may take to send a request's headers (also bounds idle keep-alive).
+/// How long a client may take to send a request's head, counted from the connection's
+/// start or its previous answer (so it also bounds idle keep-alive connections).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes buffered while reading a request head: caps header size.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Open connections per listener; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 4096;
 
-const REQUEST_ID: &str = "x-request-id";
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The phases of a listener's life, driven by the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +44,13 @@ pub enum Phase {
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
-    routes: BoxedFilter<(Response,)>,
-    route_label: fn(&str) -> &'static str,
+    routes: Routes,
     mut phase: watch::Receiver<Phase>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+    // hyper's own header timeout arms and disarms a timer for every request; the
+    // connection's idle deadline below does the same job with one timer per connection.
+    http.header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -80,14 +79,24 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let routes = routes.clone();
-        let service = hyper::service::service_fn(move |request| {
-            handle(routes.clone(), name, route_label, peer, request)
-        });
+        // Per connection, so that the per-request clones touch no counter shared with
+        // other connections (and other cores).
+        let routes = Arc::new(routes.clone());
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |request| {
+                handle(routes.clone(), activity.clone(), name, peer, request)
+            })
+        };
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            match activity.close_when_idle(connection).await {
+                Some(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                Some(Ok(())) => {}
+                None => tracing::debug!(%peer, "connection closed: no request head in time"),
             }
             drop(permit);
         });
@@ -112,30 +121,100 @@ async fn reached(phase: &mut watch::Receiver<Phase>, at_least: Phase) {
     let _ = phase.wait_for(|p| rank(*p) >= rank(at_least)).await;
 }
 
+/// What a connection is doing, for its idle deadline: a client must send the whole head
+/// of its next request within [`HEADER_READ_TIMEOUT`] of connecting or of its previous
+/// answer. That bounds slowloris clients and idle keep-alive connections alike.
+struct Activity {
+    opened: Instant,
+    /// Requests being answered.
+    busy: AtomicU64,
+    /// When the connection last went idle, in milliseconds since `opened`.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            busy: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks a request as being answered until the guard drops.
+    fn request_started(self: Arc<Self>) -> Answering {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Answering(self)
+    }
+
+    /// When the connection must be closed unless a request arrives first; `None` while a
+    /// request is being answered.
+    fn deadline(&self) -> Option<Instant> {
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let idle_since = Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+        Some(self.opened + idle_since + HEADER_READ_TIMEOUT)
+    }
+
+    /// Drives `connection` to its end, or drops it (closing the socket) once it has been
+    /// idle past its deadline. One timer per connection, re-armed only when it fires.
+    async fn close_when_idle<F: Future>(&self, connection: F) -> Option<F::Output> {
+        let mut connection = std::pin::pin!(connection);
+        let timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
+        let mut timer = std::pin::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut connection => return Some(output),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    match self.deadline() {
+                        Some(deadline) if deadline <= now => return None,
+                        Some(deadline) => timer.as_mut().reset(deadline.into()),
+                        None => timer.as_mut().reset((now + HEADER_READ_TIMEOUT).into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request being answered (see [`Activity::request_started`]).
+struct Answering(Arc<Activity>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let ms = activity.opened.elapsed().as_millis() as u64;
+        activity.idle_since_ms.store(ms, Ordering::Relaxed);
+        activity.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn handle(
-    routes: BoxedFilter<(Response,)>,
+    routes: Arc<Routes>,
+    activity: Arc<Activity>,
     listener: &'static str,
-    route_label: fn(&str) -> &'static str,
     peer: SocketAddr,
-    mut request: http::Request<Incoming>,
+    request: http::Request<Incoming>,
 ) -> Result<Response, Infallible> {
+    let answering = activity.request_started();
     let request_id = request
         .headers()
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .filter(|value| is_sane_request_id(value.as_bytes()))
         .cloned()
         .unwrap_or_else(new_request_id);
-    request.headers_mut().insert(REQUEST_ID, request_id.clone());
-    request.extensions_mut().insert(PeerAddr(peer));
-    // One field only: the span is built for every request, and each field costs a
-    // formatting pass while INFO is enabled. Handlers log what else matters.
-    let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"));
-    let route = route_label(request.uri().path());
+    // One field only: the span is built for every request. Handlers log what else matters.
+    let span = tracing::info_span!("request", request_id = %RequestIdField(&request_id));
+    let route = routes.label(request.uri().path());
     async move {
         let started = Instant::now();
-        let mut response = warp::service(routes).call(request).await?;
+        let mut response = routes.answer(request, peer).await;
         response.headers_mut().insert(REQUEST_ID, request_id);
         let elapsed = started.elapsed();
+        drop(answering);
         crate::metrics::record_request(listener, route, response.status().as_u16(), elapsed);
         tracing::debug!(
             status = response.status().as_u16(),
@@ -148,14 +227,48 @@ async fn handle(
     .await
 }
 
-/// A fresh request id: a random per-process prefix and a counter. Unique, cheap (no
-/// system call per request) and not a secret.
+/// A fresh request id: a random per-process prefix, the worker thread's number and its
+/// own counter, in hex. Unique, cheap (no system call, no counter shared between cores)
+/// and not a secret.
 fn new_request_id() -> HeaderValue {
     static PREFIX: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| crate::auth::random_id(6));
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{}-{n:x}", *PREFIX)).unwrap_or(HeaderValue::from_static("-"))
+    static THREADS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static NEXT: (u64, std::cell::Cell<u64>) =
+            (THREADS.fetch_add(1, Ordering::Relaxed), std::cell::Cell::new(0));
+    }
+    let (thread, n) = NEXT.with(|(thread, next)| {
+        let n = next.get();
+        next.set(n.wrapping_add(1));
+        (*thread, n)
+    });
+    let mut id = Vec::with_capacity(PREFIX.len() + 2 * 17);
+    id.extend_from_slice(PREFIX.as_bytes());
+    for part in [thread, n] {
+        id.push(b'-');
+        push_hex(&mut id, part);
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(id)).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// Appends `n` in lower-case hex, without leading zeros.
+fn push_hex(out: &mut Vec<u8>, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let nibbles = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..nibbles).rev() {
+        out.push(DIGITS[((n >> (4 * i)) & 0xf) as usize]);
+    }
+}
+
+/// A request id as the request span records it: shown as is (a sane or generated id is
+/// plain ASCII, so there is nothing to quote or escape).
+struct RequestIdField<'a>(&'a HeaderValue);
+
+impl std::fmt::Display for RequestIdField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.to_str().unwrap_or("-"))
+    }
 }
 
 /// A client-supplied request id is kept when it is short and plain.
@@ -165,4 +278,31 @@ fn is_sane_request_id(id: &[u8]) -> bool {
         && id
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn hex_has_no_leading_zeros() {
+        for (n, want) in [(0, "0"), (9, "9"), (255, "ff"), (4096, "1000")] {
+            let mut out = Vec::new();
+            push_hex(&mut out, n);
+            assert_eq!(out, want.as_bytes());
+        }
+        let mut out = Vec::new();
+        push_hex(&mut out, u64::MAX);
+        assert_eq!(out, b"ffffffffffffffff");
+    }
+
+    #[test]
+    fn generated_request_ids_are_sane_and_distinct() {
+        let first = new_request_id();
+        let second = new_request_id();
+        assert!(is_sane_request_id(first.as_bytes()), "{first:?}");
+        assert_ne!(first, second);
+    }
 }

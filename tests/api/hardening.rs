@@ -659,7 +659,8 @@ async fn a_signed_token_with_exp_at_the_end_of_time_is_refused_and_crashes_nothi
 // ----- slow and greedy clients -----
 
 #[tokio::test]
-async fn slowloris_connections_are_closed_after_the_header_timeout_and_starve_nobody() {
+async fn slowloris_and_idle_keep_alive_connections_are_closed_after_the_header_timeout_and_starve_nobody()
+ {
     let app = TestApp::spawn().await;
     let token = app.user_token("alice", &[]).await;
     let mut slow = Vec::new();
@@ -671,6 +672,25 @@ async fn slowloris_connections_are_closed_after_the_header_timeout_and_starve_no
             .unwrap();
         slow.push(stream);
     }
+    // A keep-alive connection gets the same deadline for its next request's head,
+    // counted from its previous answer.
+    let mut kept_alive = TcpStream::connect(addr(&app.public)).await.unwrap();
+    kept_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1024];
+    let n = kept_alive.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    kept_alive
+        .write_all(b"GET /v1/verify HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    slow.push(kept_alive);
     let opened = Instant::now();
 
     for _ in 0..20 {
