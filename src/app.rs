@@ -282,7 +282,13 @@ async fn reload(state: &AppState, config_file: &std::path::Path) -> &'static str
             for key in restart_required_changes(&old.config, &settings.config) {
                 tracing::warn!(key, "changed in the file but needs a restart: ignored");
             }
+            let level_changed = old.config.log.level != settings.config.log.level;
+            let level = settings.config.log.level.clone();
             state.settings.store(Arc::new(settings));
+            if level_changed && let Err(err) = crate::logging::set_level(&level) {
+                // Validated with the configuration, so this does not happen.
+                tracing::error!(error = %err, "cannot apply log.level");
+            }
             tracing::info!("configuration reloaded");
             "serving (reloaded)"
         }

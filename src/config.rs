@@ -153,6 +153,11 @@ pub fn restart_required_changes(old: &Config, new: &Config) -> Vec<&'static str>
     if old.storage.path != new.storage.path {
         changed.push("storage.path");
     }
+    // The level reloads (`logging::set_level`); switching the format under open spans
+    // would leave them without the new format's fields.
+    if old.log.format != new.log.format {
+        changed.push("log.format");
+    }
     changed
 }
 
@@ -1480,18 +1485,20 @@ mod tests {
     }
 
     #[test]
-    fn restart_is_required_only_for_listeners_and_storage() {
+    fn restart_is_required_only_for_listeners_storage_and_log_format() {
         let (_dir, old) = load("", &[]);
         let old = old.unwrap();
         let mut new = old.clone();
         new.jwt.access_ttl = Duration::from_secs(60);
+        new.log.level = "debug".to_owned();
         assert!(restart_required_changes(&old, &new).is_empty());
 
         new.server.admin_listen = "127.0.0.1:9999".parse().unwrap();
         new.storage.path = PathBuf::from("/elsewhere");
+        new.log.format = LogFormat::Json;
         assert_eq!(
             restart_required_changes(&old, &new),
-            ["server.admin_listen", "storage.path"]
+            ["server.admin_listen", "storage.path", "log.format"]
         );
     }
 

@@ -1,14 +1,23 @@
-//! Log output: text or JSON on stderr, colours only at a terminal, and the request span's
-//! `request_id` written without the formatter's generic (and, per request, costly)
-//! quoting and styling.
+//! Log output: text or JSON on stderr, colours only at a terminal, a level filter that a
+//! reload can replace ([`set_level`]), and the request span's `request_id` written without
+//! the formatter's generic (and, per request, costly) quoting and styling.
 
 use std::fmt;
 use std::io::IsTerminal as _;
+use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwap;
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
+use tracing::{Metadata, Subscriber, span};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::{RecordFields, VisitOutput as _};
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{Config, LogFormat};
 
@@ -16,15 +25,89 @@ use crate::config::{Config, LogFormat};
 pub fn init(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = LEVEL.get_or_init(|| ReloadableFilter {
+        current: ArcSwap::from_pointee(filter),
+    });
     // Colours only for a person at a terminal, never into journald or a pipe.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.fmt_fields(TextFields).try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(TextFields)
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
     };
+}
+
+/// Replaces the level filter (`log.level`, already validated by the configuration) for
+/// every event and span from now on. `log.format` is not switched at run time: spans
+/// opened under one format would lack the other's fields.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|err| err.to_string())?;
+    if let Some(reloadable) = LEVEL.get() {
+        reloadable.current.store(Arc::new(filter));
+        // Callsites cache whether they are enabled: make them ask again.
+        tracing::callsite::rebuild_interest_cache();
+    }
+    Ok(())
+}
+
+static LEVEL: OnceLock<ReloadableFilter> = OnceLock::new();
+
+/// An `EnvFilter` behind an `ArcSwap`: replaced atomically at reload, and read on every
+/// span operation without a lock (`tracing_subscriber::reload` takes a read lock each
+/// time, which the request span would pay several times per request).
+struct ReloadableFilter {
+    current: ArcSwap<EnvFilter>,
+}
+
+impl<S> Layer<S> for &'static ReloadableFilter
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        Layer::<S>::register_callsite(&**self.current.load(), metadata)
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        Layer::<S>::enabled(&**self.current.load(), metadata, ctx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Layer::<S>::max_level_hint(&**self.current.load())
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        self.current.load().on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        self.current.load().on_record(id, values, ctx);
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.current.load().on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.current.load().on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        self.current.load().on_close(id, ctx);
+    }
 }
 
 /// The text format's fields: as tracing-subscriber's default, except that a field named

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use common::{Daemon, config_text, jti_of, message, within_timeout, write_config};
+use common::{Daemon, config_text, config_with, jti_of, message, within_timeout, write_config};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_changes_survive_kill_dash_9() {
@@ -152,6 +152,45 @@ async fn sighup_with_a_broken_file_logs_an_error_and_keeps_the_running_configura
             .await
             .unwrap();
         assert_eq!(health.status(), StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_applies_a_new_log_level() {
+    within_timeout(async {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), &config_with(&[]));
+        let mut daemon = Daemon::start(dir.path()).await;
+        daemon.create_user("alice").await;
+        let is_login = |l: &Value| l["target"] == "audit" && l["fields"]["event"] == "login";
+        let is_reloaded = |l: &Value| message(l) == "configuration reloaded";
+        daemon.login("alice").await;
+        daemon.wait_for_log(is_login).await;
+
+        write_config(dir.path(), &config_with(&[("level", "\"info,audit=off\"")]));
+        daemon.signal("HUP");
+        daemon.wait_for_log(is_reloaded).await;
+        let before = daemon.seen.len();
+        daemon.login("alice").await;
+        // A second reload's line marks "later than that login's audit line would be".
+        daemon.signal("HUP");
+        daemon.wait_for_log(is_reloaded).await;
+        let silenced = daemon.seen[before..]
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|l| is_login(&l));
+        assert!(
+            !silenced,
+            "audit=off did not apply: {:?}",
+            &daemon.seen[before..]
+        );
+
+        write_config(dir.path(), &config_with(&[]));
+        daemon.signal("HUP");
+        daemon.wait_for_log(is_reloaded).await;
+        daemon.login("alice").await;
+        daemon.wait_for_log(is_login).await;
     })
     .await;
 }
