@@ -131,7 +131,10 @@ impl ApiError {
         let mut response = Response::new(body.into());
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(super::JSON_CONTENT_TYPE),
+        );
         if let Some(presented) = self.bearer_challenge {
             let challenge = if presented {
                 format!(

@@ -30,6 +30,9 @@ use request::{PeerAddr, ctx, ctx_with_body, query};
 use std::net::SocketAddr;
 use tower_service::Service as _;
 
+/// The media type of every JSON response (API.md "Conventions").
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
 /// A JSON response.
 pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -39,7 +42,7 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     response.headers_mut().reserve(8);
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
     response
 }
 

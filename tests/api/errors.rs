@@ -141,9 +141,9 @@ async fn unknown_route_is_404_not_found_json_on_the_public_listener() {
             .unwrap();
 
         let content_type = header_str(&response, "content-type").unwrap_or_default();
-        assert!(
-            content_type.starts_with("application/json"),
-            "{method} {path}: {content_type}"
+        assert_eq!(
+            content_type, "application/json; charset=utf-8",
+            "{method} {path}"
         );
         assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     }

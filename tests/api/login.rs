@@ -1060,3 +1060,25 @@ async fn an_insane_incoming_request_id_is_replaced() {
         assert!(!id.contains(' '), "{id}");
     }
 }
+
+#[tokio::test]
+async fn json_responses_are_labelled_utf_8() {
+    let app = TestApp::spawn().await;
+    app.create_user("alice", &[]).await;
+    let login = app.try_login("alice", PASSWORD).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let token = login.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let verified = app.verify(&token).await;
+    let refused = app.verify("not-a-token").await;
+    for response in [&verified, &refused] {
+        assert_eq!(
+            header_str(response, "content-type").as_deref(),
+            Some("application/json; charset=utf-8"),
+            "{}",
+            response.status()
+        );
+    }
+}
