@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -27,6 +28,7 @@ pub fn init(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let filter = LEVEL.get_or_init(|| ReloadableFilter {
         current: ArcSwap::from_pointee(filter),
+        spans_matter: AtomicBool::new(has_span_directives(&config.log.level)),
     });
     // Colours only for a person at a terminal, never into journald or a pipe.
     let ansi = std::io::stderr().is_terminal();
@@ -58,6 +60,9 @@ pub fn set_level(level: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|err| err.to_string())?;
     if let Some(reloadable) = LEVEL.get() {
         reloadable.current.store(Arc::new(filter));
+        reloadable
+            .spans_matter
+            .store(has_span_directives(level), Ordering::Relaxed);
         // Callsites cache whether they are enabled: make them ask again.
         tracing::callsite::rebuild_interest_cache();
     }
@@ -71,6 +76,20 @@ static LEVEL: OnceLock<ReloadableFilter> = OnceLock::new();
 /// time, which the request span would pay several times per request).
 struct ReloadableFilter {
     current: ArcSwap<EnvFilter>,
+    /// The filter has span directives (`target[span{field=value}]=level`), the only kind
+    /// that needs to follow spans; without them the span hooks have nothing to do, and
+    /// skipping them spares the request span several filter loads.
+    spans_matter: AtomicBool,
+}
+
+fn has_span_directives(level: &str) -> bool {
+    level.contains('[')
+}
+
+impl ReloadableFilter {
+    fn spans_matter(&self) -> bool {
+        self.spans_matter.load(Ordering::Relaxed)
+    }
 }
 
 impl<S> Layer<S> for &'static ReloadableFilter
@@ -90,23 +109,33 @@ where
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        self.current.load().on_new_span(attrs, id, ctx);
+        if self.spans_matter() {
+            self.current.load().on_new_span(attrs, id, ctx);
+        }
     }
 
     fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
-        self.current.load().on_record(id, values, ctx);
+        if self.spans_matter() {
+            self.current.load().on_record(id, values, ctx);
+        }
     }
 
     fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
-        self.current.load().on_enter(id, ctx);
+        if self.spans_matter() {
+            self.current.load().on_enter(id, ctx);
+        }
     }
 
     fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
-        self.current.load().on_exit(id, ctx);
+        if self.spans_matter() {
+            self.current.load().on_exit(id, ctx);
+        }
     }
 
     fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
-        self.current.load().on_close(id, ctx);
+        if self.spans_matter() {
+            self.current.load().on_close(id, ctx);
+        }
     }
 }
 
