@@ -1092,6 +1092,99 @@ async fn cookie_authenticated_state_changes_from_other_sites_are_refused() {
     assert_eq!(same_site.status(), StatusCode::NO_CONTENT);
 }
 
+#[tokio::test]
+async fn origin_null_is_refused_on_cookie_state_changes_even_when_same_origin() {
+    // Only the login page's own form may post with `Origin: null` (its `Referrer-Policy:
+    // no-referrer` causes it); a state change on an existing session never may.
+    let b = Browser::start().await;
+    b.user("alice", &[]).await;
+    let cookies = b.form_login("alice").await;
+    let sid = claims(cookies.value("authd"))["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let null_origin = |method: Method, path: &str| {
+        b.request(method, path)
+            .header(COOKIE, cookies.both())
+            .header("origin", "null")
+            .header("sec-fetch-site", "same-origin")
+    };
+
+    let responses = [
+        null_origin(Method::POST, "/v1/logout")
+            .send()
+            .await
+            .unwrap(),
+        null_origin(Method::POST, "/v1/logout")
+            .json(&json!({"all": true}))
+            .send()
+            .await
+            .unwrap(),
+        null_origin(Method::POST, "/v1/password")
+            .json(&json!({"current_password": PASSWORD, "new_password": "whatever else"}))
+            .send()
+            .await
+            .unwrap(),
+        null_origin(Method::DELETE, &format!("/v1/sessions/{sid}"))
+            .send()
+            .await
+            .unwrap(),
+        null_origin(Method::POST, "/v1/verify")
+            .send()
+            .await
+            .unwrap(),
+    ];
+    for response in responses {
+        assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    for body in [None, Some(format!("rd={}", percent_encode(APP_URL)))] {
+        let mut request = null_origin(Method::POST, "/logout");
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body);
+        }
+        let logout_page = request.send().await.unwrap();
+        assert_html(&logout_page, StatusCode::FORBIDDEN);
+        assert!(
+            logout_page.headers().get(SET_COOKIE).is_none(),
+            "the cookies stay"
+        );
+    }
+
+    // Nothing was revoked or changed: the access cookie still verifies, the refresh cookie
+    // still refreshes silently, and the password is the old one.
+    assert_eq!(
+        b.verify_with(&cookies.access()).await.status(),
+        StatusCode::OK
+    );
+    let sessions: Value = b
+        .request(Method::GET, "/v1/sessions")
+        .header(COOKIE, cookies.access())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        sessions["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["sid"] == sid.as_str()),
+        "{sessions}"
+    );
+    assert_eq!(
+        b.get_login("", Some(&cookies.refresh())).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        b.app.try_login("alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
 // ----- the routes exist only with cookies enabled -----
 
 #[tokio::test]
