@@ -232,13 +232,14 @@ async fn login_submit(
         }
         Err(err) => {
             let (status, message) = match &err {
-                AuthError::InvalidCredentials => (
+                // A disabled account gets the very page a wrong password gets: anything
+                // else would tell whoever typed the password that it was right (API.md:
+                // the failed form reveals neither which part was wrong nor the password).
+                // The domain still leaves it out of the throttle counts, as for
+                // `/v1/login`, whose JSON `account_disabled` is for API clients.
+                AuthError::InvalidCredentials | AuthError::AccountDisabled => (
                     StatusCode::UNAUTHORIZED,
                     "The username or password is incorrect.".to_owned(),
-                ),
-                AuthError::AccountDisabled => (
-                    StatusCode::FORBIDDEN,
-                    "This account is disabled.".to_owned(),
                 ),
                 AuthError::TooManyRequests { retry_after_secs } => (
                     StatusCode::TOO_MANY_REQUESTS,

@@ -387,22 +387,56 @@ async fn throttled_form_login_says_so_with_retry_after() {
 }
 
 #[tokio::test]
-async fn disabled_account_gets_the_form_with_403() {
-    let b = Browser::start().await;
+async fn disabled_account_gets_the_wrong_password_form_with_401_uncounted() {
+    // Anything but the wrong-password page would tell whoever typed the password that it
+    // was right. Two failures would lock the name, if the disabled attempts counted.
+    let b = Browser::start_with(&[("AUTHD__LOGIN__MAX_FAILURES", "2")]).await;
     b.user("alice", &[]).await;
-    b.app
+    let wrong_password = b
+        .post_login(&[
+            ("username", "alice"),
+            ("password", "wrong password"),
+            ("rd", APP_URL),
+        ])
+        .await;
+    assert_html(&wrong_password, StatusCode::UNAUTHORIZED);
+    let wrong_password = wrong_password.text().await.unwrap();
+    let patch = b
+        .app
         .admin_request(Method::PATCH, "/admin/v1/users/alice")
         .json(&json!({"disabled": true}))
         .send()
         .await
         .unwrap();
+    assert_eq!(patch.status(), StatusCode::OK);
 
-    let response = b
-        .post_login(&[("username", "alice"), ("password", PASSWORD)])
-        .await;
+    for _ in 0..3 {
+        let response = b
+            .post_login(&[
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("rd", APP_URL),
+            ])
+            .await;
 
-    assert_html(&response, StatusCode::FORBIDDEN);
-    assert!(response.text().await.unwrap().contains("disabled"));
+        assert_html(&response, StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get(SET_COOKIE).is_none());
+        assert!(response.headers().get(RETRY_AFTER).is_none());
+        let html = response.text().await.unwrap();
+        assert!(
+            html.contains("The username or password is incorrect."),
+            "{html}"
+        );
+        assert!(!html.contains("disabled"), "{html}");
+        assert_eq!(html, wrong_password, "the same page as a wrong password");
+    }
+    // The JSON API keeps its machine-readable answer.
+    assert_error(
+        b.app.try_login("alice", PASSWORD).await,
+        StatusCode::FORBIDDEN,
+        "account_disabled",
+    )
+    .await;
 }
 
 #[tokio::test]
