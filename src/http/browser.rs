@@ -13,7 +13,9 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::cookies::{check_same_site, clear_cookie, cookie, refresh_cookie_name, set_cookie};
+use super::cookies::{
+    check_login_form_origin, check_same_site, clear_cookie, cookie, refresh_cookie_name, set_cookie,
+};
 use super::error::ApiError;
 use super::pages::{LoginForm, add_page_headers, error_page, login_page};
 use super::public::{attempt_login, client};
@@ -210,7 +212,8 @@ async fn login_submit(
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     // A login form posted from another site would sign the browser in as someone else.
-    check_same_site(&ctx.headers, &ctx.settings.config.cookie)?;
+    // The only route that lets the login page's own `Origin: null` post through.
+    check_login_form_origin(&ctx.headers, &ctx.settings.config.cookie)?;
     let body = match decode_optional_body::<LoginJson, LoginFields>(ctx, raw, Accepts::JsonOrForm) {
         Ok(Some(body)) => body,
         Ok(None) => return Err(ApiError::invalid_request("request body is required")),
@@ -229,13 +232,14 @@ async fn login_submit(
         }
         Err(err) => {
             let (status, message) = match &err {
-                AuthError::InvalidCredentials => (
+                // A disabled account gets the very page a wrong password gets: anything
+                // else would tell whoever typed the password that it was right (API.md:
+                // the failed form reveals neither which part was wrong nor the password).
+                // The domain still leaves it out of the throttle counts, as for
+                // `/v1/login`, whose JSON `account_disabled` is for API clients.
+                AuthError::InvalidCredentials | AuthError::AccountDisabled => (
                     StatusCode::UNAUTHORIZED,
                     "The username or password is incorrect.".to_owned(),
-                ),
-                AuthError::AccountDisabled => (
-                    StatusCode::FORBIDDEN,
-                    "This account is disabled.".to_owned(),
                 ),
                 AuthError::TooManyRequests { retry_after_secs } => (
                     StatusCode::TOO_MANY_REQUESTS,

@@ -84,7 +84,36 @@ pub fn is_state_change(method: &Method, headers: &HeaderMap) -> bool {
 ///
 /// "The request's host" is `Host`, or the original host a proxy names (`X-Forwarded-Host`,
 /// `X-Original-URL`) when `/v1/verify` is asked about another site's request.
+///
+/// Every cookie-authenticated state change uses this strict form; only the login form's
+/// own submission has its `Origin: null` exception, in [`check_login_form_origin`].
 pub fn check_same_site(headers: &HeaderMap, config: &CookieConfig) -> Result<(), ApiError> {
+    same_site(headers, config, NullOrigin::Refuse)
+}
+
+/// The cross-site check of `POST /login`: as [`check_same_site`], except that `Origin: null`
+/// with `Sec-Fetch-Site: same-origin` passes.
+///
+/// The login page must be served with `Referrer-Policy: no-referrer`, which makes browsers
+/// send `Origin: null` with that page's own form; `Sec-Fetch-Site: same-origin` is the
+/// browser vouching that this is such a post. This deliberate deviation from API.md is for
+/// this one route only: it acts on no existing session. Anything that does (logout,
+/// password change, session revocation, forward-auth of a state change) gets the strict
+/// check, and no page of ours posts to those with `Origin: null`.
+pub fn check_login_form_origin(headers: &HeaderMap, config: &CookieConfig) -> Result<(), ApiError> {
+    same_site(headers, config, NullOrigin::AllowOwnForm)
+}
+
+/// What [`same_site`] makes of `Origin: null`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NullOrigin {
+    /// Always refused.
+    Refuse,
+    /// Accepted together with `Sec-Fetch-Site: same-origin` (the login form's own post).
+    AllowOwnForm,
+}
+
+fn same_site(headers: &HeaderMap, config: &CookieConfig, null: NullOrigin) -> Result<(), ApiError> {
     let refuse = || Err(ApiError::forbidden("cross-site request refused"));
     let fetch_site = headers
         .get(SEC_FETCH_SITE)
@@ -96,16 +125,11 @@ pub fn check_same_site(headers: &HeaderMap, config: &CookieConfig) -> Result<(),
         return Ok(());
     };
     let Some(origin_host) = origin.to_str().ok().and_then(url_host) else {
-        // `null` (sandboxed frames, some redirects, privacy modes) or garbage — except that
-        // a page served with `Referrer-Policy: no-referrer`, as the login page must be,
-        // makes the browser send `Origin: null` with its own form. `Sec-Fetch-Site:
-        // same-origin` is the browser vouching that this is such a same-origin post.
+        // `null` (sandboxed frames, some redirects, privacy modes) or garbage.
         let same_origin = fetch_site.is_some_and(|s| s.trim().eq_ignore_ascii_case("same-origin"));
-        return if same_origin && origin.as_bytes() == b"null" {
-            Ok(())
-        } else {
-            refuse()
-        };
+        let own_login_form =
+            null == NullOrigin::AllowOwnForm && same_origin && origin.as_bytes() == b"null";
+        return if own_login_form { Ok(()) } else { refuse() };
     };
     let header_host = |name: &str| {
         headers
@@ -228,11 +252,23 @@ mod tests {
                 ("x-original-url", "https://app.other.net/x"),
                 ("origin", "https://app.other.net"),
             ],
-            // The login page's own form under `Referrer-Policy: no-referrer`.
-            vec![("origin", "null"), ("sec-fetch-site", "same-origin")],
         ] {
             assert!(check_same_site(&headers(&pairs), &c).is_ok(), "{pairs:?}");
+            assert!(
+                check_login_form_origin(&headers(&pairs), &c).is_ok(),
+                "{pairs:?}"
+            );
         }
+    }
+
+    #[test]
+    fn only_the_login_form_may_post_with_origin_null() {
+        let c = config();
+        // The login page's own form under `Referrer-Policy: no-referrer`.
+        let own_form = headers(&[("origin", "null"), ("sec-fetch-site", "same-origin")]);
+        assert!(check_login_form_origin(&own_form, &c).is_ok());
+        let err = check_same_site(&own_form, &c).unwrap_err();
+        assert_eq!(err.code(), "forbidden");
     }
 
     #[test]
@@ -256,6 +292,8 @@ mod tests {
             ],
         ] {
             let err = check_same_site(&headers(&pairs), &c).unwrap_err();
+            assert_eq!(err.code(), "forbidden", "{pairs:?}");
+            let err = check_login_form_origin(&headers(&pairs), &c).unwrap_err();
             assert_eq!(err.code(), "forbidden", "{pairs:?}");
         }
     }

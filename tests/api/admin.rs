@@ -595,6 +595,54 @@ async fn a_limit_over_1000_is_clamped_not_refused() {
     assert_eq!(next, Value::Null);
 }
 
+/// Creates `count` users named `user0000`, `user0001`, … (sorted as numbered).
+async fn create_numbered_users(app: &TestApp, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("user{i:04}")).collect();
+    for name in &names {
+        assert_eq!(
+            app.create_user(name, &[]).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    names
+}
+
+#[tokio::test]
+async fn without_a_limit_users_are_listed_100_at_a_time() {
+    let app = TestApp::spawn().await;
+    let names = create_numbered_users(&app, 101).await;
+
+    let (first, next1) = usernames_of(list_users(&app, "").await).await;
+    let (second, next2) =
+        usernames_of(list_users(&app, &format!("?after={}", names[99])).await).await;
+
+    assert_eq!(first, names[..100]);
+    assert_eq!(
+        next1,
+        names[99].as_str(),
+        "a non-null next: one more follows"
+    );
+    assert_eq!(second, names[100..]);
+    assert_eq!(next2, Value::Null);
+}
+
+#[tokio::test]
+async fn a_limit_over_1000_lists_1000_users_and_a_next() {
+    let app = TestApp::spawn().await;
+    let names = create_numbered_users(&app, 1001).await;
+
+    for limit in ["1001", "5000", "99999999999999999999999"] {
+        let (page, next) = usernames_of(list_users(&app, &format!("?limit={limit}")).await).await;
+
+        assert_eq!(page, names[..1000], "limit={limit}");
+        assert_eq!(next, names[999].as_str(), "limit={limit}");
+    }
+    let (rest, next) =
+        usernames_of(list_users(&app, &format!("?limit=1001&after={}", names[999])).await).await;
+    assert_eq!(rest, names[1000..]);
+    assert_eq!(next, Value::Null);
+}
+
 // ----- looking a user up -----
 
 #[tokio::test]

@@ -387,22 +387,56 @@ async fn throttled_form_login_says_so_with_retry_after() {
 }
 
 #[tokio::test]
-async fn disabled_account_gets_the_form_with_403() {
-    let b = Browser::start().await;
+async fn disabled_account_gets_the_wrong_password_form_with_401_uncounted() {
+    // Anything but the wrong-password page would tell whoever typed the password that it
+    // was right. Two failures would lock the name, if the disabled attempts counted.
+    let b = Browser::start_with(&[("AUTHD__LOGIN__MAX_FAILURES", "2")]).await;
     b.user("alice", &[]).await;
-    b.app
+    let wrong_password = b
+        .post_login(&[
+            ("username", "alice"),
+            ("password", "wrong password"),
+            ("rd", APP_URL),
+        ])
+        .await;
+    assert_html(&wrong_password, StatusCode::UNAUTHORIZED);
+    let wrong_password = wrong_password.text().await.unwrap();
+    let patch = b
+        .app
         .admin_request(Method::PATCH, "/admin/v1/users/alice")
         .json(&json!({"disabled": true}))
         .send()
         .await
         .unwrap();
+    assert_eq!(patch.status(), StatusCode::OK);
 
-    let response = b
-        .post_login(&[("username", "alice"), ("password", PASSWORD)])
-        .await;
+    for _ in 0..3 {
+        let response = b
+            .post_login(&[
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("rd", APP_URL),
+            ])
+            .await;
 
-    assert_html(&response, StatusCode::FORBIDDEN);
-    assert!(response.text().await.unwrap().contains("disabled"));
+        assert_html(&response, StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get(SET_COOKIE).is_none());
+        assert!(response.headers().get(RETRY_AFTER).is_none());
+        let html = response.text().await.unwrap();
+        assert!(
+            html.contains("The username or password is incorrect."),
+            "{html}"
+        );
+        assert!(!html.contains("disabled"), "{html}");
+        assert_eq!(html, wrong_password, "the same page as a wrong password");
+    }
+    // The JSON API keeps its machine-readable answer.
+    assert_error(
+        b.app.try_login("alice", PASSWORD).await,
+        StatusCode::FORBIDDEN,
+        "account_disabled",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1090,6 +1124,99 @@ async fn cookie_authenticated_state_changes_from_other_sites_are_refused() {
         .await
         .unwrap();
     assert_eq!(same_site.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn origin_null_is_refused_on_cookie_state_changes_even_when_same_origin() {
+    // Only the login page's own form may post with `Origin: null` (its `Referrer-Policy:
+    // no-referrer` causes it); a state change on an existing session never may.
+    let b = Browser::start().await;
+    b.user("alice", &[]).await;
+    let cookies = b.form_login("alice").await;
+    let sid = claims(cookies.value("authd"))["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let null_origin = |method: Method, path: &str| {
+        b.request(method, path)
+            .header(COOKIE, cookies.both())
+            .header("origin", "null")
+            .header("sec-fetch-site", "same-origin")
+    };
+
+    let responses = [
+        null_origin(Method::POST, "/v1/logout")
+            .send()
+            .await
+            .unwrap(),
+        null_origin(Method::POST, "/v1/logout")
+            .json(&json!({"all": true}))
+            .send()
+            .await
+            .unwrap(),
+        null_origin(Method::POST, "/v1/password")
+            .json(&json!({"current_password": PASSWORD, "new_password": "whatever else"}))
+            .send()
+            .await
+            .unwrap(),
+        null_origin(Method::DELETE, &format!("/v1/sessions/{sid}"))
+            .send()
+            .await
+            .unwrap(),
+        null_origin(Method::POST, "/v1/verify")
+            .send()
+            .await
+            .unwrap(),
+    ];
+    for response in responses {
+        assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    for body in [None, Some(format!("rd={}", percent_encode(APP_URL)))] {
+        let mut request = null_origin(Method::POST, "/logout");
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body);
+        }
+        let logout_page = request.send().await.unwrap();
+        assert_html(&logout_page, StatusCode::FORBIDDEN);
+        assert!(
+            logout_page.headers().get(SET_COOKIE).is_none(),
+            "the cookies stay"
+        );
+    }
+
+    // Nothing was revoked or changed: the access cookie still verifies, the refresh cookie
+    // still refreshes silently, and the password is the old one.
+    assert_eq!(
+        b.verify_with(&cookies.access()).await.status(),
+        StatusCode::OK
+    );
+    let sessions: Value = b
+        .request(Method::GET, "/v1/sessions")
+        .header(COOKIE, cookies.access())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        sessions["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["sid"] == sid.as_str()),
+        "{sessions}"
+    );
+    assert_eq!(
+        b.get_login("", Some(&cookies.refresh())).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        b.app.try_login("alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
 }
 
 // ----- the routes exist only with cookies enabled -----

@@ -418,6 +418,48 @@ async fn admin_create_user_with_a_form_body_is_415() {
 }
 
 #[tokio::test]
+async fn logout_and_password_change_with_a_form_body_are_415() {
+    // Only login, refresh and the browser routes take forms (API.md "Conventions").
+    let app = TestApp::spawn().await;
+    let token = app.user_token("alice", &[]).await;
+    let form = |path: &str, body: &'static str| {
+        app.client
+            .post(format!("{}{path}", app.public))
+            .bearer_auth(&token)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+
+    let logout = form("/v1/logout", "all=true").await.unwrap();
+    let password = form(
+        "/v1/password",
+        "current_password=correct+horse+battery&new_password=another+long+one",
+    )
+    .await
+    .unwrap();
+
+    for response in [logout, password] {
+        assert_error(
+            response,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        )
+        .await;
+    }
+    // Neither did anything: the session lives and the password is the old one.
+    assert_eq!(app.verify(&token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.try_login("alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.try_login("alice", "another long one").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
 async fn json_with_a_charset_parameter_is_accepted() {
     let app = TestApp::spawn().await;
     app.create_user("alice", &[]).await;
