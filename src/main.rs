@@ -14,11 +14,6 @@ use authd::auth::keys::{self, KeyAlgorithm};
 use authd::cli;
 use authd::config::Config;
 
-/// mimalloc: every request allocates and frees a few dozen small blocks (headers, the
-/// response, the request span), and glibc's allocator was a tenth of `/v1/verify`'s CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "authd", version, about = "A small, fast authentication daemon")]
 struct Cli {
