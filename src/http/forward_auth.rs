@@ -12,6 +12,7 @@ use http::StatusCode;
 use http::header::{ACCEPT, CACHE_CONTROL, HeaderMap, HeaderValue, LOCATION};
 use warp::reply::Response;
 
+use super::error::ApiError;
 use super::request::Ctx;
 use crate::app::AppState;
 use crate::auth::redirect::{check_redirect, login_url_with_rd, original_url};
@@ -19,8 +20,13 @@ use crate::auth::redirect::{check_redirect, login_url_with_rd, original_url};
 const X_AUTH_LOGIN: &str = "x-auth-login";
 
 /// Answers `/v1/verify` (any method) from the request itself. [`super::Routes`] calls it
-/// before warp's filter chain: this is the hot path. The body is dropped unread.
-pub fn answer<B>(state: Arc<AppState>, request: http::Request<B>, peer: SocketAddr) -> Response {
+/// before warp's filter chain: this is the hot path. The body is dropped unread. An
+/// internal error comes back unanswered, so that the caller logs it in the request's span.
+pub fn answer<B>(
+    state: Arc<AppState>,
+    request: http::Request<B>,
+    peer: SocketAddr,
+) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
     let query: HashMap<String, String> = parts
         .uri
@@ -30,14 +36,15 @@ pub fn answer<B>(state: Arc<AppState>, request: http::Request<B>, peer: SocketAd
     verify(&Ctx::from_parts(state, parts, Some(peer)), &query)
 }
 
-fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Response {
+fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
     let err = match super::public::verify(ctx, query) {
-        Ok(response) => return response,
+        Ok(response) => return Ok(response),
+        Err(err) if err.status().is_server_error() => return Err(err),
         Err(err) => err,
     };
     let redirect = query.get("redirect").is_some_and(|v| v == "1") && accepts_html(&ctx.headers);
     let login = login_location(ctx).and_then(|url| HeaderValue::from_str(&url).ok());
-    match login {
+    Ok(match login {
         Some(login) if err.status() == StatusCode::UNAUTHORIZED => {
             if redirect {
                 let mut response = Response::new(Default::default());
@@ -54,7 +61,7 @@ fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Response {
             }
         }
         _ => err.into_response(),
-    }
+    })
 }
 
 /// `cookie.login_url` with the original URL as `rd` when the proxy named one that the

@@ -227,23 +227,35 @@ impl Routes {
         }
     }
 
-    /// Answers one request from `peer`.
+    /// Whether `request` is for a route answered before the filter chain (`/v1/verify`):
+    /// see [`Routes::answer_directly`].
+    pub fn is_direct<B>(&self, request: &http::Request<B>) -> bool {
+        self.verify.is_some() && request.uri().path() == VERIFY_PATH
+    }
+
+    /// Answers a request for which [`Routes::is_direct`] holds, synchronously. `Err` is an
+    /// internal error, still to be answered (and logged).
+    pub fn answer_directly(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response, ApiError> {
+        match &self.verify {
+            Some(state) => forward_auth::answer(state.clone(), request, peer),
+            None => Ok(ApiError::not_found().into_response()),
+        }
+    }
+
+    /// Answers one request from `peer` through warp's filter chain.
     pub async fn answer(
         &self,
         mut request: http::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> Response {
-        match &self.verify {
-            Some(state) if request.uri().path() == VERIFY_PATH => {
-                forward_auth::answer(state.clone(), request, peer)
-            }
-            _ => {
-                request.extensions_mut().insert(PeerAddr(peer));
-                match warp::service(self.filter.clone()).call(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
-            }
+        request.extensions_mut().insert(PeerAddr(peer));
+        match warp::service(self.filter.clone()).call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
         }
     }
 
