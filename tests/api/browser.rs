@@ -1056,6 +1056,28 @@ async fn cross_site_login_posts_are_refused() {
     assert_eq!(same_host.status(), StatusCode::SEE_OTHER);
 }
 
+/// Sends each kind of cookie-authenticated state change of the public API, built by
+/// `request` (which adds the cookies and the headers under test), on the session `sid`.
+async fn cookie_state_changes(
+    sid: &str,
+    request: impl Fn(Method, &str) -> reqwest::RequestBuilder,
+) -> Vec<reqwest::Response> {
+    vec![
+        request(Method::POST, "/v1/logout").send().await.unwrap(),
+        request(Method::POST, "/v1/password")
+            .json(&json!({"current_password": PASSWORD, "new_password": "whatever else"}))
+            .send()
+            .await
+            .unwrap(),
+        request(Method::DELETE, &format!("/v1/sessions/{sid}"))
+            .send()
+            .await
+            .unwrap(),
+        // nginx asks verify with the client's method.
+        request(Method::POST, "/v1/verify").send().await.unwrap(),
+    ]
+}
+
 #[tokio::test]
 async fn cookie_authenticated_state_changes_from_other_sites_are_refused() {
     let b = Browser::start().await;
@@ -1071,25 +1093,14 @@ async fn cookie_authenticated_state_changes_from_other_sites_are_refused() {
             .header("origin", "https://evil.com")
     };
 
-    let responses = [
-        evil(Method::POST, "/v1/logout").send().await.unwrap(),
-        evil(Method::POST, "/v1/password")
-            .json(&json!({"current_password": PASSWORD, "new_password": "whatever else"}))
-            .send()
-            .await
-            .unwrap(),
-        evil(Method::DELETE, &format!("/v1/sessions/{sid}"))
-            .send()
-            .await
-            .unwrap(),
-        // nginx asks verify with the client's method.
-        evil(Method::POST, "/v1/verify").send().await.unwrap(),
+    let mut responses = cookie_state_changes(&sid, evil).await;
+    responses.push(
         evil(Method::GET, "/v1/verify")
             .header("x-forwarded-method", "DELETE")
             .send()
             .await
             .unwrap(),
-    ];
+    );
     for response in responses {
         assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
     }
@@ -1144,30 +1155,14 @@ async fn origin_null_is_refused_on_cookie_state_changes_even_when_same_origin() 
             .header("sec-fetch-site", "same-origin")
     };
 
-    let responses = [
-        null_origin(Method::POST, "/v1/logout")
-            .send()
-            .await
-            .unwrap(),
+    let mut responses = cookie_state_changes(&sid, null_origin).await;
+    responses.push(
         null_origin(Method::POST, "/v1/logout")
             .json(&json!({"all": true}))
             .send()
             .await
             .unwrap(),
-        null_origin(Method::POST, "/v1/password")
-            .json(&json!({"current_password": PASSWORD, "new_password": "whatever else"}))
-            .send()
-            .await
-            .unwrap(),
-        null_origin(Method::DELETE, &format!("/v1/sessions/{sid}"))
-            .send()
-            .await
-            .unwrap(),
-        null_origin(Method::POST, "/v1/verify")
-            .send()
-            .await
-            .unwrap(),
-    ];
+    );
     for response in responses {
         assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
     }
