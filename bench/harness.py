@@ -1001,14 +1001,17 @@ def build(args) -> dict:
         ["cargo", "metadata", "--format-version", "1", "--no-deps"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
-    target = Path(json.loads(meta.stdout)["target_directory"]) / "release"
+    profile = "debug" if args.debug_build else "release"
+    target = Path(json.loads(meta.stdout)["target_directory"]) / profile
     binaries = {
         "authd": target / "authd",
         "floor": target / "examples" / "floor",
         "seed": target / "examples" / "seed",
     }
     if not args.no_build:
-        cmd = ["cargo", "build", "--release", "--bin", "authd", "--example", "floor", "--example", "seed"]
+        cmd = ["cargo", "build", "--bin", "authd", "--example", "floor", "--example", "seed"]
+        if not args.debug_build:
+            cmd.insert(2, "--release")
         log(" ".join(cmd))
         started = time.monotonic()
         result = subprocess.run(cmd, cwd=ROOT, timeout=3600)
@@ -1044,6 +1047,9 @@ def parse_args(argv):
     p.add_argument("--seed-cache", metavar="DIR",
                    help="keep the seeded store in DIR and reuse it while the seeder binary is unchanged")
     p.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    p.add_argument("--debug-build", action="store_true",
+                   help="use the debug binaries (those `cargo test` builds): checks that the harness "
+                   "works, e.g. in CI; the figures mean nothing")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, logs, data)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--strict", action="store_true", help="exit 1 when a figure FAILs")
@@ -1105,6 +1111,8 @@ def main(argv) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     log(f"done in {time.monotonic() - started:.0f} s")
     mode = "quick" if args.quick else "full"
+    if args.debug_build:
+        mode += ", DEBUG binaries: the figures mean nothing"
     print(f"# authd bench ({mode}: runs={args.runs}, {args.duration} s per wrk run, "
           f"{len(os.sched_getaffinity(0))} cores, {time.strftime('%Y-%m-%d %H:%M:%S')})")
     for figure in figures:
