@@ -165,6 +165,18 @@ fn www_authenticate(response: &reqwest::Response) -> Option<String> {
 
 // ----- who may use the admin API -----
 
+/// After refused admin requests: alice is unchanged and her token still works (nothing
+/// was changed, deleted or revoked), and no `mallory` was created.
+async fn assert_nothing_changed(app: &TestApp, alice_token: &str) {
+    let alice: Value = get_user(app, "alice").await.json().await.unwrap();
+    assert_user(&alice, "alice", &[], false);
+    assert_eq!(app.verify(alice_token).await.status(), StatusCode::OK);
+    assert_eq!(
+        get_user(app, "mallory").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
 #[tokio::test]
 async fn every_admin_route_without_credential_is_401_invalid_token_with_a_bearer_challenge() {
     let app = TestApp::spawn().await;
@@ -185,14 +197,7 @@ async fn every_admin_route_without_credential_is_401_invalid_token_with_a_bearer
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
         assert_eq!(body["error"], "invalid_token", "{method} {path}: {body}");
     }
-    // Nothing was changed, deleted or revoked:
-    let alice: Value = get_user(&app, "alice").await.json().await.unwrap();
-    assert_user(&alice, "alice", &[], false);
-    assert_eq!(app.verify(&alice_token).await.status(), StatusCode::OK);
-    assert_eq!(
-        get_user(&app, "mallory").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_nothing_changed(&app, &alice_token).await;
 }
 
 #[tokio::test]
@@ -219,14 +224,7 @@ async fn every_admin_route_with_a_wrong_token_is_401_invalid_token() {
             assert_eq!(body["error"], "invalid_token", "{method} {path}: {body}");
         }
     }
-    // Nothing was changed, deleted or revoked:
-    let alice: Value = get_user(&app, "alice").await.json().await.unwrap();
-    assert_user(&alice, "alice", &[], false);
-    assert_eq!(app.verify(&alice_token).await.status(), StatusCode::OK);
-    assert_eq!(
-        get_user(&app, "mallory").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_nothing_changed(&app, &alice_token).await;
 }
 
 #[tokio::test]
@@ -246,14 +244,7 @@ async fn every_admin_route_with_a_token_of_a_user_without_the_admin_role_is_403(
             "{method} {path}: {body}"
         );
     }
-    let alice: Value = get_user(&app, "alice").await.json().await.unwrap();
-    assert_user(&alice, "alice", &[], false);
-    // Neither deleted nor revoked:
-    assert_eq!(app.verify(&alice_token).await.status(), StatusCode::OK);
-    assert_eq!(
-        get_user(&app, "mallory").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_nothing_changed(&app, &alice_token).await;
 }
 
 #[tokio::test]

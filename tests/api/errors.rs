@@ -667,7 +667,7 @@ async fn wrong_typed_password_is_not_echoed_in_the_description() {
 }
 
 #[tokio::test]
-async fn a_string_in_a_non_string_field_is_not_echoed_in_the_description() {
+async fn a_string_in_a_non_string_field_is_not_echoed_in_the_description_escaped_quotes_included() {
     let app = TestApp::spawn().await;
     app.create_user("alice", &[]).await;
 
@@ -675,25 +675,7 @@ async fn a_string_in_a_non_string_field_is_not_echoed_in_the_description() {
         json!({"disabled": "hunter2-secret"}),
         json!({"roles": "hunter2-secret"}),
         json!({"password": "a new password", "disabled": "hunter2-secret"}),
-    ] {
-        let response = app
-            .admin_request(Method::PATCH, "/admin/v1/users/alice")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-
-        let error = assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
-        assert!(!error.to_string().contains("hunter2"), "{body} → {error}");
-    }
-}
-
-#[tokio::test]
-async fn a_string_with_an_escaped_quote_is_not_echoed_in_the_description() {
-    let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
-
-    for body in [
+        // Escaped quotes must not end what the description leaves out early.
         json!({"disabled": "quote\"hunter2-secret"}),
         json!({"roles": "back\\slash\"hunter2-secret\"tail"}),
     ] {

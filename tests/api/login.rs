@@ -781,6 +781,13 @@ async fn token_with_an_unknown_or_missing_kid_is_rejected() {
     assert_token_refused(&app, &missing, "no kid").await;
 }
 
+/// A `401 invalid_token` whose description says `what`.
+async fn assert_invalid_token_saying(response: reqwest::Response, what: &str) {
+    let body = assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let description = body["error_description"].as_str().unwrap();
+    assert!(description.contains(what), "{body}");
+}
+
 #[tokio::test]
 async fn token_expired_beyond_the_leeway_is_rejected() {
     let app = TestApp::spawn().await;
@@ -793,14 +800,7 @@ async fn token_expired_beyond_the_leeway_is_rejected() {
 
     let response = app.verify(&forge.sign(&forge.header(), &expired)).await;
 
-    let body = assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("expired"),
-        "{body}"
-    );
+    assert_invalid_token_saying(response, "expired").await;
 }
 
 #[tokio::test]
@@ -824,14 +824,7 @@ async fn token_not_yet_valid_beyond_the_leeway_is_rejected() {
 
     let response = app.verify(&forge.sign(&forge.header(), &future)).await;
 
-    let body = assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("not valid yet"),
-        "{body}"
-    );
+    assert_invalid_token_saying(response, "not valid yet").await;
 }
 
 #[tokio::test]
