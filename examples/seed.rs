@@ -12,14 +12,13 @@
 //! Both print one `key=value` line per result so that scripts can parse them.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use authd::auth::password::HashCost;
 use authd::config::PasswordConfig;
-use authd::store::{NewRevocation, RevocationKind, Store, UserRecord};
+use authd::store::{NewRevocation, RevocationKind, Store, Txn, UserRecord};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -133,8 +132,17 @@ fn run_fill(args: &Fill) -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
         .max(1);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(fill(args, threads))
+}
+
+/// Writes per commit: large batches make seeding a million entries take seconds.
+const BATCH: usize = 1000;
+
+async fn fill(args: &Fill, writers: usize) -> anyhow::Result<()> {
     let start = Instant::now();
-    let store = Store::open(&args.data)
+    let store = Store::open_sled(&args.data)
+        .await
         .with_context(|| format!("cannot open the store at {}", args.data.display()))?;
     println!("open_s={:.3}", start.elapsed().as_secs_f64());
 
@@ -142,34 +150,34 @@ fn run_fill(args: &Fill) -> anyhow::Result<()> {
     let now = unix_now()?;
 
     let start = Instant::now();
-    let created = parallel(threads, args.users, |i| {
-        let user = UserRecord {
-            account_id: store.next_id()?,
+    let created = in_batches(&store, writers, args.users, |txn, i| {
+        txn.put_user(UserRecord {
+            // Seeded accounts are numbered above anything the store hands out later.
+            account_id: u64::MAX / 2 + i as u64,
             username: format!("user{i:06}"),
             password_hash: hash.clone(),
             roles: Vec::new(),
             disabled: false,
             created_at: now,
             generation: 0,
-        };
-        store.create_user(&user)?;
-        Ok(())
-    })?;
+        });
+    })
+    .await?;
     let users_s = start.elapsed().as_secs_f64();
     println!("users={created}");
     println!("users_s={users_s:.3}");
 
     let start = Instant::now();
-    let revoked = parallel(threads, args.revocations, |_| {
-        store.revoke(&NewRevocation {
+    let revoked = in_batches(&store, writers, args.revocations, |txn, _| {
+        txn.revoke(&NewRevocation {
             kind: RevocationKind::Jti,
             id: authd::auth::random_id(16),
             revoked_at: now,
             expires_at: now + args.revocation_ttl,
             reason: None,
-        })?;
-        Ok(())
-    })?;
+        });
+    })
+    .await?;
     let revocations_s = start.elapsed().as_secs_f64();
     println!("revocations={revoked}");
     println!("revocations_s={revocations_s:.3}");
@@ -181,44 +189,40 @@ fn run_fill(args: &Fill) -> anyhow::Result<()> {
     }
 
     let start = Instant::now();
-    store.flush_blocking()?;
+    store.close()?;
     println!("flush_s={:.3}", start.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// Runs `work(i)` for every `i` in `0..count` on `threads` threads; returns how many ran.
-fn parallel<F>(threads: usize, count: usize, work: F) -> anyhow::Result<usize>
+/// Adds `write(txn, i)` for every `i` in `0..count`, committing [`BATCH`] at a time from
+/// `writers` concurrent committers; returns how many were written.
+async fn in_batches<F>(
+    store: &Store,
+    writers: usize,
+    count: usize,
+    write: F,
+) -> anyhow::Result<usize>
 where
-    F: Fn(usize) -> anyhow::Result<()> + Sync,
+    F: Fn(&mut Txn, usize) + Sync,
 {
-    let next = Arc::new(AtomicUsize::new(0));
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let next = next.clone();
-                let work = &work;
-                scope.spawn(move || -> anyhow::Result<usize> {
-                    let mut done = 0;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= count {
-                            return Ok(done);
-                        }
-                        work(i)?;
-                        done += 1;
-                    }
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for handle in handles {
-            match handle.join() {
-                Ok(result) => total += result?,
-                Err(_) => bail!("a seeding thread panicked"),
+    let next = AtomicUsize::new(0);
+    let committer = || async {
+        let mut done = 0;
+        loop {
+            let first = next.fetch_add(BATCH, Ordering::Relaxed);
+            if first >= count {
+                return anyhow::Ok(done);
             }
+            let mut txn = Txn::default();
+            for i in first..(first + BATCH).min(count) {
+                write(&mut txn, i);
+            }
+            done += txn.writes.len();
+            store.commit(txn).await?;
         }
-        Ok(total)
-    })
+    };
+    let results = futures_util::future::join_all((0..writers).map(|_| committer())).await;
+    results.into_iter().sum()
 }
 
 fn ms(duration: Duration) -> f64 {

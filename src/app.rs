@@ -82,9 +82,11 @@ impl App {
     pub async fn build_with(config: Config, inherited: InheritedListeners) -> anyhow::Result<App> {
         let prepared = config.clone();
         tokio::task::spawn_blocking(move || prepare_files(&prepared)).await??;
-        let store = Store::open(&config.storage.path).with_context(|| {
-            format!("cannot open the store at {}", config.storage.path.display())
-        })?;
+        let store = Store::open_sled(&config.storage.path)
+            .await
+            .with_context(|| {
+                format!("cannot open the store at {}", config.storage.path.display())
+            })?;
         let public = listener(inherited.public, config.server.listen).await?;
         let admin = listener(inherited.admin, config.server.admin_listen).await?;
         let config_file = config.file.clone();
@@ -214,7 +216,7 @@ impl App {
                 Err(_) => tracing::warn!(task = name, "did not stop in time"),
             }
         }
-        tokio::task::spawn_blocking(move || store.flush_blocking())
+        tokio::task::spawn_blocking(move || store.close())
             .await?
             .context("cannot flush the store")?;
         tracing::info!("store flushed; bye");

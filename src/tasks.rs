@@ -25,15 +25,13 @@ pub async fn purge(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stop| *stop) => break,
             _ = tokio::time::sleep(interval) => {}
         }
-        let store = state.authority.store().clone();
         let now = crate::app::unix_now();
-        match tokio::task::spawn_blocking(move || store.purge_expired(now)).await {
-            Ok(Ok(counts)) if counts != Default::default() => {
+        match state.authority.purge_expired(now).await {
+            Ok(counts) if counts != Default::default() => {
                 tracing::info!(?counts, "purged expired entries")
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "purge failed"),
-            Err(err) => tracing::error!(error = %err, "purge task panicked"),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "purge failed"),
         }
     }
     tracing::debug!("purge task stopped");

@@ -116,7 +116,11 @@ pub async fn create_user(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
 pub async fn list_users(ctx: Ctx, query: HashMap<String, String>) -> Result<Response, ApiError> {
     authorize(&ctx)?;
     let (limit, after) = paging(&query)?;
-    let (users, next) = ctx.state.authority.list_users(after.as_deref(), limit)?;
+    let (users, next) = ctx
+        .state
+        .authority
+        .list_users(after.as_deref(), limit)
+        .await?;
     let users: Vec<_> = users.iter().map(user_view).collect();
     Ok(json(
         StatusCode::OK,
@@ -203,7 +207,7 @@ pub async fn list_revocations(
         ),
         None => None,
     };
-    let (entries, next) = ctx.state.authority.list_revocations(after, limit)?;
+    let (entries, next) = ctx.state.authority.list_revocations(after, limit).await?;
     let entries: Vec<_> = entries.iter().map(revocation_view).collect();
     Ok(json(
         StatusCode::OK,
@@ -253,9 +257,7 @@ pub async fn metrics(ctx: Ctx) -> Result<Response, ApiError> {
         authorize(&ctx)?;
     }
     let authority = &ctx.state.authority;
-    // Counting sled entries walks the tree (about a second per million): not on a worker.
-    let store = authority.store().clone();
-    if let Ok(entries) = tokio::task::spawn_blocking(move || store.revocation_count()).await {
+    if let Ok(entries) = authority.revocation_count().await {
         metrics::gauge!(crate::metrics::REVOCATION_ENTRIES).set(entries as f64);
     }
     metrics::gauge!(crate::metrics::HASH_QUEUE_DEPTH).set(authority.hasher().queue_depth() as f64);

@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::auth::password::Password;
 use crate::auth::redirect::{RedirectTarget, check_redirect};
-use crate::auth::service::{BrowserRefresh, RefreshToken, TokenPair};
+use crate::auth::service::{RefreshToken, Refreshed, TokenPair};
 
 /// `/login` and `/logout`, every method: the handlers answer `404` while cookies are
 /// disabled and `405` (as a page) for a method they do not take, so neither path ever
@@ -134,23 +134,23 @@ async fn login_page_or_refresh(
     let result = ctx
         .state
         .authority
-        .refresh_browser(&ctx.settings, &presented, config.refresh_grace, ctx.now)
+        .refresh(&ctx.settings, &presented, config.refresh_grace, ctx.now)
         .await;
     let outcome = match &result {
-        Ok(BrowserRefresh::Rotated(_)) => "success",
-        Ok(BrowserRefresh::Grace { .. }) => "grace",
+        Ok(Refreshed::Rotated(_)) => "success",
+        Ok(Refreshed::Grace { .. }) => "grace",
         Err(AuthError::InvalidGrant(_)) => "invalid_grant",
         Err(_) => "error",
     };
     metrics::counter!(crate::metrics::REFRESHES, "outcome" => outcome).increment(1);
     match result {
-        Ok(BrowserRefresh::Rotated(pair)) => {
+        Ok(Refreshed::Rotated(pair)) => {
             tracing::info!(target: "audit", event = "refresh", via = "cookie", username = %pair.username, sid = %pair.sid, client = %client(ctx), outcome = "success");
             let mut response = see_other(rd.as_ref());
             set_session_cookies(ctx, &mut response, &pair);
             Ok(response)
         }
-        Ok(BrowserRefresh::Grace {
+        Ok(Refreshed::Grace {
             access_token,
             expires_in,
             username,

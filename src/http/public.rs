@@ -138,7 +138,7 @@ pub async fn refresh(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
     let result = ctx
         .state
         .authority
-        .refresh(&ctx.settings, &presented, ctx.now)
+        .refresh_pair(&ctx.settings, &presented, ctx.now)
         .await;
     let outcome = match &result {
         Ok(_) => "success",

@@ -22,6 +22,8 @@ struct Flushed {
 struct Requests {
     /// Tickets handed out so far.
     taken: u64,
+    /// Set when the `Flusher` is dropped: the thread flushes what is pending and ends.
+    closed: bool,
 }
 
 struct Shared {
@@ -30,9 +32,27 @@ struct Shared {
     flushed: watch::Sender<Flushed>,
 }
 
-/// Hands out flush tickets and lets callers wait until their ticket is on disk.
+/// Hands out flush tickets and lets callers wait until their ticket is on disk. Dropping
+/// it stops the thread and waits for it, so the database (and its file lock) is released.
 pub(super) struct Flusher {
     shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store's flusher thread panicked");
+        }
+    }
 }
 
 impl Flusher {
@@ -44,10 +64,13 @@ impl Flusher {
             flushed: watch::Sender::new(Flushed::default()),
         });
         let weak = Arc::downgrade(&shared);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("authd-flusher".into())
             .spawn(move || run(&weak, &db))?;
-        Ok(Flusher { shared })
+        Ok(Flusher {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// Waits until everything written before this call is durable. `false` when the flush
@@ -77,18 +100,21 @@ fn run(shared: &Weak<Shared>, db: &sled::Db) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let target = {
+        let (target, closed) = {
             let requests = shared
                 .requests
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let (requests, _) = shared
                 .wake
-                .wait_timeout_while(requests, IDLE_CHECK, |r| r.taken == done)
+                .wait_timeout_while(requests, IDLE_CHECK, |r| r.taken == done && !r.closed)
                 .unwrap_or_else(PoisonError::into_inner);
-            requests.taken
+            (requests.taken, requests.closed)
         };
         if target == done {
+            if closed {
+                return;
+            }
             continue;
         }
         // Every ticket up to `target` was taken after its write: this flush covers it.

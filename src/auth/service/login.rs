@@ -1,0 +1,299 @@
+//! Logging in: throttle, argon2 check (unknown users cost the same as wrong passwords),
+//! re-hash under new parameters, and the new session — created only if the account is
+//! still exactly as checked.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::{ATTEMPTS, AuthError, Authority, RefreshToken, TokenPair, refresh_ttl};
+use crate::auth::Settings;
+use crate::auth::names::Username;
+use crate::auth::password::{Password, Verification};
+use crate::auth::throttle::{Attempt, Outcome};
+use crate::store::{
+    RefreshRecord, SessionRecord, Shared, StoreError, Txn, UnixSeconds, UserRecord,
+};
+
+impl Authority {
+    /// Checks the credentials and starts a session. Unknown users and malformed names
+    /// cost one argon2 verification, like a wrong password. Attempts are throttled per
+    /// username and per `client` address (API.md "Login throttling"): a throttled attempt
+    /// is refused before any hashing, and only wrong credentials are counted.
+    pub async fn login(
+        &self,
+        settings: &Settings,
+        username: &str,
+        password: &Password,
+        client: Option<IpAddr>,
+        now: UnixSeconds,
+    ) -> Result<TokenPair, AuthError> {
+        let limits = &settings.config.login;
+        let attempt = Attempt::new(username, client);
+        // The throttle measures its window on the monotonic clock: `now` has whole
+        // seconds only and follows wall-clock jumps.
+        self.throttle.check(limits, &attempt, Instant::now())?;
+        let checked = self.check_credentials(settings, username, password).await;
+        let outcome = match &checked {
+            Ok(_) => Some(Outcome::Success),
+            Err(AuthError::InvalidCredentials) => Some(Outcome::Failure),
+            Err(AuthError::AccountDisabled) => Some(Outcome::NotCounted),
+            // An internal error says nothing about the password: nothing to count.
+            Err(_) => None,
+        };
+        if let Some(outcome) = outcome {
+            // Checks the limits again: concurrent attempts may have reached one meanwhile.
+            self.throttle
+                .record(limits, &attempt, outcome, Instant::now())?;
+        }
+        let (user, needs_rehash) = checked?;
+        let user = if needs_rehash {
+            self.rehash(settings, user, password).await?
+        } else {
+            user
+        };
+        self.start_session(settings, user, now).await
+    }
+
+    /// The enabled user `username` names, when `password` is theirs, and whether the
+    /// stored hash needs the current parameters.
+    async fn check_credentials(
+        &self,
+        settings: &Settings,
+        username: &str,
+        password: &Password,
+    ) -> Result<(Shared<UserRecord>, bool), AuthError> {
+        let user = Username::parse(username).and_then(|name| self.store.user(name.as_str()));
+        let stored_hash = user.as_ref().map_or(settings.dummy_hash.as_str(), |u| {
+            u.record.password_hash.as_str()
+        });
+        let verification = self
+            .hasher
+            .verify(&settings.cost, password, stored_hash)
+            .await?;
+        let (user, needs_rehash) = match (user, verification) {
+            (Some(user), Verification::Match { needs_rehash }) => (user, needs_rehash),
+            _ => return Err(AuthError::InvalidCredentials),
+        };
+        if user.record.disabled {
+            return Err(AuthError::AccountDisabled);
+        }
+        Ok((user, needs_rehash))
+    }
+
+    /// Replaces the hash just verified with one of the current cost. A concurrent change
+    /// of the account wins: the hash stays, and the session is decided on the new record.
+    async fn rehash(
+        &self,
+        settings: &Settings,
+        user: Shared<UserRecord>,
+        password: &Password,
+    ) -> Result<Shared<UserRecord>, AuthError> {
+        let new_hash = self.hasher.hash(&settings.cost, password).await?;
+        let mut updated = (*user.record).clone();
+        updated.password_hash = new_hash;
+        let mut txn = Txn::default();
+        txn.expect_user(&updated.username, Some(&user))
+            .put_user(updated.clone());
+        match self.store.commit(txn).await {
+            Ok(_) | Err(StoreError::Conflict) => {}
+            Err(err) => return Err(err.into()),
+        }
+        // The committed record (or the concurrent one) with its version.
+        Ok(self.store.user(&updated.username).unwrap_or(user))
+    }
+
+    /// Stores the new session, on condition that the account still has the password hash
+    /// and generation that were checked: a login that raced a password change or a
+    /// revoke-all leaves no session (`InvalidCredentials`, not counted).
+    async fn start_session(
+        &self,
+        settings: &Settings,
+        checked: Shared<UserRecord>,
+        now: UnixSeconds,
+    ) -> Result<TokenPair, AuthError> {
+        let refresh_ttl = refresh_ttl(settings);
+        let sid = crate::auth::random_id(16);
+        let refresh_token = RefreshToken::generate();
+        let mut user = checked.clone();
+        for _ in 0..ATTEMPTS {
+            let session = SessionRecord {
+                sid: sid.clone(),
+                username: user.record.username.clone(),
+                account_id: user.record.account_id,
+                generation: user.record.generation,
+                created_at: now,
+                last_refreshed_at: now,
+                expires_at: now + refresh_ttl,
+                access_expires_at: now + settings.tokens.access_ttl(),
+            };
+            let refresh = RefreshRecord {
+                sid: sid.clone(),
+                issued_at: now,
+                expires_at: now + refresh_ttl,
+                rotated_at: None,
+            };
+            let mut txn = Txn::default();
+            txn.expect_user(&user.record.username, Some(&user))
+                .put_session(session)
+                .put_refresh(refresh_token.hash(), refresh);
+            match self.store.commit(txn).await {
+                Ok(_) => {
+                    return self.token_pair(settings, &user.record, &sid, refresh_token, now);
+                }
+                Err(StoreError::Conflict) => {}
+                Err(err) => return Err(err.into()),
+            }
+            // Something else changed the account (roles, say): fine, unless it is no longer
+            // the account, the password or the generation that was checked.
+            user = match self.store.user(&checked.record.username) {
+                Some(current) if still_as_checked(&checked.record, &current.record) => current,
+                _ => return Err(AuthError::InvalidCredentials),
+            };
+        }
+        Err(StoreError::Conflict.into())
+    }
+}
+
+fn still_as_checked(checked: &UserRecord, current: &UserRecord) -> bool {
+    current.account_id == checked.account_id
+        && current.password_hash == checked.password_hash
+        && current.generation == checked.generation
+        && !current.disabled
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::testing::{Domain, NOW, PASSWORD};
+    use super::*;
+    use crate::auth::service::user_revocation;
+
+    fn password(text: &str) -> Password {
+        Password::new(text.into())
+    }
+
+    #[tokio::test]
+    async fn a_right_password_starts_a_session_whose_token_authenticates() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &["admin"]).await;
+        let pair = domain.login("alice").await;
+        let principal = domain
+            .authority
+            .authenticate(&domain.settings, &pair.access_token, NOW)
+            .unwrap();
+        assert_eq!(principal.username(), "alice");
+        assert_eq!(principal.claims.sid, pair.sid);
+        assert!(principal.has_role("admin"));
+        let sessions = domain.authority.sessions("alice", NOW).unwrap();
+        assert_eq!(sessions.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_unknown_and_malformed_names_are_the_same_refusal() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        for (name, pass) in [
+            ("alice", "wrong password"),
+            ("nobody", PASSWORD),
+            ("Not A Name!", PASSWORD),
+        ] {
+            let result = domain
+                .authority
+                .login(&domain.settings, name, &password(pass), None, NOW)
+                .await;
+            assert!(
+                matches!(result, Err(AuthError::InvalidCredentials)),
+                "{name}: {result:?}"
+            );
+        }
+        assert!(domain.authority.sessions("alice", NOW).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_disabled_account_is_refused_after_its_password_checks() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let changes = crate::auth::service::UserChanges {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        domain
+            .authority
+            .update_user(&domain.settings, "alice", changes, NOW)
+            .await
+            .unwrap();
+        let result = domain
+            .authority
+            .login(&domain.settings, "alice", &password(PASSWORD), None, NOW)
+            .await;
+        assert!(
+            matches!(result, Err(AuthError::AccountDisabled)),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_checked_before_a_revoke_all_leaves_no_session() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let checked = domain.authority.store.user("alice").unwrap();
+        let revocation = user_revocation(&domain.settings, "alice", "test", NOW);
+        domain
+            .authority
+            .revoke_all("alice", &revocation, |_| {})
+            .await
+            .unwrap();
+        let result = domain
+            .authority
+            .start_session(&domain.settings, checked, NOW)
+            .await;
+        assert!(
+            matches!(result, Err(AuthError::InvalidCredentials)),
+            "{result:?}"
+        );
+        assert!(domain.authority.store.sessions_of("alice").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_login_checked_before_a_role_change_still_starts_its_session() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let checked = domain.authority.store.user("alice").unwrap();
+        let changes = crate::auth::service::UserChanges {
+            roles: Some(vec!["ops".into()]),
+            ..Default::default()
+        };
+        domain
+            .authority
+            .update_user(&domain.settings, "alice", changes, NOW)
+            .await
+            .unwrap();
+        let pair = domain
+            .authority
+            .start_session(&domain.settings, checked, NOW)
+            .await
+            .unwrap();
+        let principal = domain
+            .authority
+            .authenticate(&domain.settings, &pair.access_token, NOW)
+            .unwrap();
+        assert!(principal.has_role("ops"));
+    }
+
+    #[tokio::test]
+    async fn a_login_under_new_argon2_parameters_rehashes_the_password() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let before = domain.authority.store.user("alice").unwrap();
+        let cheaper = Domain::with(&[("argon2_memory_kib", "128")]).await;
+        // The same account, logged into under other parameters.
+        domain
+            .authority
+            .login(&cheaper.settings, "alice", &password(PASSWORD), None, NOW)
+            .await
+            .unwrap();
+        let after = domain.authority.store.user("alice").unwrap();
+        assert_ne!(before.record.password_hash, after.record.password_hash);
+        assert!(after.record.password_hash.contains("m=128"));
+    }
+}

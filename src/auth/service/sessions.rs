@@ -1,0 +1,155 @@
+//! The caller's own sessions: logout (one or all), listing, ending one, and changing the
+//! password (which ends every other session).
+
+use super::{
+    ATTEMPTS, AuthError, Authority, Principal, TokenRejection, user_not_found, user_revocation,
+};
+use crate::auth::Settings;
+use crate::auth::names::Username;
+use crate::auth::password::{Password, Verification};
+use crate::store::{Key, RevocationRecord, SessionRecord, StoreError, Txn, UnixSeconds};
+
+impl Authority {
+    /// Ends the caller's session, or with `all` every session of the account.
+    pub async fn logout(
+        &self,
+        settings: &Settings,
+        principal: &Principal,
+        all: bool,
+        now: UnixSeconds,
+    ) -> Result<RevocationRecord, AuthError> {
+        if all {
+            let revocation =
+                user_revocation(settings, principal.username(), "logout (all sessions)", now);
+            self.revoke_all(principal.username(), &revocation, |_| {})
+                .await?
+                .map(|(_, entry)| entry)
+                .ok_or(AuthError::InvalidToken(TokenRejection::UserGone))
+        } else {
+            self.revoke_session(settings, &principal.claims.sid, Some("logout".into()), now)
+                .await
+        }
+    }
+
+    /// The live sessions of `username`: not expired, not revoked, of the current account,
+    /// oldest first.
+    pub fn sessions(
+        &self,
+        username: &str,
+        now: UnixSeconds,
+    ) -> Result<Vec<SessionRecord>, AuthError> {
+        let name = Username::parse(username).ok_or_else(|| user_not_found(username))?;
+        let user = self
+            .store
+            .user(name.as_str())
+            .ok_or_else(|| user_not_found(username))?;
+        let mut sessions: Vec<SessionRecord> = self
+            .store
+            .sessions_of(name.as_str())
+            .into_iter()
+            .map(|s| (*s.record).clone())
+            .filter(|s| {
+                s.account_id == user.record.account_id
+                    && s.generation == user.record.generation
+                    && s.expires_at > now
+            })
+            .collect();
+        sessions.sort_by(|a, b| (a.created_at, &a.sid).cmp(&(b.created_at, &b.sid)));
+        Ok(sessions)
+    }
+
+    /// Ends one of the caller's own sessions; another user's (or an unknown) sid is
+    /// `NotFound`, so sids of others cannot be probed.
+    pub async fn end_own_session(
+        &self,
+        settings: &Settings,
+        principal: &Principal,
+        sid: &str,
+        now: UnixSeconds,
+    ) -> Result<(), AuthError> {
+        let owned = self
+            .sessions(principal.username(), now)?
+            .iter()
+            .any(|s| s.sid == sid);
+        if !owned {
+            return Err(AuthError::NotFound("no such session".into()));
+        }
+        self.revoke_session(settings, sid, Some("session ended by its user".into()), now)
+            .await?;
+        Ok(())
+    }
+
+    /// Changes the caller's password after checking the current one; every other session
+    /// of the user ends, in the same commit. A wrong current password changes nothing.
+    pub async fn change_password(
+        &self,
+        settings: &Settings,
+        principal: &Principal,
+        current: &Password,
+        new: &Password,
+        now: UnixSeconds,
+    ) -> Result<(), AuthError> {
+        super::users::check_password(settings, new)?;
+        let user = self
+            .store
+            .user(principal.username())
+            .ok_or(AuthError::InvalidToken(TokenRejection::UserGone))?;
+        match self
+            .hasher
+            .verify(&settings.cost, current, &user.record.password_hash)
+            .await?
+        {
+            Verification::Match { .. } => {}
+            Verification::Mismatch => return Err(AuthError::WrongCurrentPassword),
+        }
+        let new_hash = self.hasher.hash(&settings.cost, new).await?;
+        let checked = user;
+        for _ in 0..ATTEMPTS {
+            // Only the account whose password was checked: a concurrent delete (and
+            // re-create) or another password change wins.
+            let user = match self.store.user(principal.username()) {
+                Some(user)
+                    if user.record.account_id == checked.record.account_id
+                        && user.record.password_hash == checked.record.password_hash =>
+                {
+                    user
+                }
+                _ => return Err(AuthError::InvalidToken(TokenRejection::UserGone)),
+            };
+            let mut updated = (*user.record).clone();
+            updated.password_hash = new_hash.clone();
+            let mut txn = Txn::default();
+            txn.expect_user(principal.username(), Some(&user))
+                .put_user(updated);
+            for session in self.sessions(principal.username(), now)? {
+                if session.sid == principal.claims.sid {
+                    continue;
+                }
+                let key = Key::Session(session.sid.clone());
+                let revocation =
+                    self.session_revocation(settings, &session.sid, "password changed", now);
+                let stored = self.store.session(&session.sid).map(|s| s.version);
+                txn.expect(key.clone(), stored).delete(key);
+                // The first entry of a sid revoked before stays.
+                if self
+                    .store
+                    .revocation(revocation.kind, &revocation.id)
+                    .await?
+                    .is_none()
+                {
+                    txn.expect(
+                        Key::Revocation(revocation.kind, revocation.id.clone()),
+                        None,
+                    )
+                    .revoke(&revocation);
+                }
+            }
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
+    }
+}

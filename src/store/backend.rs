@@ -1,0 +1,155 @@
+//! The seam between the [`Store`](super::Store) and a storage engine: the [`Backend`]
+//! trait, the transactions it commits ([`Txn`]) and the ordered change batches it
+//! publishes. Engines implement this and nothing else; sled is the one there is today.
+//!
+//! The contract every backend keeps:
+//! - **Atomic, conditional commits.** [`Backend::commit`] applies all of a [`Txn`]'s
+//!   writes or none, and only if every [`Check`] holds (compare-and-swap on record
+//!   versions); otherwise it answers [`StoreError::Conflict`] and writes nothing.
+//! - **Durable before acknowledged.** `commit` returns `Ok` only once the commit survives
+//!   a crash (sled: flushed to disk; a cluster engine: committed by a quorum).
+//! - **Commit order.** Each commit gets a revision greater than every earlier one; every
+//!   record it writes gets that revision as its version, and every revocation entry it
+//!   stores a `seq` above every earlier entry's (assigned inside the commit, never before).
+//! - **One ordered change stream.** Every commit is handed to the [`ChangeSink`] as one
+//!   [`ChangeBatch`], in commit order, before `commit` returns (read your writes).
+//! - **Errors name what failed**, never the engine: unavailable, conflict, corrupt.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::StoreError;
+use super::records::{
+    Key, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, SessionRecord, UnixSeconds,
+    UserRecord, Version, Versioned,
+};
+
+/// A page of users sorted by name, and whether more follow.
+pub type UsersPage = (Vec<UserRecord>, bool);
+
+/// A page of revocation entries in `seq` order, and the cursor of the next page.
+pub type RevocationsPage = (Vec<RevocationRecord>, Option<u64>);
+
+/// A boxed future, so backends can sit behind `dyn Backend`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A precondition of a commit: the record under `key` is at `version` (`None`: absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub key: Key,
+    pub version: Option<Version>,
+}
+
+/// One write of a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    PutUser(UserRecord),
+    PutSession(SessionRecord),
+    PutRefresh(RefreshHash, RefreshRecord),
+    /// Stores the entry (replacing one of the same kind and id); the backend sets `seq`.
+    PutRevocation(RevocationRecord),
+    Delete(Key),
+}
+
+/// An atomic, conditional set of writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Txn {
+    pub checks: Vec<Check>,
+    pub writes: Vec<Write>,
+}
+
+/// What a commit answers: its revision and the revocation entries it stored, placed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub revision: Version,
+    pub revocations: Vec<RevocationRecord>,
+}
+
+/// What one commit changed, as the change stream carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    User(Versioned<UserRecord>),
+    Session(Versioned<SessionRecord>),
+    Refresh(RefreshHash),
+    Revocation(RevocationRecord),
+    Deleted(Key),
+}
+
+/// One commit on the change stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeBatch {
+    pub revision: Version,
+    pub changes: Vec<Change>,
+}
+
+/// Receives every committed [`ChangeBatch`], in commit order (the in-memory view).
+pub trait ChangeSink: Send + Sync {
+    fn apply(&self, batch: &ChangeBatch);
+}
+
+/// Everything the in-memory view needs at start, read at one revision.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub revision: Version,
+    pub users: Vec<Versioned<UserRecord>>,
+    pub sessions: Vec<Versioned<SessionRecord>>,
+    /// The ids of every jti revocation entry.
+    pub revoked_jtis: Vec<String>,
+}
+
+/// A record that has expired, with the version it was seen at (so that a purge never
+/// deletes a record that changed since).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expired {
+    pub key: Key,
+    pub version: Version,
+}
+
+/// A storage engine behind the [`Store`](super::Store). See the module docs for the
+/// contract.
+pub trait Backend: Send + Sync + 'static {
+    /// Everything the view needs, at one revision.
+    fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+
+    /// Applies `txn` if its checks hold; durable and published before `Ok`.
+    fn commit(&self, txn: Txn) -> BoxFuture<'_, Result<Committed, StoreError>>;
+
+    /// The refresh token stored under `hash`.
+    fn refresh(
+        &self,
+        hash: RefreshHash,
+    ) -> BoxFuture<'_, Result<Option<Versioned<RefreshRecord>>, StoreError>>;
+
+    /// The revocation entry of `kind` and `id`.
+    fn revocation(
+        &self,
+        kind: RevocationKind,
+        id: String,
+    ) -> BoxFuture<'_, Result<Option<Versioned<RevocationRecord>>, StoreError>>;
+
+    /// Up to `limit` users sorted by name, after `after`; the flag says whether more follow.
+    fn users_page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<UsersPage, StoreError>>;
+
+    /// Up to `limit` revocation entries in `seq` order after `after`; plus the next cursor.
+    fn revocations_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RevocationsPage, StoreError>>;
+
+    /// Revocation entries and refresh tokens whose `expires_at` is before `now`.
+    fn expired(&self, now: UnixSeconds) -> BoxFuture<'_, Result<Vec<Expired>, StoreError>>;
+
+    /// How many revocation entries there are.
+    fn revocation_count(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// A new id, unique for the life of the store.
+    fn next_id(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Makes everything durable before the process exits (blocking; at shutdown).
+    fn close(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,228 @@
+//! The durable store as the domain sees it: typed reads, conditional commits and purging,
+//! over a [`Backend`] (sled today) and the in-memory [`View`] it feeds.
+//!
+//! Reads the hot path makes (users, sessions, revoked jtis) come from the view and never
+//! wait on the backend; everything else asks the backend. Every write is one [`Txn`] with
+//! preconditions on record versions: a caller reads, builds the commit, and on
+//! [`StoreError::Conflict`] reads again and retries.
+
+pub mod backend;
+mod error;
+pub mod records;
+pub mod sled;
+pub mod view;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use backend::{Backend, Check, Committed, Txn, Write};
+pub use error::StoreError;
+pub use records::{
+    Key, NewRevocation, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
+    SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
+};
+pub use view::{Shared, View};
+
+/// How many deletions a purge puts in one commit.
+const PURGE_BATCH: usize = 512;
+
+/// How many entries a purge removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeCounts {
+    pub revocations: usize,
+    pub sessions: usize,
+    pub refresh_tokens: usize,
+}
+
+/// The open store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    view: Arc<View>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("view", &self.view).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the sled store in the folder `path`.
+    pub async fn open_sled(path: &Path) -> Result<Store, StoreError> {
+        let view = Arc::new(View::default());
+        let backend = sled::SledBackend::open(path, view.clone())?;
+        Store::start(Arc::new(backend), view).await
+    }
+
+    /// A store over `backend`, which feeds `view`: loads the view from a snapshot.
+    pub async fn start(backend: Arc<dyn Backend>, view: Arc<View>) -> Result<Store, StoreError> {
+        let snapshot = backend.snapshot().await?;
+        view.load(snapshot);
+        Ok(Store { backend, view })
+    }
+
+    // ----- reads from the view -----
+
+    /// The user `username`, with the version it was read at.
+    pub fn user(&self, username: &str) -> Option<Shared<UserRecord>> {
+        self.view.user(username)
+    }
+
+    /// The session `sid`, with the version it was read at.
+    pub fn session(&self, sid: &str) -> Option<Shared<SessionRecord>> {
+        self.view.session(sid)
+    }
+
+    /// Every stored session of `username` (live or not; the caller decides).
+    pub fn sessions_of(&self, username: &str) -> Vec<Shared<SessionRecord>> {
+        self.view.sessions_of(username)
+    }
+
+    pub fn is_jti_revoked(&self, jti: &str) -> bool {
+        self.view.is_jti_revoked(jti)
+    }
+
+    // ----- reads from the backend -----
+
+    pub async fn refresh(
+        &self,
+        hash: &RefreshHash,
+    ) -> Result<Option<Versioned<RefreshRecord>>, StoreError> {
+        self.backend.refresh(*hash).await
+    }
+
+    pub async fn revocation(
+        &self,
+        kind: RevocationKind,
+        id: &str,
+    ) -> Result<Option<Versioned<RevocationRecord>>, StoreError> {
+        self.backend.revocation(kind, id.to_owned()).await
+    }
+
+    /// Up to `limit` users sorted by name, after `after`; the flag says whether more follow.
+    pub async fn users_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<UserRecord>, bool), StoreError> {
+        self.backend
+            .users_page(after.map(str::to_owned), limit)
+            .await
+    }
+
+    /// Up to `limit` entries, oldest first, after the cursor `after`; plus the next cursor.
+    pub async fn revocations_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<RevocationRecord>, Option<u64>), StoreError> {
+        self.backend.revocations_page(after, limit).await
+    }
+
+    pub async fn revocation_count(&self) -> Result<usize, StoreError> {
+        self.backend.revocation_count().await
+    }
+
+    /// A new id, unique for the life of the store.
+    pub async fn next_id(&self) -> Result<u64, StoreError> {
+        self.backend.next_id().await
+    }
+
+    // ----- writes -----
+
+    /// Commits `txn` if its checks hold; durable and in the view when this returns.
+    pub async fn commit(&self, txn: Txn) -> Result<Committed, StoreError> {
+        self.backend.commit(txn).await
+    }
+
+    /// Removes revocation entries, sessions and refresh tokens that expired before `now`.
+    /// A record that changed since it was found expired (a refreshed session) stays.
+    pub async fn purge_expired(&self, now: UnixSeconds) -> Result<PurgeCounts, StoreError> {
+        let expired = self.backend.expired(now).await?;
+        let mut counts = PurgeCounts::default();
+        for batch in expired.chunks(PURGE_BATCH) {
+            let mut txn = Txn::default();
+            for entry in batch {
+                txn.expect(entry.key.clone(), Some(entry.version));
+                txn.delete(entry.key.clone());
+            }
+            match self.commit(txn).await {
+                Ok(_) => {}
+                // Something in this batch changed meanwhile: delete one at a time.
+                Err(StoreError::Conflict) => {
+                    for entry in batch {
+                        let mut txn = Txn::default();
+                        txn.expect(entry.key.clone(), Some(entry.version));
+                        txn.delete(entry.key.clone());
+                        match self.commit(txn).await {
+                            Ok(_) => count(&mut counts, &entry.key),
+                            Err(StoreError::Conflict) => {}
+                            Err(err) => return Err(err),
+                        }
+                    }
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
+            for entry in batch {
+                count(&mut counts, &entry.key);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Makes everything durable (blocking; at shutdown).
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.backend.close()
+    }
+}
+
+fn count(counts: &mut PurgeCounts, key: &Key) {
+    match key {
+        Key::Revocation(..) => counts.revocations += 1,
+        Key::Session(_) => counts.sessions += 1,
+        Key::Refresh(_) => counts.refresh_tokens += 1,
+        Key::User(_) => {}
+    }
+}
+
+impl Txn {
+    /// Requires the record under `key` to be at `version` (`None`: absent) at commit.
+    pub fn expect(&mut self, key: Key, version: Option<Version>) -> &mut Txn {
+        self.checks.push(Check { key, version });
+        self
+    }
+
+    /// Requires the user to be exactly as read (`None`: no such user).
+    pub fn expect_user(&mut self, username: &str, read: Option<&Shared<UserRecord>>) -> &mut Txn {
+        self.expect(Key::User(username.to_owned()), read.map(|u| u.version))
+    }
+
+    pub fn put_user(&mut self, user: UserRecord) -> &mut Txn {
+        self.writes.push(Write::PutUser(user));
+        self
+    }
+
+    pub fn put_session(&mut self, session: SessionRecord) -> &mut Txn {
+        self.writes.push(Write::PutSession(session));
+        self
+    }
+
+    pub fn put_refresh(&mut self, hash: RefreshHash, record: RefreshRecord) -> &mut Txn {
+        self.writes.push(Write::PutRefresh(hash, record));
+        self
+    }
+
+    /// Stores a revocation entry (replacing one of the same kind and id).
+    pub fn revoke(&mut self, revocation: &NewRevocation) -> &mut Txn {
+        self.writes
+            .push(Write::PutRevocation(RevocationRecord::unplaced(revocation)));
+        self
+    }
+
+    pub fn delete(&mut self, key: Key) -> &mut Txn {
+        self.writes.push(Write::Delete(key));
+        self
+    }
+}

@@ -1,0 +1,137 @@
+//! The records authd stores, as plain data: users, sessions, refresh tokens and revocation
+//! entries, the keys that name them, and the version each was last written at. No engine,
+//! no encoding: backends store these and nothing else.
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch.
+pub type UnixSeconds = i64;
+
+/// A refresh token as stored: the SHA-256 of the token, never the token.
+pub type RefreshHash = [u8; 32];
+
+/// One account. `account_id` is unique for the life of the store, so a user deleted and
+/// re-created under the same name is a different account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub account_id: u64,
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_at: UnixSeconds,
+    /// Bumped by every "revoke all": sessions begun under an older generation are dead.
+    pub generation: u64,
+}
+
+/// One login and everything refreshed from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub sid: String,
+    pub username: String,
+    pub account_id: u64,
+    /// The account's `generation` when the session began.
+    pub generation: u64,
+    pub created_at: UnixSeconds,
+    pub last_refreshed_at: UnixSeconds,
+    /// When the newest refresh token of the session expires.
+    pub expires_at: UnixSeconds,
+    /// The latest `exp` of any access token issued in the session.
+    pub access_expires_at: UnixSeconds,
+}
+
+/// One issued refresh token (keyed by its hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub sid: String,
+    pub issued_at: UnixSeconds,
+    pub expires_at: UnixSeconds,
+    /// Set once the token has been exchanged for a new one.
+    pub rotated_at: Option<UnixSeconds>,
+}
+
+/// What a revocation entry blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RevocationKind {
+    Jti,
+    Sid,
+    User,
+}
+
+impl RevocationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Jti => "jti",
+            RevocationKind::Sid => "sid",
+            RevocationKind::User => "user",
+        }
+    }
+}
+
+/// A revocation to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRevocation {
+    pub kind: RevocationKind,
+    pub id: String,
+    pub revoked_at: UnixSeconds,
+    /// After this moment nothing the entry blocks could be accepted any more.
+    pub expires_at: UnixSeconds,
+    pub reason: Option<String>,
+}
+
+/// A stored revocation entry. `seq` is its position in commit order (the list order,
+/// oldest first); the backend assigns it inside the commit that stores the entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub seq: u64,
+    pub kind: RevocationKind,
+    pub id: String,
+    pub revoked_at: UnixSeconds,
+    pub expires_at: UnixSeconds,
+    pub reason: Option<String>,
+}
+
+impl RevocationRecord {
+    /// The entry `new` describes, before the commit gives it its position.
+    pub fn unplaced(new: &NewRevocation) -> RevocationRecord {
+        RevocationRecord {
+            seq: 0,
+            kind: new.kind,
+            id: new.id.clone(),
+            revoked_at: new.revoked_at,
+            expires_at: new.expires_at,
+            reason: new.reason.clone(),
+        }
+    }
+}
+
+/// The name of one stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    User(String),
+    Session(String),
+    Refresh(RefreshHash),
+    Revocation(RevocationKind, String),
+}
+
+/// One stored record of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    User(UserRecord),
+    Session(SessionRecord),
+    Refresh(RefreshRecord),
+    Revocation(RevocationRecord),
+}
+
+/// The revision a record was last written at: the commit's position in the store's
+/// commit order. Preconditions compare it; `0` marks a record written before versions
+/// were kept (it still compares exactly).
+pub type Version = u64;
+
+/// A record with the version it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub version: Version,
+    pub record: T,
+}
