@@ -14,6 +14,7 @@
 //! - [`tasks`]: background work (purging expired entries).
 //! - [`signals`]: Unix signals → [`app::Control`] messages.
 //! - [`notify`]: systemd readiness, reload, stop and watchdog notifications.
+//! - [`files`], [`random`]: private files and folders (0600/0700); the OS random source.
 //! - [`cli`]: the admin commands (`authd user`, `revoke`, `revocations`), a client of the
 //!   running daemon's admin listener.
 
@@ -22,10 +23,12 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod random;
 pub mod signals;
 pub mod store;
 pub mod tasks;

@@ -2,10 +2,11 @@
 //! (mode 0600, never overwritten), read back with surrounding whitespace ignored and
 //! compared in constant time.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use subtle::ConstantTimeEq as _;
+
+use crate::{files, random};
 
 /// The admin credential; never printed.
 #[derive(Clone)]
@@ -56,18 +57,11 @@ impl AdminToken {
             source,
         };
         if let Some(parent) = path.parent() {
-            super::create_private_dir(parent).map_err(err)?;
+            files::create_private_dir(parent).map_err(err)?;
         }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(path) {
-            Ok(mut file) => {
-                writeln!(file, "{}", super::random_id(32)).map_err(err)?;
-                file.sync_all().map_err(err)?;
-                Ok(true)
-            }
+        let contents = format!("{}\n", random::random_id(32));
+        match files::write_private_file_new(path, contents.as_bytes()) {
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(err(e)),
         }

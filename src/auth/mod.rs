@@ -11,10 +11,6 @@ pub mod service;
 pub mod throttle;
 pub mod token;
 
-use std::path::Path;
-
-use base64::Engine as _;
-
 use crate::config::Config;
 use admin_token::{AdminToken, AdminTokenError};
 use keys::{KeyError, KeySet};
@@ -22,6 +18,11 @@ use password::{HashCost, PasswordError};
 use token::TokenRules;
 
 pub use service::{AuthError, Authority, Principal};
+
+// Their home is the crate's one owner of private files and of randomness; the domain and
+// its callers keep reaching them here.
+pub use crate::files::create_private_dir;
+pub use crate::random::random_id;
 
 /// Everything a request needs from the configuration, loaded and validated as one unit:
 /// a reload builds a complete new `Settings` and swaps it in, or keeps the old one.
@@ -68,30 +69,4 @@ impl Settings {
             config,
         })
     }
-}
-
-/// `bytes` random bytes from the OS, base64url without padding.
-pub fn random_id(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    fill_random(&mut buf);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
-}
-
-/// Fills `buf` from the OS random source. Without it no secret can be made, so failing
-/// here is fatal by design.
-#[allow(clippy::expect_used)]
-fn fill_random(buf: &mut [u8]) {
-    getrandom::fill(buf).expect("the operating system's random source failed");
-}
-
-/// Creates `dir` (and parents) with mode 0700 for the folders authd creates itself.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.as_os_str().is_empty() || dir.exists() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }

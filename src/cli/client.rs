@@ -1,5 +1,6 @@
 //! The HTTP side of the admin commands: where the admin listener is, the admin token, one
-//! request at a time, and every failure turned into a sentence a person can act on.
+//! request at a time (or a paged list followed to its end), and every failure turned into
+//! a sentence a person can act on.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,6 +17,8 @@ use crate::config::Config;
 
 /// How long to wait for the TCP connection; the listener is normally on this host.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Page size asked for when following a list to its end (the server's maximum).
+const PAGE_LIMIT: u32 = 1000;
 /// How long one request may take: generous, because setting a password hashes it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -120,6 +123,40 @@ impl AdminClient {
         self.call(method, path, body, action, subject)
             .await?
             .ok_or_else(|| anyhow!("cannot {action}: authd answered without a body"))
+    }
+
+    /// Every item of a paged list (`{key: [...], "next": cursor | null}`), following `next`.
+    pub async fn all_pages(
+        &self,
+        path: &str,
+        key: &str,
+        action: &str,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let url = match &after {
+                Some(cursor) => format!("{path}?limit={PAGE_LIMIT}&after={}", encode(cursor)),
+                None => format!("{path}?limit={PAGE_LIMIT}"),
+            };
+            let mut page: Value = self
+                .fetch(Method::GET, &url, None, action, Subject::Other)
+                .await?;
+            match page.get_mut(key).map(Value::take) {
+                Some(Value::Array(page_items)) => items.extend(page_items),
+                _ => bail!("cannot {action}: unexpected answer from authd (no {key:?} list)"),
+            }
+            let next = match page.get("next") {
+                Some(Value::String(next)) => next.clone(),
+                Some(Value::Null) | None => return Ok(items),
+                Some(_) => bail!("cannot {action}: unexpected answer from authd (bad \"next\")"),
+            };
+            // A cursor that does not move would loop forever.
+            if after.as_deref() == Some(next.as_str()) {
+                bail!("cannot {action}: authd returned the same page cursor twice");
+            }
+            after = Some(next);
+        }
     }
 
     fn transport_error(&self, err: &reqwest::Error) -> anyhow::Error {
