@@ -87,15 +87,17 @@ pub trait ChangeSink: Send + Sync {
     fn apply(&self, batch: &ChangeBatch);
 }
 
-/// Everything the in-memory view needs at start, read at one revision.
+/// Everything the in-memory view needs at start, read at one revision; the revoked jtis
+/// (a million, say) are handed over one at a time instead, never collected.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub revision: Version,
     pub users: Vec<Versioned<UserRecord>>,
     pub sessions: Vec<Versioned<SessionRecord>>,
-    /// The ids of every jti revocation entry.
-    pub revoked_jtis: Vec<String>,
 }
+
+/// Takes each revoked jti of a snapshot.
+pub type RevokedJtiSink<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 /// A record that has expired, with the version it was seen at (so that a purge never
 /// deletes a record that changed since).
@@ -108,8 +110,12 @@ pub struct Expired {
 /// A storage engine behind the [`Store`](super::Store). See the module docs for the
 /// contract.
 pub trait Backend: Send + Sync + 'static {
-    /// Everything the view needs, at one revision.
-    fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+    /// Everything the view needs, at one revision: the records, and every revoked jti
+    /// handed to `revoked_jti`.
+    fn snapshot<'a>(
+        &'a self,
+        revoked_jti: RevokedJtiSink<'a>,
+    ) -> BoxFuture<'a, Result<Snapshot, StoreError>>;
 
     /// Applies `txn` if its checks hold; durable and published before `Ok`.
     fn commit(&self, txn: Txn) -> BoxFuture<'_, Result<Committed, StoreError>>;

@@ -57,8 +57,9 @@ impl Store {
 
     /// A store over `backend`, which feeds `view`: loads the view from a snapshot.
     pub async fn start(backend: Arc<dyn Backend>, view: Arc<View>) -> Result<Store, StoreError> {
-        let snapshot = backend.snapshot().await?;
-        view.load(snapshot);
+        let revoked = view.revoked_jti_loader();
+        let snapshot = backend.snapshot(&|jti| revoked.add(jti)).await?;
+        view.load(snapshot, revoked);
         Ok(Store { backend, view })
     }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::backend::{Change, ChangeBatch, ChangeSink, Snapshot};
 use super::records::{Key, RevocationKind, SessionRecord, UserRecord, Version, Versioned};
@@ -95,8 +95,16 @@ impl Default for View {
 }
 
 impl View {
-    /// Replaces everything with `snapshot`.
-    pub fn load(&self, snapshot: Snapshot) {
+    /// Collects the revoked jtis of a snapshot, for [`View::load`].
+    pub fn revoked_jti_loader(&self) -> RevokedJtiLoader<'_> {
+        RevokedJtiLoader {
+            set: &self.revoked_jtis,
+            hashes: Mutex::default(),
+        }
+    }
+
+    /// Replaces everything with `snapshot` and the jtis `revoked` collected.
+    pub fn load(&self, snapshot: Snapshot, revoked: RevokedJtiLoader<'_>) {
         let mut tables = Tables::default();
         for user in snapshot.users {
             tables.users.insert(
@@ -116,16 +124,10 @@ impl View {
                 },
             );
         }
-        let mut hashes = HashSet::with_capacity_and_hasher(
-            snapshot.revoked_jtis.len(),
-            BuildHasherDefault::default(),
-        );
-        hashes.extend(
-            snapshot
-                .revoked_jtis
-                .iter()
-                .map(|jti| self.revoked_jtis.hash(jti)),
-        );
+        let hashes = revoked
+            .hashes
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
         *write(&self.tables) = tables;
         *write(&self.revoked_jtis.hashes) = hashes;
         self.revision.store(snapshot.revision, Ordering::Release);
@@ -164,6 +166,22 @@ impl View {
     /// How many jtis are revoked.
     pub fn revoked_jti_count(&self) -> usize {
         read(&self.revoked_jtis.hashes).len()
+    }
+}
+
+/// Hashes the revoked jtis of a snapshot as the backend hands them over.
+pub struct RevokedJtiLoader<'a> {
+    set: &'a JtiSet,
+    hashes: Mutex<HashSet<u128, BuildHasherDefault<IdentityHasher>>>,
+}
+
+impl RevokedJtiLoader<'_> {
+    pub fn add(&self, jti: &str) {
+        let hash = self.set.hash(jti);
+        self.hashes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(hash);
     }
 }
 
@@ -265,12 +283,17 @@ mod tests {
     #[test]
     fn revoked_jtis_are_exact_at_a_million_entries() {
         let view = View::default();
-        let revoked: Vec<String> = (0..1_000_000).map(|i| format!("jti-{i}")).collect();
-        view.load(Snapshot {
-            revision: 7,
-            revoked_jtis: revoked,
-            ..Snapshot::default()
-        });
+        let loader = view.revoked_jti_loader();
+        for i in 0..1_000_000 {
+            loader.add(&format!("jti-{i}"));
+        }
+        view.load(
+            Snapshot {
+                revision: 7,
+                ..Snapshot::default()
+            },
+            loader,
+        );
         assert_eq!(view.revoked_jti_count(), 1_000_000);
         assert!(view.is_jti_revoked("jti-0") && view.is_jti_revoked("jti-999999"));
         let false_hits = (0..100_000)

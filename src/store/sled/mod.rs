@@ -20,7 +20,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use super::StoreError;
 use super::backend::{
     Backend, BoxFuture, Change, ChangeBatch, ChangeSink, Committed, Expired, RevocationsPage,
-    Snapshot, Txn, UsersPage, Write,
+    RevokedJtiSink, Snapshot, Txn, UsersPage, Write,
 };
 use super::records::{
     Key, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, SessionRecord, UnixSeconds,
@@ -266,7 +266,7 @@ impl SledBackend {
         })
     }
 
-    fn snapshot_blocking(&self) -> Result<Snapshot, StoreError> {
+    fn snapshot_blocking(&self, revoked_jti: RevokedJtiSink<'_>) -> Result<Snapshot, StoreError> {
         let revision = *self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut snapshot = Snapshot {
             revision,
@@ -286,9 +286,7 @@ impl SledBackend {
             .keys()
         {
             let key = item?;
-            snapshot
-                .revoked_jtis
-                .push(String::from_utf8_lossy(&key[1..]).into_owned());
+            revoked_jti(&String::from_utf8_lossy(&key[1..]));
         }
         Ok(snapshot)
     }
@@ -412,8 +410,11 @@ fn off_reactor<T>(work: impl FnOnce() -> T) -> T {
 }
 
 impl Backend for SledBackend {
-    fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
-        Box::pin(async move { off_reactor(|| self.snapshot_blocking()) })
+    fn snapshot<'a>(
+        &'a self,
+        revoked_jti: RevokedJtiSink<'a>,
+    ) -> BoxFuture<'a, Result<Snapshot, StoreError>> {
+        Box::pin(async move { off_reactor(|| self.snapshot_blocking(revoked_jti)) })
     }
 
     fn commit(&self, txn: Txn) -> BoxFuture<'_, Result<Committed, StoreError>> {
@@ -551,9 +552,13 @@ mod tests {
             backend.commit(stale).await,
             Err(StoreError::Conflict)
         ));
-        let snapshot = backend.snapshot().await.unwrap();
+        let jtis = Mutex::new(Vec::new());
+        let snapshot = backend
+            .snapshot(&|jti| jtis.lock().unwrap().push(jti.to_owned()))
+            .await
+            .unwrap();
         assert!(!snapshot.users[0].record.disabled);
-        assert!(snapshot.revoked_jtis.is_empty());
+        assert!(jtis.lock().unwrap().is_empty());
         assert_eq!(recorder.0.lock().unwrap().len(), 1);
         let mut current = Txn::default();
         current.checks.push(Check {
@@ -612,10 +617,14 @@ mod tests {
             backend.commit(txn).await.unwrap()
         };
         let (backend, _) = open(dir.path());
-        let snapshot = backend.snapshot().await.unwrap();
+        let jtis = Mutex::new(Vec::new());
+        let snapshot = backend
+            .snapshot(&|jti| jtis.lock().unwrap().push(jti.to_owned()))
+            .await
+            .unwrap();
         assert_eq!(snapshot.revision, committed.revision);
         assert_eq!(snapshot.users[0].version, committed.revision);
-        assert_eq!(snapshot.revoked_jtis, ["j1"]);
+        assert_eq!(*jtis.lock().unwrap(), ["j1"]);
         let mut txn = Txn::default();
         txn.writes.push(Write::PutRevocation(jti("j2")));
         let next = backend.commit(txn).await.unwrap();
