@@ -401,13 +401,7 @@ async fn disabled_account_gets_the_wrong_password_form_with_401_uncounted() {
         .await;
     assert_html(&wrong_password, StatusCode::UNAUTHORIZED);
     let wrong_password = wrong_password.text().await.unwrap();
-    let patch = b
-        .app
-        .admin_request(Method::PATCH, "/admin/v1/users/alice")
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    let patch = b.app.update_user("alice", json!({"disabled": true})).await;
     assert_eq!(patch.status(), StatusCode::OK);
 
     for _ in 0..3 {
@@ -558,8 +552,7 @@ async fn the_cookie_is_ignored_while_browser_sessions_are_disabled() {
     let token = off.user_token("alice", &[]).await;
 
     let response = off
-        .client
-        .get(format!("{}/v1/verify", off.public))
+        .public_request(Method::GET, "/v1/verify")
         .header(COOKIE, format!("authd={token}"))
         .send()
         .await
@@ -893,15 +886,7 @@ async fn logout_without_rd_is_204_and_finds_the_session_through_the_refresh_cook
         .as_str()
         .unwrap()
         .to_owned();
-    let list: Value = b
-        .app
-        .admin_request(Method::GET, "/admin/v1/revocations")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = b.app.list_revocations("").await.json().await.unwrap();
     assert!(
         list["revocations"]
             .as_array()

@@ -21,10 +21,7 @@ fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
 
 /// POSTs raw bytes to `/v1/login` with the given content type (none when `None`).
 async fn post_login(app: &TestApp, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(format!("{}/v1/login", app.public))
-        .body(body);
+    let mut request = app.public_request(Method::POST, "/v1/login").body(body);
     if let Some(content_type) = content_type {
         request = request.header(CONTENT_TYPE, content_type);
     }
@@ -280,11 +277,8 @@ async fn admin_body_over_64_kib_is_413_payload_too_large() {
     let roles: Vec<String> = (0..MAX_BODY / 8).map(|i| format!("role-{i}")).collect();
 
     let response = app
-        .admin_request(Method::POST, "/admin/v1/users")
-        .json(&json!({"username": "alice", "password": PASSWORD, "roles": roles}))
-        .send()
-        .await
-        .unwrap();
+        .create_user_with(json!({"username": "alice", "password": PASSWORD, "roles": roles}))
+        .await;
 
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }
@@ -371,8 +365,7 @@ async fn refresh_with_an_unaccepted_content_type_is_415() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
+        .public_request(Method::POST, "/v1/token/refresh")
         .header(CONTENT_TYPE, "multipart/form-data; boundary=x")
         .body("--x--")
         .send()
@@ -405,11 +398,7 @@ async fn admin_create_user_with_a_form_body_is_415() {
         "unsupported_media_type",
     )
     .await;
-    let lookup = app
-        .admin_request(Method::GET, "/admin/v1/users/alice")
-        .send()
-        .await
-        .unwrap();
+    let lookup = app.get_user("alice").await;
     assert_eq!(
         lookup.status(),
         StatusCode::NOT_FOUND,
@@ -514,18 +503,12 @@ async fn missing_field_is_400_invalid_request() {
     )
     .await;
     let refresh = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
+        .public_request(Method::POST, "/v1/token/refresh")
         .json(&json!({}))
         .send()
         .await
         .unwrap();
-    let create = app
-        .admin_request(Method::POST, "/admin/v1/users")
-        .json(&json!({"username": "alice"}))
-        .send()
-        .await
-        .unwrap();
+    let create = app.create_user_with(json!({"username": "alice"})).await;
 
     for response in [login, form, refresh, create] {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
@@ -538,12 +521,7 @@ async fn field_of_the_wrong_type_is_400_invalid_request() {
 
     let login = post_login_json(&app, r#"{"username":42,"password":"x"}"#).await;
     let null_password = post_login_json(&app, r#"{"username":"alice","password":null}"#).await;
-    let patch = app
-        .admin_request(Method::PATCH, "/admin/v1/users/alice")
-        .json(&json!({"disabled": "yes"}))
-        .send()
-        .await
-        .unwrap();
+    let patch = app.update_user("alice", json!({"disabled": "yes"})).await;
 
     for response in [login, null_password, patch] {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
@@ -572,18 +550,12 @@ async fn unknown_json_field_is_400_invalid_request() {
     )
     .await;
     let refresh = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
+        .public_request(Method::POST, "/v1/token/refresh")
         .json(&json!({"refresh_token": "x", "grant_type": "refresh_token"}))
         .send()
         .await
         .unwrap();
-    let patch = app
-        .admin_request(Method::PATCH, "/admin/v1/users/alice")
-        .json(&json!({"disabld": true}))
-        .send()
-        .await
-        .unwrap();
+    let patch = app.update_user("alice", json!({"disabld": true})).await;
 
     for response in [login, refresh, patch] {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
@@ -625,8 +597,7 @@ async fn deeply_nested_json_is_400_not_500() {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
     let health = app
-        .client
-        .get(format!("{}/healthz", app.public))
+        .public_request(Method::GET, "/healthz")
         .send()
         .await
         .unwrap();
@@ -679,12 +650,7 @@ async fn a_string_in_a_non_string_field_is_not_echoed_in_the_description_escaped
         json!({"disabled": "quote\"hunter2-secret"}),
         json!({"roles": "back\\slash\"hunter2-secret\"tail"}),
     ] {
-        let response = app
-            .admin_request(Method::PATCH, "/admin/v1/users/alice")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.update_user("alice", body.clone()).await;
 
         let error = assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
         assert!(!error.to_string().contains("hunter2"), "{body} → {error}");
@@ -720,13 +686,7 @@ async fn login_and_refresh_answers_are_marked_no_store() {
         "login"
     );
     let body: Value = login.json().await.unwrap();
-    let refresh = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
-        .json(&json!({"refresh_token": body["refresh_token"]}))
-        .send()
-        .await
-        .unwrap();
+    let refresh = app.refresh(body["refresh_token"].as_str().unwrap()).await;
 
     assert_eq!(refresh.status(), StatusCode::OK);
     assert_eq!(

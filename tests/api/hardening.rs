@@ -211,14 +211,7 @@ async fn huge_numbers_in_json_bodies_are_400_invalid_request() {
         .await
         .unwrap();
     assert_error(patch, StatusCode::BAD_REQUEST, "invalid_request").await;
-    let list: Value = app
-        .admin_request(Method::GET, "/admin/v1/users")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.list_users("").await.json().await.unwrap();
     assert_eq!(
         list["users"].as_array().unwrap().len(),
         1,
@@ -248,25 +241,15 @@ async fn control_characters_in_a_new_username_are_400_invalid_request() {
 
     for username in CONTROL_NAMES {
         let response = app
-            .admin_request(Method::POST, "/admin/v1/users")
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
+            .create_user_with(json!({"username": username, "password": PASSWORD}))
+            .await;
 
         let status = response.status();
         let body: Value = response.json().await.unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{username:?}: {body}");
         assert_eq!(body["error"], "invalid_request", "{username:?}: {body}");
     }
-    let list: Value = app
-        .admin_request(Method::GET, "/admin/v1/users")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.list_users("").await.json().await.unwrap();
     assert_eq!(list["users"], json!([]), "no user was created");
 }
 
@@ -290,8 +273,7 @@ async fn control_characters_around_an_existing_username_at_login_are_401_not_a_l
         "username=alice%0A&password=correct+horse+battery",
     ] {
         let response = app
-            .client
-            .post(format!("{}/v1/login", app.public))
+            .public_request(Method::POST, "/v1/login")
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(form)
             .send()
@@ -643,14 +625,7 @@ async fn a_signed_token_with_exp_at_the_end_of_time_is_refused_and_crashes_nothi
 
     assert_eq!(verified, StatusCode::UNAUTHORIZED);
     assert_eq!(revoked.status(), StatusCode::OK);
-    let listed: Value = app
-        .admin_request(Method::GET, "/admin/v1/revocations")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.list_revocations("").await.json().await.unwrap();
     let entry = &listed["revocations"][0];
     assert_eq!(entry["id"], claims["jti"], "{listed}");
     assert_invalid_token(&app, &forever, "revoked").await;
@@ -773,11 +748,7 @@ async fn timing_unknown_user_and_wrong_password_take_the_same_time() {
     .await;
     app.create_user("alice", &[]).await;
     app.create_user("carol", &[]).await;
-    app.admin_request(Method::PATCH, "/admin/v1/users/carol")
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    app.update_user("carol", json!({"disabled": true})).await;
     let attempts = [
         ("unknown user", "nobody", PASSWORD),
         ("wrong password", "alice", "not the password"),
@@ -875,11 +846,7 @@ async fn a_group_readable_admin_token_file_is_still_accepted() {
 
     let app = TestApp::start_in(dir.path(), &overrides).await;
 
-    let users = app
-        .admin_request(Method::GET, "/admin/v1/users")
-        .send()
-        .await
-        .unwrap();
+    let users = app.list_users("").await;
     assert_eq!(users.status(), StatusCode::OK);
     assert_eq!(mode(&token_file), 0o640, "the mode is left as it is");
     app.stop().await;

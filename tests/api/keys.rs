@@ -13,7 +13,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{TestApp, assert_error, claims};
+use crate::{PASSWORD, TestApp, assert_error, claims};
 
 // ----- helpers -----
 
@@ -53,12 +53,7 @@ fn kid_of(path: &Path) -> String {
 }
 
 async fn jwks(app: &TestApp) -> Value {
-    let response = app
-        .client
-        .get(format!("{}/.well-known/jwks.json", app.public))
-        .send()
-        .await
-        .unwrap();
+    let response = app.jwks().await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -72,14 +67,6 @@ fn jwks_kids(jwks: &Value) -> Vec<String> {
         .collect();
     kids.sort();
     kids
-}
-
-/// A fresh login's access token (the user exists with [`crate::PASSWORD`]).
-async fn access_token(app: &TestApp, username: &str) -> String {
-    app.login(username).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn header_kid(token: &str) -> String {
@@ -133,7 +120,7 @@ impl FileConfigured {
 
 /// The shipped configuration with the test values set.
 fn write_config(file: &Path, jwt: &[(&str, &str)]) {
-    let mut text = std::fs::read_to_string(crate::shipped_config()).unwrap();
+    let mut text = std::fs::read_to_string(crate::common::shipped_config()).unwrap();
     for (section, key, value) in [
         ("server", "listen", "\"127.0.0.1:0\""),
         ("server", "admin_listen", "\"127.0.0.1:0\""),
@@ -279,7 +266,7 @@ async fn rotation_with_keygen_signs_with_the_new_key_and_keeps_old_tokens_valid(
     let app = &daemon.app;
     let old_kid = kid_of(&key_files(&daemon.keys_dir())[0]);
     app.create_user("alice", &[]).await;
-    let old_token = access_token(app, "alice").await;
+    let old_token = app.access_token("alice", PASSWORD).await;
 
     let keygen = std::process::Command::new(env!("CARGO_BIN_EXE_authd"))
         .arg("keygen")
@@ -290,7 +277,7 @@ async fn rotation_with_keygen_signs_with_the_new_key_and_keeps_old_tokens_valid(
     assert!(keygen.status.success(), "keygen: {keygen:?}");
     let new_kid = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
     app.reload_settled().await;
-    let new_token = access_token(app, "alice").await;
+    let new_token = app.access_token("alice", PASSWORD).await;
 
     assert_ne!(new_kid, old_kid);
     assert_eq!(header_kid(&old_token), old_kid);
@@ -312,10 +299,10 @@ async fn removing_the_old_key_file_and_reloading_refuses_its_tokens() {
     let app = &daemon.app;
     let old_file = key_files(&daemon.keys_dir())[0].clone();
     app.create_user("alice", &[]).await;
-    let old_token = access_token(app, "alice").await;
+    let old_token = app.access_token("alice", PASSWORD).await;
     let new_kid = generate_key(&daemon.keys_dir(), KeyAlgorithm::EdDSA, SystemTime::now()).unwrap();
     app.reload_settled().await;
-    let new_token = access_token(app, "alice").await;
+    let new_token = app.access_token("alice", PASSWORD).await;
     assert_eq!(header_kid(&new_token), new_kid);
 
     std::fs::remove_file(&old_file).unwrap();
@@ -339,7 +326,7 @@ async fn staged_rotation_publishes_the_new_key_before_it_signs() {
     daemon
         .reconfigure(&[("algorithm", "\"EdDSA\""), ("signing_kid", &pinned)])
         .await;
-    let staged_token = access_token(app, "alice").await;
+    let staged_token = app.access_token("alice", PASSWORD).await;
     let mut both = vec![old_kid.clone(), new_kid.clone()];
     both.sort();
     assert_eq!(jwks_kids(&jwks(app).await), both);
@@ -353,7 +340,7 @@ async fn staged_rotation_publishes_the_new_key_before_it_signs() {
     daemon
         .reconfigure(&[("algorithm", "\"EdDSA\""), ("signing_kid", "\"\"")])
         .await;
-    let switched_token = access_token(app, "alice").await;
+    let switched_token = app.access_token("alice", PASSWORD).await;
 
     assert_eq!(header_kid(&switched_token), new_kid, "the newest key signs");
     assert_accepted(app, &staged_token, "token of the formerly pinned key").await;
@@ -529,11 +516,7 @@ async fn a_group_readable_key_file_stops_the_start_naming_the_file() {
     let kid = generate_key(&keys_dir, KeyAlgorithm::HS256, SystemTime::now()).unwrap();
     let key_file = keys_dir.join(format!("{kid}.key"));
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let config = authd::config::Config::load_with_env(
-        &crate::shipped_config(),
-        crate::base_env(tempdir.path()),
-    )
-    .unwrap();
+    let config = crate::common::in_process_config(tempdir.path(), &[]);
 
     let result = authd::app::App::build(config).await;
 

@@ -122,22 +122,8 @@ fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 async fn patch_user(app: &TestApp, username: &str, body: Value) {
-    let response = app
-        .admin_request(Method::PATCH, &format!("/admin/v1/users/{username}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.update_user(username, body.clone()).await;
     assert_eq!(response.status(), StatusCode::OK, "PATCH {username} {body}");
-}
-
-async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/token/refresh", app.public))
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap()
 }
 
 fn assert_token_pair(body: &Value) {
@@ -228,8 +214,7 @@ async fn login_with_a_form_body_ignores_unknown_form_fields() {
     app.create_user("alice", &[]).await;
 
     let response = app
-        .client
-        .post(format!("{}/v1/login", app.public))
+        .public_request(Method::POST, "/v1/login")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(format!(
             "username=alice&password={}&remember_me=on&submit=Log+in",
@@ -333,7 +318,7 @@ async fn refresh_returns_a_new_pair_in_the_same_session() {
     app.create_user("alice", &[]).await;
     let login = app.login("alice").await;
 
-    let response = refresh(&app, login["refresh_token"].as_str().unwrap()).await;
+    let response = app.refresh(login["refresh_token"].as_str().unwrap()).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -362,13 +347,15 @@ async fn reused_refresh_token_is_invalid_grant_and_revokes_the_session() {
     app.create_user("alice", &[]).await;
     let login = app.login("alice").await;
     let first_refresh = login["refresh_token"].as_str().unwrap();
-    let rotated: Value = refresh(&app, first_refresh).await.json().await.unwrap();
+    let rotated: Value = app.refresh(first_refresh).await.json().await.unwrap();
     let other_session = app.login("alice").await;
 
-    let reuse = refresh(&app, first_refresh).await;
+    let reuse = app.refresh(first_refresh).await;
 
     assert_error(reuse, StatusCode::BAD_REQUEST, "invalid_grant").await;
-    let newest_refresh = refresh(&app, rotated["refresh_token"].as_str().unwrap()).await;
+    let newest_refresh = app
+        .refresh(rotated["refresh_token"].as_str().unwrap())
+        .await;
     assert_error(newest_refresh, StatusCode::BAD_REQUEST, "invalid_grant").await;
     for token in [&login["access_token"], &rotated["access_token"]] {
         assert_token_refused(
@@ -395,8 +382,7 @@ async fn refresh_accepts_a_form_body() {
     let login = app.login("alice").await;
 
     let response = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
+        .public_request(Method::POST, "/v1/token/refresh")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(format!(
             "refresh_token={}&grant_type=refresh_token",
@@ -414,7 +400,9 @@ async fn refresh_accepts_a_form_body() {
 async fn unknown_refresh_token_is_invalid_grant() {
     let app = TestApp::spawn().await;
 
-    let response = refresh(&app, "bm90LWEtcmVmcmVzaC10b2tlbi1hdC1hbGwtYnV0LWxvbmc").await;
+    let response = app
+        .refresh("bm90LWEtcmVmcmVzaC10b2tlbi1hdC1hbGwtYnV0LWxvbmc")
+        .await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
@@ -426,7 +414,7 @@ async fn refresh_for_a_user_disabled_since_login_is_invalid_grant() {
     let login = app.login("alice").await;
     patch_user(&app, "alice", json!({"disabled": true})).await;
 
-    let response = refresh(&app, login["refresh_token"].as_str().unwrap()).await;
+    let response = app.refresh(login["refresh_token"].as_str().unwrap()).await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
@@ -438,7 +426,7 @@ async fn refreshed_access_token_carries_the_current_roles() {
     let login = app.login("alice").await;
     patch_user(&app, "alice", json!({"roles": ["admin", "writer"]})).await;
 
-    let response = refresh(&app, login["refresh_token"].as_str().unwrap()).await;
+    let response = app.refresh(login["refresh_token"].as_str().unwrap()).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -523,8 +511,7 @@ async fn verify_ignores_a_body_of_any_type_and_size() {
     let one_mib = vec![b'x'; 1024 * 1024];
 
     let response = app
-        .client
-        .post(format!("{}/v1/verify", app.public))
+        .public_request(Method::POST, "/v1/verify")
         .bearer_auth(&token)
         .header(CONTENT_TYPE, "text/plain")
         .body(one_mib)
@@ -545,8 +532,7 @@ async fn verify_with_a_small_body_of_an_odd_type_is_200() {
     let token = app.user_token("alice", &[]).await;
 
     let response = app
-        .client
-        .put(format!("{}/v1/verify", app.public))
+        .public_request(Method::PUT, "/v1/verify")
         .bearer_auth(&token)
         .header(CONTENT_TYPE, "application/octet-stream")
         .body(vec![0xff, 0xfe, 0x00])
@@ -563,8 +549,7 @@ async fn verify_with_a_role_the_user_lacks_is_403_insufficient_scope() {
     let token = app.user_token("alice", &["reader"]).await;
 
     let response = app
-        .client
-        .get(format!("{}/v1/verify?role=admin", app.public))
+        .public_request(Method::GET, "/v1/verify?role=admin")
         .bearer_auth(&token)
         .send()
         .await
@@ -579,8 +564,7 @@ async fn verify_with_a_role_the_user_holds_is_200() {
     let token = app.user_token("alice", &["admin"]).await;
 
     let response = app
-        .client
-        .get(format!("{}/v1/verify?role=admin", app.public))
+        .public_request(Method::GET, "/v1/verify?role=admin")
         .bearer_auth(&token)
         .send()
         .await
@@ -597,8 +581,7 @@ async fn verify_shows_the_current_roles_without_a_new_login() {
 
     let response = app.verify(&token).await;
     let scoped = app
-        .client
-        .get(format!("{}/v1/verify?role=admin", app.public))
+        .public_request(Method::GET, "/v1/verify?role=admin")
         .bearer_auth(&token)
         .send()
         .await
@@ -619,8 +602,7 @@ async fn verify_without_authorization_is_401_with_a_bare_bearer_challenge() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .client
-        .get(format!("{}/v1/verify", app.public))
+        .public_request(Method::GET, "/v1/verify")
         .send()
         .await
         .unwrap();
@@ -893,13 +875,7 @@ async fn me_returns_the_username_current_roles_and_creation_time() {
     let app = TestApp::spawn().await;
     let token = app.user_token("alice", &["reader"]).await;
 
-    let response = app
-        .client
-        .get(format!("{}/v1/me", app.public))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.me(&token).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -919,8 +895,7 @@ async fn me_without_a_token_is_401() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .client
-        .get(format!("{}/v1/me", app.public))
+        .public_request(Method::GET, "/v1/me")
         .send()
         .await
         .unwrap();
@@ -937,12 +912,7 @@ async fn jwks_is_an_empty_cacheable_set_for_hs256() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
 
-    let response = app
-        .client
-        .get(format!("{}/.well-known/jwks.json", app.public))
-        .send()
-        .await
-        .unwrap();
+    let response = app.jwks().await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -977,12 +947,11 @@ async fn healthz_and_readyz_are_200() {
 async fn every_response_carries_a_request_id() {
     let app = TestApp::spawn().await;
     let requests = [
-        app.client.get(format!("{}/healthz", app.public)),
-        app.client.get(format!("{}/v1/verify", app.public)),
-        app.client.get(format!("{}/no/such/route", app.public)),
-        app.client.get(format!("{}/v1/login", app.public)),
-        app.client
-            .post(format!("{}/v1/login", app.public))
+        app.public_request(Method::GET, "/healthz"),
+        app.public_request(Method::GET, "/v1/verify"),
+        app.public_request(Method::GET, "/no/such/route"),
+        app.public_request(Method::GET, "/v1/login"),
+        app.public_request(Method::POST, "/v1/login")
             .json(&json!({"username": "x", "password": "y"})),
         app.client.get(format!("{}/admin/v1/users", app.admin)),
         app.admin_request(Method::GET, "/admin/v1/users"),
@@ -1004,7 +973,7 @@ async fn every_response_carries_a_request_id() {
 #[tokio::test]
 async fn generated_request_ids_differ() {
     let app = TestApp::spawn().await;
-    let get = || app.client.get(format!("{}/healthz", app.public)).send();
+    let get = || app.public_request(Method::GET, "/healthz").send();
 
     let first = get().await.unwrap();
     let second = get().await.unwrap();
@@ -1020,8 +989,7 @@ async fn a_sane_incoming_request_id_is_echoed() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .client
-        .get(format!("{}/healthz", app.public))
+        .public_request(Method::GET, "/healthz")
         .header("x-request-id", "req-42_a.b:c")
         .send()
         .await
@@ -1040,8 +1008,7 @@ async fn an_insane_incoming_request_id_is_replaced() {
 
     for insane in [too_long.as_str(), "has spaces in it", "quote\"d"] {
         let response = app
-            .client
-            .get(format!("{}/healthz", app.public))
+            .public_request(Method::GET, "/healthz")
             .header("x-request-id", insane)
             .send()
             .await

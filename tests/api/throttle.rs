@@ -17,8 +17,7 @@ async fn login_via(
     forwarded_for: Option<&str>,
 ) -> reqwest::Response {
     let mut request = app
-        .client
-        .post(format!("{}/v1/login", app.public))
+        .public_request(Method::POST, "/v1/login")
         .json(&json!({"username": username, "password": password}));
     if let Some(xff) = forwarded_for {
         request = request.header("x-forwarded-for", xff);
@@ -223,12 +222,7 @@ async fn a_disabled_account_with_the_right_password_is_not_counted() {
     ])
     .await;
     app.create_user("bob", &[]).await;
-    let disable = app
-        .admin_request(Method::PATCH, "/admin/v1/users/bob")
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    let disable = app.update_user("bob", json!({"disabled": true})).await;
     assert_eq!(disable.status(), StatusCode::OK);
 
     for _ in 0..5 {
