@@ -25,7 +25,7 @@ use warp::Filter;
 
 mod common;
 
-use common::{PASSWORD, TestApp};
+use common::{PASSWORD, TestApp, header, percent_encode};
 
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
@@ -460,26 +460,6 @@ impl Cookies {
     fn both(&self) -> String {
         format!("{}; {}", self.access(), self.refresh())
     }
-}
-
-fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
-    response
-        .headers()
-        .get(name)
-        .map_or("", |v| v.to_str().unwrap())
-}
-
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The upstream's echo of a request that reached it.

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error};
+use crate::common::{PASSWORD, TestApp, assert_error};
 
 /// Every route of the admin API with a body that would succeed for the admin token, so
 /// that the credential is the only thing a refusal can be about.
@@ -646,7 +646,7 @@ async fn admin_lists_a_users_live_sessions() {
     app.create_user("alice", &[]).await;
     app.create_user("bob", &[]).await;
     let sid_of =
-        |pair: &Value| crate::claims(pair["access_token"].as_str().unwrap())["sid"].clone();
+        |pair: &Value| crate::common::claims(pair["access_token"].as_str().unwrap())["sid"].clone();
     let first = sid_of(&app.login("alice").await);
     let second = sid_of(&app.login("alice").await);
     let ended = sid_of(&app.login("alice").await);

@@ -11,7 +11,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, claims, header, percent_encode};
 
 const LOGIN_URL: &str = "https://auth.example.com/login";
 const APP_URL: &str = "https://app.example.com/inbox?folder=a%2Fb&x=1";
@@ -147,13 +147,6 @@ impl Cookies {
     }
 }
 
-fn header(response: &reqwest::Response, name: impl reqwest::header::AsHeaderName) -> &str {
-    response
-        .headers()
-        .get(name)
-        .map_or("", |v| v.to_str().unwrap())
-}
-
 fn assert_html(response: &reqwest::Response, status: StatusCode) {
     assert_eq!(response.status(), status);
     assert_eq!(header(response, CONTENT_TYPE), "text/html; charset=utf-8");
@@ -161,19 +154,6 @@ fn assert_html(response: &reqwest::Response, status: StatusCode) {
     assert_eq!(header(response, REFERRER_POLICY), "no-referrer");
     assert_eq!(header(response, CACHE_CONTROL), "no-store");
     assert!(header(response, CONTENT_SECURITY_POLICY).starts_with("default-src 'none'"));
-}
-
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 // ----- the login page -----

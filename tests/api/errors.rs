@@ -7,17 +7,10 @@ use reqwest::header::{ALLOW, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error};
+use crate::common::{PASSWORD, TestApp, assert_error, header_str};
 
 /// `server.max_body_bytes` of the shipped config.toml (64 KiB).
 const MAX_BODY: usize = 64 * 1024;
-
-fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .map(|value| value.to_str().unwrap().to_owned())
-}
 
 /// POSTs raw bytes to `/v1/login` with the given content type (none when `None`).
 async fn post_login(app: &TestApp, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {

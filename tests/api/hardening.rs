@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, claims, with_claim};
 
 /// `authd::auth::token::MAX_TOKEN_BYTES`.
 const MAX_TOKEN_BYTES: usize = authd::auth::token::MAX_TOKEN_BYTES;
@@ -70,12 +70,6 @@ impl Signer {
             &serde_json::to_vec(claims).unwrap(),
         )
     }
-}
-
-fn with(claims: &Value, key: &str, value: Value) -> Value {
-    let mut claims = claims.clone();
-    claims[key] = value;
-    claims
 }
 
 /// A user with a live session and the claims of its real token, to re-sign with one
@@ -369,10 +363,10 @@ fn token_of_length(signer: &Signer, claims: &Value, len: usize) -> String {
             signer.kid
         );
         let short = signer
-            .sign(&signer.header(), &with(claims, "pad", json!("")))
+            .sign(&signer.header(), &with_claim(claims, "pad", json!("")))
             .len();
         for pad in len.saturating_sub(short + 16) * 3 / 4..len {
-            let padded = with(claims, "pad", json!("p".repeat(pad)));
+            let padded = with_claim(claims, "pad", json!("p".repeat(pad)));
             let token = signer.sign_raw(header.as_bytes(), &serde_json::to_vec(&padded).unwrap());
             if token.len() == len {
                 return token;
@@ -530,24 +524,30 @@ async fn odd_kid_and_crit_headers_are_401_invalid_token() {
     let traversal = format!("../keys/{}", signer.kid);
 
     let cases = [
-        ("empty kid", with(&header, "kid", json!(""))),
-        ("path traversal kid", with(&header, "kid", json!(traversal))),
+        ("empty kid", with_claim(&header, "kid", json!(""))),
+        (
+            "path traversal kid",
+            with_claim(&header, "kid", json!(traversal)),
+        ),
         (
             "kid with the file extension",
-            with(&header, "kid", json!(format!("{}.key", signer.kid))),
+            with_claim(&header, "kid", json!(format!("{}.key", signer.kid))),
         ),
-        ("numeric kid", with(&header, "kid", json!(5))),
-        ("null kid", with(&header, "kid", json!(null))),
+        ("numeric kid", with_claim(&header, "kid", json!(5))),
+        ("null kid", with_claim(&header, "kid", json!(null))),
         (
             "kid in another letter case",
-            with(&header, "kid", json!(signer.kid.to_lowercase())),
+            with_claim(&header, "kid", json!(signer.kid.to_lowercase())),
         ),
-        ("empty crit", with(&header, "crit", json!([]))),
+        ("empty crit", with_claim(&header, "crit", json!([]))),
         (
             "crit naming a private claim",
-            with(&header, "crit", json!(["authd"])),
+            with_claim(&header, "crit", json!(["authd"])),
         ),
-        ("crit as a string", with(&header, "crit", json!("exp"))),
+        (
+            "crit as a string",
+            with_claim(&header, "crit", json!("exp")),
+        ),
     ];
     for (what, header) in cases {
         assert_invalid_token(&app, &signer.sign(&header, &claims), what).await;
@@ -572,21 +572,24 @@ async fn absurd_exp_iat_and_nbf_values_are_401_invalid_token() {
             json!(1.5),
             beyond_i64.clone(),
         ] {
-            cases.push((format!("{claim} = {value}"), with(&claims, claim, value)));
+            cases.push((
+                format!("{claim} = {value}"),
+                with_claim(&claims, claim, value),
+            ));
         }
     }
-    cases.push(("exp = -1".into(), with(&claims, "exp", json!(-1))));
+    cases.push(("exp = -1".into(), with_claim(&claims, "exp", json!(-1))));
     cases.push((
         "exp = i64::MIN".into(),
-        with(&claims, "exp", json!(i64::MIN)),
+        with_claim(&claims, "exp", json!(i64::MIN)),
     ));
     cases.push((
         "iat = i64::MAX".into(),
-        with(&claims, "iat", json!(i64::MAX)),
+        with_claim(&claims, "iat", json!(i64::MAX)),
     ));
     cases.push((
         "nbf = i64::MAX".into(),
-        with(&claims, "nbf", json!(i64::MAX)),
+        with_claim(&claims, "nbf", json!(i64::MAX)),
     ));
     for (what, forged) in cases {
         assert_invalid_token(&app, &signer.sign(&signer.header(), &forged), &what).await;
@@ -602,8 +605,8 @@ async fn a_signed_token_with_an_empty_jti_or_sid_is_401_invalid_token() {
     let claims = live_claims(&app).await;
 
     for (what, forged) in [
-        ("empty jti", with(&claims, "jti", json!(""))),
-        ("empty sid", with(&claims, "sid", json!(""))),
+        ("empty jti", with_claim(&claims, "jti", json!(""))),
+        ("empty sid", with_claim(&claims, "sid", json!(""))),
     ] {
         assert_invalid_token(&app, &signer.sign(&signer.header(), &forged), what).await;
     }
@@ -618,7 +621,10 @@ async fn a_signed_token_with_exp_at_the_end_of_time_is_refused_and_crashes_nothi
     let app = TestApp::spawn().await;
     let signer = Signer::of(&app);
     let claims = live_claims(&app).await;
-    let forever = signer.sign(&signer.header(), &with(&claims, "exp", json!(i64::MAX)));
+    let forever = signer.sign(
+        &signer.header(),
+        &with_claim(&claims, "exp", json!(i64::MAX)),
+    );
 
     let verified = app.verify(&forever).await.status();
     let revoked = app.revoke(json!({"token": forever})).await;

@@ -13,19 +13,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, b64_json, claims, jose_header};
 
 // ----- helpers -----
-
-/// The JOSE header of a JWT, decoded without verification.
-fn jose_header(token: &str) -> Value {
-    let header = token.split('.').next().unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
-}
-
-fn b64_json(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
 
 /// `header.claims` signed with HMAC-SHA256 under `secret`, whatever `header` says.
 fn sign_hs256(secret: &[u8], header: &Value, claims: &Value) -> String {

@@ -7,7 +7,10 @@ use reqwest::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{
+    PASSWORD, TestApp, assert_error, b64_json, claims, header_str, jose_header, with_claim,
+    without_claim,
+};
 
 /// `jwt.access_ttl` of the shipped config.toml (15 min).
 const ACCESS_TTL: i64 = 900;
@@ -19,16 +22,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// The JOSE header of a JWT, decoded without verification.
-fn jose_header(token: &str) -> Value {
-    let header = token.split('.').next().unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
-}
-
-fn b64_json(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
 }
 
 /// The app's HS256 signing key, read from `<dir>/keys/<kid>.key`, to forge tokens with.
@@ -80,18 +73,6 @@ async fn real_session(app: &TestApp, username: &str) -> (String, Value) {
     (token, claims)
 }
 
-fn with(claims: &Value, key: &str, value: Value) -> Value {
-    let mut claims = claims.clone();
-    claims[key] = value;
-    claims
-}
-
-fn without(claims: &Value, key: &str) -> Value {
-    let mut claims = claims.clone();
-    claims.as_object_mut().unwrap().remove(key);
-    claims
-}
-
 async fn assert_token_refused(app: &TestApp, token: &str, what: &str) {
     let response = app.verify(token).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
@@ -112,13 +93,6 @@ async fn assert_token_refused(app: &TestApp, token: &str, what: &str) {
     );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_token", "{what}: {body}");
-}
-
-fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .map(|value| value.to_str().unwrap().to_owned())
 }
 
 async fn patch_user(app: &TestApp, username: &str, body: Value) {
@@ -656,7 +630,7 @@ async fn token_with_tampered_claims_is_rejected() {
     let token = app.user_token("alice", &[]).await;
     let (header, rest) = token.split_once('.').unwrap();
     let (_, signature) = rest.split_once('.').unwrap();
-    let forged_claims = with(&claims(&token), "roles", json!(["admin"]));
+    let forged_claims = with_claim(&claims(&token), "roles", json!(["admin"]));
     let tampered = format!("{header}.{}.{signature}", b64_json(&forged_claims));
 
     assert_token_refused(&app, &tampered, "claims changed under the old signature").await;
@@ -776,9 +750,9 @@ async fn token_expired_beyond_the_leeway_is_rejected() {
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
     let exp = now() - LEEWAY - 60;
-    let expired = with(&claims, "exp", json!(exp));
-    let expired = with(&expired, "iat", json!(exp - ACCESS_TTL));
-    let expired = with(&expired, "nbf", json!(exp - ACCESS_TTL));
+    let expired = with_claim(&claims, "exp", json!(exp));
+    let expired = with_claim(&expired, "iat", json!(exp - ACCESS_TTL));
+    let expired = with_claim(&expired, "nbf", json!(exp - ACCESS_TTL));
 
     let response = app.verify(&forge.sign(&forge.header(), &expired)).await;
 
@@ -790,7 +764,7 @@ async fn token_expired_within_the_leeway_is_accepted() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
-    let recently = with(&claims, "exp", json!(now() - 5));
+    let recently = with_claim(&claims, "exp", json!(now() - 5));
 
     let response = app.verify(&forge.sign(&forge.header(), &recently)).await;
 
@@ -802,7 +776,7 @@ async fn token_not_yet_valid_beyond_the_leeway_is_rejected() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
-    let future = with(&claims, "nbf", json!(now() + LEEWAY + 120));
+    let future = with_claim(&claims, "nbf", json!(now() + LEEWAY + 120));
 
     let response = app.verify(&forge.sign(&forge.header(), &future)).await;
 
@@ -816,11 +790,17 @@ async fn token_with_a_wrong_issuer_or_audience_is_rejected() {
     let (_, claims) = real_session(&app, "alice").await;
 
     let cases = [
-        ("wrong iss", with(&claims, "iss", json!("someone-else"))),
-        ("wrong aud", with(&claims, "aud", json!("someone-else"))),
+        (
+            "wrong iss",
+            with_claim(&claims, "iss", json!("someone-else")),
+        ),
+        (
+            "wrong aud",
+            with_claim(&claims, "aud", json!("someone-else")),
+        ),
         (
             "aud list without authd",
-            with(&claims, "aud", json!(["someone-else"])),
+            with_claim(&claims, "aud", json!(["someone-else"])),
         ),
     ];
     for (what, forged) in cases {
@@ -835,7 +815,7 @@ async fn token_missing_a_required_claim_is_rejected() {
     let (_, claims) = real_session(&app, "alice").await;
 
     for claim in ["jti", "sid", "exp", "iat", "nbf", "sub", "iss", "aud"] {
-        let token = forge.sign(&forge.header(), &without(&claims, claim));
+        let token = forge.sign(&forge.header(), &without_claim(&claims, claim));
 
         assert_token_refused(&app, &token, &format!("without {claim}")).await;
     }
@@ -846,7 +826,7 @@ async fn token_of_20_kib_is_401_not_431_or_500() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
-    let padded = with(&claims, "padding", json!("x".repeat(20 * 1024)));
+    let padded = with_claim(&claims, "padding", json!("x".repeat(20 * 1024)));
     let token = forge.sign(&forge.header(), &padded);
     assert!(token.len() > 20 * 1024);
 
@@ -858,7 +838,7 @@ async fn token_with_a_session_that_never_existed_is_rejected() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
-    let invented = with(&claims, "sid", json!("AAAAAAAAAAAAAAAAAAAAAA"));
+    let invented = with_claim(&claims, "sid", json!("AAAAAAAAAAAAAAAAAAAAAA"));
 
     assert_token_refused(
         &app,

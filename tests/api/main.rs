@@ -17,5 +17,3 @@ mod metrics;
 mod revocation;
 mod sessions;
 mod throttle;
-
-pub use common::{PASSWORD, TestApp, assert_error, claims};

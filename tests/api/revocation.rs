@@ -6,7 +6,7 @@ use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, claims};
 
 /// Every entry of the revocation list, read in one page.
 async fn all_revocations(app: &TestApp) -> Vec<Value> {

@@ -10,7 +10,7 @@ use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, claims};
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 

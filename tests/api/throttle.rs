@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error};
+use crate::common::{PASSWORD, TestApp, assert_error};
 
 /// A login, optionally as forwarded by a proxy for `forwarded_for`.
 async fn login_via(

@@ -1,7 +1,7 @@
 //! How tests speak to a daemon: [`Api`], one helper per endpoint of API.md over the
 //! daemon's two listeners, shared by the in-process [`TestApp`](super::TestApp) and the
 //! child-process [`Daemon`](super::Daemon); plus the checks every test binary makes of
-//! answers (error shape, token claims).
+//! answers (error shape, headers).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -261,19 +261,39 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
     body
 }
 
-/// The claims of a JWT, decoded without verification (tests only).
-pub fn claims(token: &str) -> Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 /// The string in a JSON answer's field (a token, an id); fails when it is not a string.
 pub fn text(value: &Value) -> &str {
     value
         .as_str()
         .unwrap_or_else(|| panic!("not a string: {value}"))
+}
+
+/// The value of header `name` in an answer, if it has one.
+pub fn header_str(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().unwrap().to_owned())
+}
+
+/// The value of header `name` in an answer, empty when it has none.
+pub fn header(response: &Response, name: impl reqwest::header::AsHeaderName) -> &str {
+    response
+        .headers()
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+/// `value` percent-encoded as a query or form value (RFC 3986 unreserved bytes stay).
+pub fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
