@@ -599,7 +599,7 @@ async fn a_limit_over_1000_lists_1000_users_and_a_next() {
 #[tokio::test]
 async fn getting_a_user_answers_the_user_object() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &["ops"]).await;
+    app.add_user("alice", &["ops"]).await;
 
     let response = app.get_user("alice").await;
 
@@ -643,8 +643,8 @@ async fn a_username_with_an_at_sign_is_reachable_percent_encoded() {
 #[tokio::test]
 async fn admin_lists_a_users_live_sessions() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
-    app.create_user("bob", &[]).await;
+    app.add_user("alice", &[]).await;
+    app.add_user("bob", &[]).await;
     let sid_of =
         |pair: &Value| crate::common::claims(pair["access_token"].as_str().unwrap())["sid"].clone();
     let first = sid_of(&app.login("alice").await);
@@ -713,7 +713,7 @@ async fn new_roles_show_on_the_next_verify_of_an_existing_token() {
 #[tokio::test]
 async fn disabling_a_user_refuses_their_tokens_and_their_logins() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let session = app.login("alice").await;
     let token = session["access_token"].as_str().unwrap();
 
@@ -768,7 +768,7 @@ async fn enabling_a_user_again_lets_them_log_in_but_old_tokens_stay_dead() {
 #[tokio::test]
 async fn a_new_password_refuses_old_tokens_and_the_old_password() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let session = app.login("alice").await;
     let new_password = "a brand new password";
 
@@ -822,7 +822,7 @@ async fn changing_an_unknown_user_is_404_not_found() {
 #[tokio::test]
 async fn changing_a_user_with_an_unknown_field_is_400_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let response = app
         .update_user("alice", json!({"roles": ["ops"], "disable": true}))
@@ -838,7 +838,7 @@ async fn changing_a_user_with_an_unknown_field_is_400_and_changes_nothing() {
 #[tokio::test]
 async fn deleting_a_user_answers_204_and_their_tokens_stop_working_at_once() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let session = app.login("alice").await;
     let token = session["access_token"].as_str().unwrap();
     assert_eq!(app.verify(token).await.status(), StatusCode::OK);
@@ -878,7 +878,7 @@ async fn deleting_an_unknown_user_is_404_not_found() {
 #[tokio::test]
 async fn a_re_created_user_is_a_new_account_that_old_tokens_never_reach() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &["admin"]).await;
+    app.add_user("alice", &["admin"]).await;
     let old = app.login("alice").await;
     let old_access = old["access_token"].as_str().unwrap();
     let old_refresh = old["refresh_token"].as_str().unwrap();

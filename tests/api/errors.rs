@@ -299,7 +299,7 @@ async fn chunked_body_over_the_limit_is_413_never_411() {
 #[tokio::test]
 async fn chunked_body_within_the_limit_is_accepted() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
 
     let response = send_chunked(
@@ -324,7 +324,7 @@ async fn chunked_body_within_the_limit_is_accepted() {
 #[tokio::test]
 async fn json_login_sent_as_text_plain_is_415() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
 
     let response = post_login(&app, Some("text/plain"), body.into_bytes()).await;
@@ -340,7 +340,7 @@ async fn json_login_sent_as_text_plain_is_415() {
 #[tokio::test]
 async fn non_empty_body_without_content_type_is_415() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
 
     let response = post_login(&app, None, body.into_bytes()).await;
@@ -444,7 +444,7 @@ async fn logout_and_password_change_with_a_form_body_are_415() {
 #[tokio::test]
 async fn json_with_a_charset_parameter_is_accepted() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
 
     let response = post_login(
@@ -524,7 +524,7 @@ async fn field_of_the_wrong_type_is_400_invalid_request() {
 #[tokio::test]
 async fn json_array_instead_of_the_object_is_400_invalid_request() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!(["alice", PASSWORD]).to_string();
 
     let response = post_login_json(&app, &body).await;
@@ -535,7 +535,7 @@ async fn json_array_instead_of_the_object_is_400_invalid_request() {
 #[tokio::test]
 async fn unknown_json_field_is_400_invalid_request() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let login = post_login_json(
         &app,
@@ -558,7 +558,7 @@ async fn unknown_json_field_is_400_invalid_request() {
 #[tokio::test]
 async fn duplicate_json_field_is_400_invalid_request() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = format!(r#"{{"username":"mallory","username":"alice","password":"{PASSWORD}"}}"#);
 
     let response = post_login_json(&app, &body).await;
@@ -633,7 +633,7 @@ async fn wrong_typed_password_is_not_echoed_in_the_description() {
 #[tokio::test]
 async fn a_string_in_a_non_string_field_is_not_echoed_in_the_description_escaped_quotes_included() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     for body in [
         json!({"disabled": "hunter2-secret"}),
@@ -670,7 +670,7 @@ async fn a_form_value_is_not_echoed_in_the_description() {
 #[tokio::test]
 async fn login_and_refresh_answers_are_marked_no_store() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let login = app.try_login("alice", PASSWORD).await;
     assert_eq!(

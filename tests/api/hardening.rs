@@ -145,7 +145,7 @@ async fn verify_is_fast(app: &TestApp, token: &str) -> Duration {
 #[tokio::test]
 async fn huge_numbers_in_json_bodies_are_400_invalid_request() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let digits = "9".repeat(10_000);
     let cases = [
         (
@@ -254,7 +254,7 @@ async fn control_characters_around_an_existing_username_at_login_are_401_not_a_l
         ("AUTHD__LOGIN__MAX_FAILURES_PER_IP", "1000"),
     ])
     .await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     for username in CONTROL_NAMES {
         let response = app.try_login(username, PASSWORD).await;
@@ -752,8 +752,8 @@ async fn timing_unknown_user_and_wrong_password_take_the_same_time() {
         ("AUTHD__LOGIN__MAX_FAILURES_PER_IP", "100000"),
     ])
     .await;
-    app.create_user("alice", &[]).await;
-    app.create_user("carol", &[]).await;
+    app.add_user("alice", &[]).await;
+    app.add_user("carol", &[]).await;
     app.update_user("carol", json!({"disabled": true})).await;
     let attempts = [
         ("unknown user", "nobody", PASSWORD),

@@ -255,7 +255,7 @@ async fn rotation_with_keygen_signs_with_the_new_key_and_keeps_old_tokens_valid(
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
     let old_kid = kid_of(&key_files(&daemon.keys_dir())[0]);
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let old_token = app.access_token("alice", PASSWORD).await;
 
     let keygen = std::process::Command::new(env!("CARGO_BIN_EXE_authd"))
@@ -288,7 +288,7 @@ async fn removing_the_old_key_file_and_reloading_refuses_its_tokens() {
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
     let old_file = key_files(&daemon.keys_dir())[0].clone();
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let old_token = app.access_token("alice", PASSWORD).await;
     let new_kid = generate_key(&daemon.keys_dir(), KeyAlgorithm::EdDSA, SystemTime::now()).unwrap();
     app.reload_settled().await;
@@ -308,7 +308,7 @@ async fn staged_rotation_publishes_the_new_key_before_it_signs() {
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
     let old_kid = kid_of(&key_files(&daemon.keys_dir())[0]);
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     // Stage: pin the old key, add the new one, reload; the new key is published, not used.
     let new_kid = generate_key(&daemon.keys_dir(), KeyAlgorithm::EdDSA, SystemTime::now()).unwrap();
@@ -344,7 +344,7 @@ async fn reload_to_an_algorithm_without_a_key_is_refused_and_the_old_settings_st
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
     let old_files = key_files(&daemon.keys_dir());
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     // The same reload would also shorten access tokens, were it accepted.
     daemon
@@ -369,7 +369,7 @@ async fn reload_to_an_algorithm_without_a_key_is_refused_and_the_old_settings_st
 async fn reload_with_an_unparsable_key_file_is_refused_until_it_is_removed() {
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let broken = daemon.keys_dir().join("broken.pem");
     std::fs::write(&broken, "-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
     std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -121,7 +121,7 @@ fn assert_token_pair(body: &Value) {
 #[tokio::test]
 async fn login_with_json_returns_a_bearer_token_pair_marked_no_store() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let response = app.try_login("alice", PASSWORD).await;
 
@@ -185,7 +185,7 @@ async fn two_logins_get_distinct_jti_and_sid() {
 #[tokio::test]
 async fn login_with_a_form_body_ignores_unknown_form_fields() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let response = app
         .public_request(Method::POST, "/v1/login")
@@ -214,7 +214,7 @@ async fn login_with_a_form_body_ignores_unknown_form_fields() {
 #[tokio::test]
 async fn login_username_is_case_insensitive() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let response = app.try_login("Alice", PASSWORD).await;
 
@@ -229,7 +229,7 @@ async fn login_username_is_case_insensitive() {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_get_the_identical_401() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let wrong_password = app.try_login("alice", "not the password").await;
     let unknown_user = app.try_login("bob", PASSWORD).await;
@@ -265,7 +265,7 @@ async fn malformed_username_at_login_is_401_invalid_credentials_not_400() {
 #[tokio::test]
 async fn disabled_account_with_correct_password_is_403_account_disabled() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     patch_user(&app, "alice", json!({"disabled": true})).await;
 
     let response = app.try_login("alice", PASSWORD).await;
@@ -276,7 +276,7 @@ async fn disabled_account_with_correct_password_is_403_account_disabled() {
 #[tokio::test]
 async fn disabled_account_with_wrong_password_is_401_invalid_credentials() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     patch_user(&app, "alice", json!({"disabled": true})).await;
 
     let response = app.try_login("alice", "not the password").await;
@@ -289,7 +289,7 @@ async fn disabled_account_with_wrong_password_is_401_invalid_credentials() {
 #[tokio::test]
 async fn refresh_returns_a_new_pair_in_the_same_session() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.login("alice").await;
 
     let response = app.refresh(login["refresh_token"].as_str().unwrap()).await;
@@ -318,7 +318,7 @@ async fn refresh_returns_a_new_pair_in_the_same_session() {
 #[tokio::test]
 async fn reused_refresh_token_is_invalid_grant_and_revokes_the_session() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.login("alice").await;
     let first_refresh = login["refresh_token"].as_str().unwrap();
     let rotated: Value = app.refresh(first_refresh).await.json().await.unwrap();
@@ -352,7 +352,7 @@ async fn reused_refresh_token_is_invalid_grant_and_revokes_the_session() {
 #[tokio::test]
 async fn refresh_accepts_a_form_body() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.login("alice").await;
 
     let response = app
@@ -384,7 +384,7 @@ async fn unknown_refresh_token_is_invalid_grant() {
 #[tokio::test]
 async fn refresh_for_a_user_disabled_since_login_is_invalid_grant() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.login("alice").await;
     patch_user(&app, "alice", json!({"disabled": true})).await;
 
@@ -396,7 +396,7 @@ async fn refresh_for_a_user_disabled_since_login_is_invalid_grant() {
 #[tokio::test]
 async fn refreshed_access_token_carries_the_current_roles() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &["reader"]).await;
+    app.add_user("alice", &["reader"]).await;
     let login = app.login("alice").await;
     patch_user(&app, "alice", json!({"roles": ["admin", "writer"]})).await;
 
@@ -1004,7 +1004,7 @@ async fn an_insane_incoming_request_id_is_replaced() {
 #[tokio::test]
 async fn json_responses_are_labelled_utf_8() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.try_login("alice", PASSWORD).await;
     assert_eq!(login.status(), StatusCode::OK);
     let token = login.json::<Value>().await.unwrap()["access_token"]

@@ -3,7 +3,7 @@
 //! and how entries are listed.
 
 use base64::Engine as _;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{PASSWORD, TestApp, assert_error, claims};
@@ -123,7 +123,7 @@ async fn revoking_a_jti_refuses_that_token_on_the_next_request() {
 #[tokio::test]
 async fn revoking_a_jti_leaves_the_other_tokens_of_its_session_working() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let first = app.login("alice").await;
     let refreshed = app.refresh(refresh_token(&first)).await;
     assert_eq!(refreshed.status(), StatusCode::OK);
@@ -182,7 +182,7 @@ async fn revoking_a_token_with_a_bad_signature_is_400_and_revokes_nothing() {
 #[tokio::test]
 async fn an_expired_but_validly_signed_token_can_still_be_revoked() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let sid = claim(access(&app.login("alice").await), "sid");
     let (kid, secret) = signing_key(&app);
     // The crafted tokens are accepted as authd's own while fresh: the signing is right.
@@ -222,7 +222,7 @@ async fn an_expired_but_validly_signed_token_can_still_be_revoked() {
 #[tokio::test]
 async fn revoking_a_sid_ends_every_token_of_that_session_only() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let first = app.login("alice").await;
     let second = app.refresh(refresh_token(&first)).await;
     assert_eq!(second.status(), StatusCode::OK);
@@ -250,7 +250,7 @@ async fn revoking_a_sid_ends_every_token_of_that_session_only() {
 #[tokio::test]
 async fn revoking_a_username_ends_every_session_of_that_user_only() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let first = app.login("alice").await;
     let second = app.login("alice").await;
     let bob = app.user_token("bob", &[]).await;
@@ -270,7 +270,7 @@ async fn revoking_a_username_ends_every_session_of_that_user_only() {
 #[tokio::test]
 async fn a_login_right_after_revoking_a_username_works_even_within_the_same_second() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     // Several rounds, each well inside one second: revoke, log in, verify at once.
     for round in 0..5 {
         let before = app.login("alice").await;
@@ -290,7 +290,7 @@ async fn a_login_right_after_revoking_a_username_works_even_within_the_same_seco
 #[tokio::test]
 async fn revoking_a_username_again_ends_the_sessions_begun_since_the_first_time() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     assert_eq!(
         app.revoke(json!({"username": "alice"})).await.status(),
         StatusCode::OK
@@ -437,7 +437,7 @@ async fn revoking_the_same_sid_twice_is_idempotent_and_keeps_the_first_entry() {
 #[tokio::test]
 async fn revocations_are_listed_oldest_first_with_their_fields() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     app.revoke(json!({"jti": "jti-1", "reason": "lost laptop"}))
         .await;
     app.revoke(json!({"sid": "sid-1"})).await;
@@ -559,7 +559,7 @@ async fn listing_revocations_with_a_limit_that_is_not_a_positive_number_is_400()
 #[tokio::test]
 async fn a_reused_refresh_token_revokes_its_session_and_is_listed_as_a_sid_entry() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let first = app.login("alice").await;
     let second = app.refresh(refresh_token(&first)).await;
     assert_eq!(second.status(), StatusCode::OK);
@@ -582,24 +582,17 @@ async fn a_reused_refresh_token_revokes_its_session_and_is_listed_as_a_sid_entry
 async fn admin_user_changes_are_listed_as_user_entries() {
     let app = TestApp::spawn().await;
     for name in ["alice", "bob", "carol"] {
-        app.create_user(name, &[]).await;
+        app.add_user(name, &[]).await;
     }
-    let patch = |name: &str, body: Value| {
-        app.admin_request(Method::PATCH, &format!("/admin/v1/users/{name}"))
-            .json(&body)
-            .send()
-    };
     assert_eq!(
-        patch("alice", json!({"disabled": true}))
+        app.update_user("alice", json!({"disabled": true}))
             .await
-            .unwrap()
             .status(),
         StatusCode::OK
     );
     assert_eq!(
-        patch("bob", json!({"password": format!("{PASSWORD}!")}))
+        app.update_user("bob", json!({"password": format!("{PASSWORD}!")}))
             .await
-            .unwrap()
             .status(),
         StatusCode::OK
     );
@@ -621,7 +614,7 @@ async fn admin_user_changes_are_listed_as_user_entries() {
 #[tokio::test]
 async fn sessions_ended_by_their_user_are_listed_as_sid_entries_and_logout_all_as_a_user_entry() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     // Session 0 logs out, 1 is ended from 2, 2 changes the password (ending 3), then
     // 2 logs out everywhere.
     let mut pairs = Vec::new();
@@ -629,34 +622,16 @@ async fn sessions_ended_by_their_user_are_listed_as_sid_entries_and_logout_all_a
         pairs.push(app.login("alice").await);
     }
     let sid = |i: usize| claim(access(&pairs[i]), "sid");
-    let public = |method: Method, path: &str, token: &str| {
-        app.client
-            .request(method, format!("{}{path}", app.public))
-            .bearer_auth(token.to_owned())
-    };
+    let new_password = format!("{PASSWORD}!");
 
-    let logout = public(Method::POST, "/v1/logout", access(&pairs[0]))
-        .send()
-        .await
-        .unwrap();
-    let end_session = public(
-        Method::DELETE,
-        &format!("/v1/sessions/{}", sid(1)),
-        access(&pairs[2]),
-    )
-    .send()
-    .await
-    .unwrap();
-    let password = public(Method::POST, "/v1/password", access(&pairs[2]))
-        .json(&json!({"current_password": PASSWORD, "new_password": format!("{PASSWORD}!")}))
-        .send()
-        .await
-        .unwrap();
-    let logout_all = public(Method::POST, "/v1/logout", access(&pairs[2]))
-        .json(&json!({"all": true}))
-        .send()
-        .await
-        .unwrap();
+    let logout = app.logout(access(&pairs[0]), None).await;
+    let end_session = app.end_session(access(&pairs[2]), &sid(1)).await;
+    let password = app
+        .change_password(access(&pairs[2]), PASSWORD, &new_password)
+        .await;
+    let logout_all = app
+        .logout(access(&pairs[2]), Some(json!({"all": true})))
+        .await;
 
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     assert_eq!(end_session.status(), StatusCode::NO_CONTENT);
