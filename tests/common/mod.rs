@@ -1,5 +1,5 @@
-//! The one test harness: every integration test binary (`mod common;`) and the fuzz targets
-//! (by path) start daemons and speak to them through it.
+//! The one test harness: every integration test binary (`mod common;`) starts its daemons
+//! and speaks to them through it; the fuzz targets build theirs from its `config.rs`.
 //!
 //! - `config`: the shipped `config.toml` and what tests change in it.
 //! - `client`: [`Api`], one request helper per endpoint, and the checks of answers.
@@ -7,7 +7,7 @@
 //! - `process`: [`Daemon`], the real binary as a child process (signals, `kill -9`).
 //! - `tokens`: JWTs taken apart and forged.
 
-// Each test binary uses its own share of these helpers.
+// Each test binary uses its own share of these helpers (and of the re-exports below).
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
