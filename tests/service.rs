@@ -741,9 +741,7 @@ async fn socket_activated_admin_socket_on_every_address_keeps_metrics_behind_the
             .await
             .unwrap();
         let with_token = daemon
-            .client
-            .get(format!("{}/metrics", daemon.admin))
-            .bearer_auth(&daemon.admin_token)
+            .admin_request(Method::GET, "/metrics")
             .send()
             .await
             .unwrap();
