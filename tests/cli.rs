@@ -4,33 +4,34 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use authd::app::{App, Control};
-use authd::config::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-const PASSWORD: &str = "correct horse battery";
+mod common;
+
+use common::{PASSWORD, TestApp, claims};
+
 const NEW_PASSWORD: &str = "tr0ub4dor & 3 spaces ";
 
-/// A daemon with its own folder, plus a configuration file for the CLI that points at it.
+/// A daemon in-process, plus a configuration file for the CLI that points at it.
 struct Daemon {
-    public: String,
-    admin_addr: SocketAddr,
-    admin_token: String,
+    app: TestApp,
     /// The file the CLI is given: just `server.admin_listen` and `admin.token_file`.
     cli_config: PathBuf,
-    http: reqwest::Client,
-    control: mpsc::Sender<Control>,
-    running: JoinHandle<anyhow::Result<()>>,
-    dir: tempfile::TempDir,
+}
+
+impl Deref for Daemon {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
 }
 
 /// What one run of `authd` left behind.
@@ -44,52 +45,14 @@ struct Run {
 
 impl Daemon {
     async fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        let mut env = HashMap::new();
-        let mut set = |k: &str, v: String| env.insert(k.to_owned(), v);
-        set("AUTHD__SERVER__LISTEN", "127.0.0.1:0".into());
-        set("AUTHD__SERVER__ADMIN_LISTEN", "127.0.0.1:0".into());
-        set(
-            "AUTHD__STORAGE__PATH",
-            path.join("data").display().to_string(),
-        );
-        set(
-            "AUTHD__JWT__KEYS_DIR",
-            path.join("keys").display().to_string(),
-        );
-        let token_file = path.join("admin.token");
-        set("AUTHD__ADMIN__TOKEN_FILE", token_file.display().to_string());
-        set("AUTHD__PASSWORD__ARGON2_MEMORY_KIB", "64".into());
-        set("AUTHD__PASSWORD__ARGON2_ITERATIONS", "1".into());
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        let config = Config::load_with_env(&shipped, env).unwrap();
-        let app = App::build(config).await.unwrap();
-        let public = format!("http://{}", app.public_addr().unwrap());
-        let admin_addr = app.admin_addr().unwrap();
-        let (control, control_rx) = mpsc::channel(4);
-        let running = tokio::spawn(app.run(control_rx));
-        let admin_token = std::fs::read_to_string(&token_file)
-            .unwrap()
-            .trim()
-            .to_owned();
-        let cli_config = path.join("cli.toml");
-        write_cli_config(&cli_config, admin_addr, &token_file);
-        Daemon {
-            public,
-            admin_addr,
-            admin_token,
-            cli_config,
-            http: reqwest::Client::new(),
-            control,
-            running,
-            dir,
-        }
+        let app = TestApp::spawn().await;
+        let cli_config = app.dir.join("cli.toml");
+        write_cli_config(&cli_config, admin_addr(&app), &app.dir.join("admin.token"));
+        Daemon { app, cli_config }
     }
 
     async fn stop(self) {
-        self.control.send(Control::Shutdown).await.unwrap();
-        self.running.await.unwrap().unwrap();
+        self.app.stop().await;
     }
 
     /// Runs `authd ARGS` with the CLI configuration (through `AUTHD_CONFIG`) and `stdin`;
@@ -123,33 +86,11 @@ impl Daemon {
         assert!(run.stderr.starts_with("authd: "), "{run:?}");
         run.stderr
     }
+}
 
-    async fn login(&self, username: &str, password: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/login", self.public))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Logs in and returns the access token.
-    async fn access_token(&self, username: &str, password: &str) -> String {
-        let response = self.login(username, password).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let body: Value = response.json().await.unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    }
-
-    async fn verify(&self, token: &str) -> StatusCode {
-        self.http
-            .get(format!("{}/v1/verify", self.public))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    }
+/// The address of the daemon's admin listener, as the CLI's configuration names it.
+fn admin_addr(app: &TestApp) -> SocketAddr {
+    app.admin.trim_start_matches("http://").parse().unwrap()
 }
 
 fn write_cli_config(file: &Path, admin_listen: SocketAddr, token_file: &Path) {
@@ -206,16 +147,6 @@ fn assert_no_secret(run: &Run, secret: &str) {
     );
 }
 
-/// The claims of a JWT, decoded without verification.
-fn claims(token: &str) -> Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 /// The whitespace-separated cells of the table row whose first cell is `first`.
 fn row<'a>(table: &'a str, first: &str) -> Option<Vec<&'a str>> {
     table
@@ -258,22 +189,31 @@ async fn user_lifecycle_from_creation_to_deletion() {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["roles"], json!(["admin", "ops"]));
 
-    assert_eq!(daemon.login(name, PASSWORD).await.status(), StatusCode::OK);
+    assert_eq!(
+        daemon.try_login(name, PASSWORD).await.status(),
+        StatusCode::OK
+    );
 
     // Disable: the correct password gets 403; the existing token stops working.
     let token = daemon.access_token(name, PASSWORD).await;
     let out = daemon.ok(&["user", "disable", name], "").await;
     assert!(out.starts_with("disabled user carol@example.com"), "{out}");
     assert_eq!(
-        daemon.login(name, PASSWORD).await.status(),
+        daemon.try_login(name, PASSWORD).await.status(),
         StatusCode::FORBIDDEN
     );
-    assert_eq!(daemon.verify(&token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        daemon.verify(&token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let out = daemon.ok(&["user", "list"], "").await;
     assert_eq!(row(&out, name).unwrap()[2], "yes");
 
     daemon.ok(&["user", "enable", name], "").await;
-    assert_eq!(daemon.login(name, PASSWORD).await.status(), StatusCode::OK);
+    assert_eq!(
+        daemon.try_login(name, PASSWORD).await.status(),
+        StatusCode::OK
+    );
 
     // A new password (spaces kept as typed); the old one stops working.
     let out = daemon
@@ -284,11 +224,11 @@ async fn user_lifecycle_from_creation_to_deletion() {
         "{out}"
     );
     assert_eq!(
-        daemon.login(name, PASSWORD).await.status(),
+        daemon.try_login(name, PASSWORD).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        daemon.login(name, NEW_PASSWORD).await.status(),
+        daemon.try_login(name, NEW_PASSWORD).await.status(),
         StatusCode::OK
     );
 
@@ -303,7 +243,10 @@ async fn user_lifecycle_from_creation_to_deletion() {
     let token = daemon.access_token(name, NEW_PASSWORD).await;
     let out = daemon.ok(&["user", "delete", name], "").await;
     assert_eq!(out, "deleted user carol@example.com\n");
-    assert_eq!(daemon.verify(&token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        daemon.verify(&token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert!(row(&daemon.ok(&["user", "list"], "").await, name).is_none());
     let err = daemon.fails(&["user", "show", name], "").await;
     assert_eq!(err, format!("authd: user {name} not found\n"));
@@ -326,38 +269,50 @@ async fn revoke_each_kind_of_target_and_list_the_revocations() {
 
     let out = daemon.ok(&["revoke", "--jti", &jti], "").await;
     assert_eq!(out, format!("revoked token (jti) {jti}\n"));
-    assert_eq!(daemon.verify(&by_jti).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(daemon.verify(&by_sid).await, StatusCode::OK);
+    assert_eq!(
+        daemon.verify(&by_jti).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(daemon.verify(&by_sid).await.status(), StatusCode::OK);
 
     let out = daemon
         .ok(&["revoke", "--sid", &sid, "--reason", "stolen laptop"], "")
         .await;
     assert_eq!(out, format!("revoked session (sid) {sid}\n"));
-    assert_eq!(daemon.verify(&by_sid).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(daemon.verify(&by_token).await, StatusCode::OK);
+    assert_eq!(
+        daemon.verify(&by_sid).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(daemon.verify(&by_token).await.status(), StatusCode::OK);
 
     // The token itself is not echoed back (the helper checks the output for it).
     let run = daemon.authd(&["revoke", "--token", &by_token], "").await;
     assert!(run.success, "{run:?}");
     assert_eq!(run.stdout, format!("revoked the token: jti {token_jti}\n"));
-    assert_eq!(daemon.verify(&by_token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        daemon.verify(&by_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     let out = daemon
         .ok(&["revoke", "--token", "-"], &format!("{by_piped_token}\n"))
         .await;
     assert_eq!(out, format!("revoked the token: jti {piped_jti}\n"));
     assert_eq!(
-        daemon.verify(&by_piped_token).await,
+        daemon.verify(&by_piped_token).await.status(),
         StatusCode::UNAUTHORIZED
     );
 
     let survivor = daemon.access_token("dave", PASSWORD).await;
     let out = daemon.ok(&["revoke", "--user", "dave"], "").await;
     assert_eq!(out, "revoked every session of user dave\n");
-    assert_eq!(daemon.verify(&survivor).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        daemon.verify(&survivor).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // Logins after a revoke-all work at once.
     let fresh = daemon.access_token("dave", PASSWORD).await;
-    assert_eq!(daemon.verify(&fresh).await, StatusCode::OK);
+    assert_eq!(daemon.verify(&fresh).await.status(), StatusCode::OK);
 
     let out = daemon.ok(&["revocations", "list"], "").await;
     assert_eq!(
@@ -402,13 +357,10 @@ async fn user_list_follows_every_page() {
     // concurrent flushes can hang sled 0.34 (spacejam/sled#1308), which is not under test.
     for i in 0..1001 {
         let response = daemon
-            .http
-            .post(format!("http://{}/admin/v1/users", daemon.admin_addr))
-            .bearer_auth(&daemon.admin_token)
-            .json(&json!({"username": format!("user{i:04}@example.com"), "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
+            .create_user_with(
+                json!({"username": format!("user{i:04}@example.com"), "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(response.status(), StatusCode::CREATED);
     }
 
@@ -485,10 +437,10 @@ fn daemon_user(listed: &Value, name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_admin_token_is_reported_without_showing_it() {
     let daemon = Daemon::start().await;
-    let wrong_file = daemon.dir.path().join("wrong.token");
+    let wrong_file = daemon.dir.join("wrong.token");
     std::fs::write(&wrong_file, "  not-the-admin-token\n").unwrap();
-    let config = daemon.dir.path().join("wrong.toml");
-    write_cli_config(&config, daemon.admin_addr, &wrong_file);
+    let config = daemon.dir.join("wrong.toml");
+    write_cli_config(&config, admin_addr(&daemon), &wrong_file);
 
     for args in [
         &["user", "list"][..],

@@ -2,7 +2,7 @@
 //! durability rule of "Conventions"): `kill -9` right after an acknowledged change, SIGTERM,
 //! and SIGHUP reloads. Each test starts `authd serve --config FILE` on a config derived from
 //! the shipped `config.toml`, learns the bound ports from its JSON `listening` log line, and
-//! kills the child when it ends, whatever happens (helpers in `tests/common/mod.rs`).
+//! kills the child when it ends, whatever happens (the harness in `tests/common`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,11 +10,13 @@ mod common;
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use common::{Daemon, config_text, config_with, jti_of, message, within_timeout, write_config};
+use common::{
+    Daemon, claims, config_text, config_with, message, text, within_timeout, write_config,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_changes_survive_kill_dash_9() {
@@ -22,14 +24,14 @@ async fn acknowledged_changes_survive_kill_dash_9() {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &config_text("15m"));
         let daemon = Daemon::start(dir.path()).await;
-        daemon.create_user("alice").await;
+        daemon.add_user("alice", &[]).await;
         let revoked = daemon.login("alice").await;
         let rotated = daemon.login("alice").await;
-        let response = daemon.refresh(&rotated["refresh_token"]).await;
+        let response = daemon.refresh(text(&rotated["refresh_token"])).await;
         assert_eq!(response.status(), StatusCode::OK);
         let current: Value = response.json().await.unwrap();
         let response = daemon
-            .revoke(json!({"jti": jti_of(&revoked["access_token"])}))
+            .revoke(json!({"jti": claims(text(&revoked["access_token"]))["jti"]}))
             .await;
         assert_eq!(response.status(), StatusCode::OK);
 
@@ -38,21 +40,21 @@ async fn acknowledged_changes_survive_kill_dash_9() {
 
         assert_eq!(daemon.get_user("alice").await.status(), StatusCode::OK);
         assert_eq!(
-            daemon.verify(&revoked["access_token"]).await,
+            daemon.verify(text(&revoked["access_token"])).await.status(),
             StatusCode::UNAUTHORIZED,
             "the revoked token works again after a crash"
         );
         assert_eq!(
-            daemon.verify(&current["access_token"]).await,
+            daemon.verify(text(&current["access_token"])).await.status(),
             StatusCode::OK
         );
-        let refreshed = daemon.refresh(&revoked["refresh_token"]).await;
+        let refreshed = daemon.refresh(text(&revoked["refresh_token"])).await;
         assert_eq!(
             refreshed.status(),
             StatusCode::OK,
             "the earlier session's refresh"
         );
-        let refreshed = daemon.refresh(&current["refresh_token"]).await;
+        let refreshed = daemon.refresh(text(&current["refresh_token"])).await;
         assert_eq!(
             refreshed.status(),
             StatusCode::OK,
@@ -60,7 +62,7 @@ async fn acknowledged_changes_survive_kill_dash_9() {
         );
         daemon.login("alice").await;
         // The rotation before the crash is remembered: the old refresh token is a reuse.
-        let reused = daemon.refresh(&rotated["refresh_token"]).await;
+        let reused = daemon.refresh(text(&rotated["refresh_token"])).await;
         assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
     })
     .await;
@@ -72,7 +74,7 @@ async fn sigterm_exits_0_stops_serving_and_keeps_the_data() {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &config_text("15m"));
         let mut daemon = Daemon::start(dir.path()).await;
-        daemon.create_user("alice").await;
+        daemon.add_user("alice", &[]).await;
         let session = daemon.login("alice").await;
         let readyz = format!("{}/readyz", daemon.public);
         let ready = daemon.client.get(&readyz).send().await.unwrap();
@@ -88,7 +90,7 @@ async fn sigterm_exits_0_stops_serving_and_keeps_the_data() {
         let daemon = Daemon::start(dir.path()).await;
         assert_eq!(daemon.get_user("alice").await.status(), StatusCode::OK);
         assert_eq!(
-            daemon.verify(&session["access_token"]).await,
+            daemon.verify(text(&session["access_token"])).await.status(),
             StatusCode::OK
         );
         daemon.login("alice").await;
@@ -102,7 +104,7 @@ async fn sighup_applies_a_new_access_ttl_to_new_logins() {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &config_text("15m"));
         let daemon = Daemon::start(dir.path()).await;
-        daemon.create_user("alice").await;
+        daemon.add_user("alice", &[]).await;
         assert_eq!(daemon.login("alice").await["expires_in"], 900);
 
         write_config(dir.path(), &config_text("5m"));
@@ -129,7 +131,7 @@ async fn sighup_with_a_broken_file_logs_an_error_and_keeps_the_running_configura
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &config_text("5m"));
         let mut daemon = Daemon::start(dir.path()).await;
-        daemon.create_user("alice").await;
+        daemon.add_user("alice", &[]).await;
         assert_eq!(daemon.login("alice").await["expires_in"], 300);
 
         write_config(dir.path(), &config_text("soon"));
@@ -146,8 +148,7 @@ async fn sighup_with_a_broken_file_logs_an_error_and_keeps_the_running_configura
             assert_eq!(daemon.login("alice").await["expires_in"], 300);
         }
         let health = daemon
-            .client
-            .get(format!("{}/healthz", daemon.public))
+            .public_request(Method::GET, "/healthz")
             .send()
             .await
             .unwrap();
@@ -162,7 +163,7 @@ async fn sighup_applies_a_new_log_level() {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &config_with(&[]));
         let mut daemon = Daemon::start(dir.path()).await;
-        daemon.create_user("alice").await;
+        daemon.add_user("alice", &[]).await;
         let is_login = |l: &Value| l["target"] == "audit" && l["fields"]["event"] == "login";
         let is_reloaded = |l: &Value| message(l) == "configuration reloaded";
         daemon.login("alice").await;

@@ -17,112 +17,48 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use authd::activation::InheritedListeners;
-use authd::app::{App, Control};
-use authd::config::Config;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use warp::Filter;
 
-const PASSWORD: &str = "correct horse battery";
+mod common;
+
+use common::{PASSWORD, TestApp, header, percent_encode};
+
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
 // ----- the pieces -----
 
-/// authd in-process, its public listener bound before the configuration is written so that
-/// `cookie.login_url` can name its port.
+/// authd in-process (the shared `TestApp`), its public listener bound before the
+/// configuration is written so that `cookie.login_url` can name its port.
 struct Authd {
+    app: TestApp,
     /// `127.0.0.1:PORT` of the public listener.
     addr: SocketAddr,
-    admin: String,
-    admin_token: String,
-    control: mpsc::Sender<Control>,
-    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
 }
 
 impl Authd {
     async fn start() -> Authd {
-        let dir = tempfile::tempdir().unwrap();
         let public = StdListener::bind("127.0.0.1:0").unwrap();
         public.set_nonblocking(true).unwrap();
         let addr = public.local_addr().unwrap();
-        let path = |name: &str| dir.path().join(name).display().to_string();
-        let env: HashMap<String, String> = [
-            ("AUTHD__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
-            ("AUTHD__SERVER__ADMIN_LISTEN", "127.0.0.1:0".to_owned()),
-            ("AUTHD__SERVER__TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
-            ("AUTHD__STORAGE__PATH", path("data")),
-            ("AUTHD__JWT__KEYS_DIR", path("keys")),
-            ("AUTHD__ADMIN__TOKEN_FILE", path("admin.token")),
-            ("AUTHD__PASSWORD__ARGON2_MEMORY_KIB", "64".to_owned()),
-            ("AUTHD__PASSWORD__ARGON2_ITERATIONS", "1".to_owned()),
-            ("AUTHD__COOKIE__ENABLED", "true".to_owned()),
-            ("AUTHD__COOKIE__SECURE", "false".to_owned()),
-            ("AUTHD__COOKIE__DOMAIN", "example.com".to_owned()),
-            (
-                "AUTHD__COOKIE__ALLOWED_REDIRECT_DOMAINS",
-                "example.com".to_owned(),
-            ),
-            (
-                "AUTHD__COOKIE__LOGIN_URL",
-                format!("http://auth.example.com:{}/login", addr.port()),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        let config = Config::load_with_env(&shipped, env).unwrap();
-        let token_file = config.admin.token_file.clone();
-        let inherited = InheritedListeners {
+        let login_url = format!("http://auth.example.com:{}/login", addr.port());
+        let overrides = [
+            ("AUTHD__SERVER__TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("AUTHD__COOKIE__ENABLED", "true"),
+            ("AUTHD__COOKIE__SECURE", "false"),
+            ("AUTHD__COOKIE__DOMAIN", "example.com"),
+            ("AUTHD__COOKIE__ALLOWED_REDIRECT_DOMAINS", "example.com"),
+            ("AUTHD__COOKIE__LOGIN_URL", login_url.as_str()),
+        ];
+        let listeners = InheritedListeners {
             public: Some(public),
             admin: None,
         };
-        let app = App::build_with(config, inherited).await.unwrap();
-        let admin = format!("http://{}", app.admin_addr().unwrap());
-        let (control, control_rx) = mpsc::channel(4);
-        let running = Some(tokio::spawn(app.run(control_rx)));
-        let admin_token = std::fs::read_to_string(token_file)
-            .unwrap()
-            .trim()
-            .to_owned();
-        Authd {
-            addr,
-            admin,
-            admin_token,
-            control,
-            running,
-            _dir: dir,
-        }
-    }
-
-    async fn create_user(&self, username: &str, roles: &[&str]) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/admin/v1/users", self.admin))
-            .bearer_auth(&self.admin_token)
-            .json(&json!({"username": username, "password": PASSWORD, "roles": roles}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-    }
-}
-
-impl Authd {
-    /// Shuts authd down and waits until it has stopped listening.
-    async fn stop(&mut self) {
-        self.control.send(Control::Shutdown).await.unwrap();
-        if let Some(running) = self.running.take() {
-            running.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for Authd {
-    fn drop(&mut self) {
-        let _ = self.control.try_send(Control::Shutdown);
+        let app = TestApp::spawn_on(&overrides, listeners).await;
+        Authd { app, addr }
     }
 }
 
@@ -420,8 +356,8 @@ impl Stack {
             .resolve("evil-example.com", loopback)
             .build()
             .unwrap();
-        authd.create_user("alice", &[]).await;
-        authd.create_user("root", &["admin"]).await;
+        authd.app.add_user("alice", &[]).await;
+        authd.app.add_user("root", &["admin"]).await;
         Stack {
             authd,
             upstream,
@@ -526,26 +462,6 @@ impl Cookies {
     }
 }
 
-fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
-    response
-        .headers()
-        .get(name)
-        .map_or("", |v| v.to_str().unwrap())
-}
-
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The upstream's echo of a request that reached it.
 async fn echo(response: reqwest::Response) -> Value {
     assert_eq!(response.status(), StatusCode::OK, "the app answered");
@@ -614,16 +530,7 @@ async fn protects_the_app(kind: Kind) {
     );
 
     // A bearer token: the app sees the user, and the client's own X-Auth-* are replaced.
-    let token: Value = s
-        .client
-        .post(s.authd_url("/v1/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = s.authd.app.login("alice").await;
     let bearer = s
         .client
         .get(s.app_url("/api/me"))
@@ -848,7 +755,7 @@ async fn protects_the_app(kind: Kind) {
 
     // authd unreachable: the proxy fails closed.
     let mut s = s;
-    s.authd.stop().await;
+    s.authd.app.shut_down().await;
     let before = s.upstream.hits();
     let down = s.app(Method::GET, page, Some(&cookies.access())).await;
     assert!(

@@ -5,7 +5,7 @@
 //!
 //! Real binary (`CARGO_BIN_EXE_authd`), real signals (`kill(1)`); every wait is a bounded
 //! poll, every test has a hard timeout, and every child is killed when its test ends
-//! (helpers in `tests/common/mod.rs`). Tests that need a systemd tool skip with a note
+//! (the harness in `tests/common`). Tests that need a systemd tool skip with a note
 //! where it is missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixDatagram};
@@ -133,12 +133,11 @@ async fn sigterm_during_a_slow_login_lets_it_finish_with_200_and_exits_0_within_
         overrides.push(("shutdown_grace", "\"10s\""));
         write_config(dir.path(), &config_with(&overrides));
         let mut daemon = Daemon::start(dir.path()).await;
-        daemon.create_user("alice").await;
+        daemon.add_user("alice", &[]).await;
         assert_eq!(metric(&daemon, "authd_hash_queue_depth").await, 0.0);
         let login = tokio::spawn({
             let request = daemon
-                .client
-                .post(format!("{}/v1/login", daemon.public))
+                .public_request(Method::POST, "/v1/login")
                 .json(&json!({"username": "alice", "password": PASSWORD}));
             async move {
                 let started = Instant::now();
@@ -283,19 +282,12 @@ async fn sd_notify_says_ready_after_binding_reloading_around_sighup_and_stopping
         // Both listeners were bound before READY=1: they answer without any retry.
         daemon.wait_until_ready(dir.path()).await;
         let health = daemon
-            .client
-            .get(format!("{}/healthz", daemon.public))
+            .public_request(Method::GET, "/healthz")
             .send()
             .await
             .unwrap();
         assert_eq!(health.status(), StatusCode::OK);
-        let users = daemon
-            .client
-            .get(format!("{}/admin/v1/users", daemon.admin))
-            .bearer_auth(&daemon.admin_token)
-            .send()
-            .await
-            .unwrap();
+        let users = daemon.list_users("").await;
         assert_eq!(users.status(), StatusCode::OK);
 
         let before = monotonic_usec();
@@ -711,21 +703,14 @@ async fn socket_activation_serves_on_the_passed_sockets_instead_of_binding() {
         };
 
         let health = daemon
-            .client
-            .get(format!("{}/healthz", daemon.public))
+            .public_request(Method::GET, "/healthz")
             .send()
             .await
             .unwrap();
         assert_eq!(health.status(), StatusCode::OK);
-        let users = daemon
-            .client
-            .get(format!("{}/admin/v1/users", daemon.admin))
-            .bearer_auth(&daemon.admin_token)
-            .send()
-            .await
-            .unwrap();
+        let users = daemon.list_users("").await;
         assert_eq!(users.status(), StatusCode::OK);
-        daemon.create_user("alice").await;
+        daemon.add_user("alice", &[]).await;
         daemon.login("alice").await;
         daemon.signal("TERM");
         assert_eq!(daemon.wait_exit().await.code(), Some(0));
@@ -756,9 +741,7 @@ async fn socket_activated_admin_socket_on_every_address_keeps_metrics_behind_the
             .await
             .unwrap();
         let with_token = daemon
-            .client
-            .get(format!("{}/metrics", daemon.admin))
-            .bearer_auth(&daemon.admin_token)
+            .admin_request(Method::GET, "/metrics")
             .send()
             .await
             .unwrap();

@@ -10,14 +10,12 @@
 
 #![no_main]
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, LazyLock};
 
 use authd::app::{App, AppState};
 use authd::auth::names::{Username, is_valid_role, password_problem};
 use authd::auth::redirect;
-use authd::config::Config;
 use authd::http::admin::{CreateUserBody, RevokeBody, UpdateUserBody};
 use authd::http::browser::{LoginFields, LoginJson, LogoutFields, LogoutJson};
 use authd::http::error::ApiError;
@@ -30,6 +28,11 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
+/// The shared test harness's configuration (the shipped `config.toml` with port 0, a
+/// private folder and cheap argon2), as every integration test gets it.
+#[path = "../../tests/common/config.rs"]
+mod harness;
+
 /// The content types a client may send, picked by the first input byte (the last choice
 /// sends none).
 const CONTENT_TYPES: [Option<&str>; 6] = [
@@ -41,19 +44,59 @@ const CONTENT_TYPES: [Option<&str>; 6] = [
     None,
 ];
 
-/// The fixed text of every description the decoders produce (authd's templates, the field
-/// and struct names, serde's "expected …" phrases): a submitted value that happens to be a
-/// piece of it is not an echo.
-const OWN_WORDS: &str = "content type must be application/json or \
-     application/x-www-form-urlencoded | content type must be application/json | \
-     request body is required | request body must be a JSON object | request body is not \
-     valid JSON | invalid request body: | invalid form body: | unknown field | missing field | \
-     duplicate field | expected one of | wrong type or value, expected | a field has the wrong \
-     type or value | a string | a boolean | a sequence | struct | a map | unit | username | \
-     password | roles | disabled | jti | token | sid | reason | rd | all | refresh_token | \
-     current_password | new_password | LoginBody | LoginForm | RefreshBody | RefreshForm | \
-     LogoutBody | PasswordBody | CreateUserBody | UpdateUserBody | RevokeBody | LoginJson | \
-     LoginFields | LogoutJson | LogoutFields";
+/// The descriptions of a body problem that are one fixed sentence (nothing from the body).
+const OWN_SENTENCES: [&str; 5] = [
+    "content type must be application/json or application/x-www-form-urlencoded",
+    "content type must be application/json",
+    "request body is required",
+    "request body must be a JSON object",
+    "request body is not valid JSON",
+];
+
+/// The fields of the body types: serde names them in "missing field `…`", "duplicate field
+/// `…`" and "expected one of `…`".
+const FIELD_NAMES: [&str; 13] = [
+    "username",
+    "password",
+    "roles",
+    "disabled",
+    "jti",
+    "token",
+    "sid",
+    "reason",
+    "rd",
+    "all",
+    "refresh_token",
+    "current_password",
+    "new_password",
+];
+
+/// The body types: serde names them in "expected struct …".
+const TYPE_NAMES: [&str; 13] = [
+    "LoginBody",
+    "LoginForm",
+    "RefreshBody",
+    "RefreshForm",
+    "LogoutBody",
+    "PasswordBody",
+    "CreateUserBody",
+    "UpdateUserBody",
+    "RevokeBody",
+    "LoginJson",
+    "LoginFields",
+    "LogoutJson",
+    "LogoutFields",
+];
+
+/// What serde says a field's type expects ("wrong type or value, expected a boolean").
+const EXPECTATIONS: [&str; 6] = [
+    "a string",
+    "a boolean",
+    "a sequence",
+    "a map",
+    "unit",
+    "field identifier",
+];
 
 struct Daemon {
     state: Arc<AppState>,
@@ -65,21 +108,7 @@ struct Daemon {
 
 static DAEMON: LazyLock<Daemon> = LazyLock::new(|| {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = |name: &str| dir.path().join(name).display().to_string();
-    let env: HashMap<String, String> = [
-        ("AUTHD__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
-        ("AUTHD__SERVER__ADMIN_LISTEN", "127.0.0.1:0".to_owned()),
-        ("AUTHD__STORAGE__PATH", path("data")),
-        ("AUTHD__JWT__KEYS_DIR", path("keys")),
-        ("AUTHD__ADMIN__TOKEN_FILE", path("admin.token")),
-        ("AUTHD__PASSWORD__ARGON2_MEMORY_KIB", "64".to_owned()),
-        ("AUTHD__PASSWORD__ARGON2_ITERATIONS", "1".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
-    let config = Config::load_with_env(&shipped, env).expect("shipped config.toml loads");
+    let config = harness::in_process_config(dir.path(), &[]);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let app = runtime
         .block_on(App::build(config))
@@ -111,35 +140,27 @@ fn ctx(content_type: Option<&str>) -> Ctx {
     }
 }
 
-/// String values (and numbers, as written) and object keys of a JSON document.
-fn walk(value: &Value, values: &mut Vec<String>, keys: &mut Vec<String>) {
+/// String values (and numbers, as written) of a JSON document, at any depth.
+fn walk(value: &Value, values: &mut Vec<String>) {
     match value {
         Value::String(s) => values.push(s.clone()),
         Value::Number(n) => values.push(n.to_string()),
-        Value::Array(items) => items.iter().for_each(|v| walk(v, values, keys)),
-        Value::Object(map) => {
-            for (k, v) in map {
-                keys.push(k.clone());
-                walk(v, values, keys);
-            }
-        }
+        Value::Array(items) => items.iter().for_each(|v| walk(v, values)),
+        Value::Object(map) => map.values().for_each(|v| walk(v, values)),
         Value::Null | Value::Bool(_) => {}
     }
 }
 
-/// What a client submitted: values (which must never be echoed) and keys (which may be).
-fn submitted(body: &[u8]) -> (Vec<String>, Vec<String>) {
-    let (mut values, mut keys) = (Vec::new(), Vec::new());
+/// The values a client submitted (never to be echoed; keys may be, so they are not here).
+fn submitted(body: &[u8]) -> Vec<String> {
+    let mut values = Vec::new();
     if let Ok(json) = serde_json::from_slice::<Value>(body) {
-        walk(&json, &mut values, &mut keys);
+        walk(&json, &mut values);
     }
     if let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
-        for (k, v) in pairs {
-            keys.push(k);
-            values.push(v);
-        }
+        values.extend(pairs.into_iter().map(|(_key, value)| value));
     }
-    (values, keys)
+    values
 }
 
 fn check_error(err: &ApiError, content_type: Option<&str>, body: &[u8]) {
@@ -168,28 +189,88 @@ fn check_error(err: &ApiError, content_type: Option<&str>, body: &[u8]) {
             "{content_type:?}"
         );
     }
-    // Keys may be quoted back (they name the client's own typo); values never are. The key
-    // of "unknown field `…`, expected …" is the client's even when the rest of the body is
-    // not JSON (so not in `keys`).
-    let (values, keys) = submitted(body);
-    let mut stripped = description.to_owned();
-    const UNKNOWN: &str = "unknown field `";
-    if let Some(start) = stripped.find(UNKNOWN).map(|i| i + UNKNOWN.len())
-        && let Some(end) = stripped[start..].rfind("`, expected")
-    {
-        stripped.replace_range(start..start + end, "");
-    }
-    // One line, but for the client's own key quoted back (JSON and HTML escape it).
-    assert!(!stripped.contains('\n'), "a multi-line description");
-    for key in keys.iter().filter(|k| !k.is_empty()) {
-        stripped = stripped.replace(key.as_str(), "");
-    }
-    for value in values.iter().filter(|v| v.len() >= 8) {
+    // Values never come back; keys may (they name the client's own typo), and so may
+    // authd's own wording, which a submitted value can happen to contain. Only the parts of
+    // the description that are neither are searched, and the description is searched as it
+    // is: a value that quotes authd's words is no echo, an echo anywhere else is found.
+    let values = submitted(body);
+    for part in foreign_parts(description) {
         assert!(
-            !stripped.contains(value.as_str()) || OWN_WORDS.contains(value.as_str()),
-            "the description {description:?} echoes a submitted value"
+            !part.contains('\n'),
+            "a multi-line description {description:?}"
         );
+        for value in values.iter().filter(|v| v.len() >= 8) {
+            assert!(
+                !part.contains(value.as_str()),
+                "the description {description:?} echoes a submitted value"
+            );
+        }
     }
+}
+
+/// The parts of a description that are neither authd's fixed wording nor a field name
+/// serde quotes back: where an echo of a submitted value would show.
+///
+/// The decoders say one fixed sentence, or "invalid request body: " / "invalid form body: "
+/// and serde's words about one field, which quote at most the field's name (the client's
+/// own key for an unknown field). A description of any other shape is foreign as a whole.
+fn foreign_parts(description: &str) -> Vec<&str> {
+    if OWN_SENTENCES.contains(&description) {
+        return Vec::new();
+    }
+    let problem = ["invalid request body: ", "invalid form body: "]
+        .iter()
+        .find_map(|prefix| description.strip_prefix(prefix));
+    let Some(problem) = problem else {
+        return vec![description];
+    };
+    if problem == "a field has the wrong type or value" {
+        return Vec::new();
+    }
+    if let Some(expected) = problem.strip_prefix("wrong type or value, expected ") {
+        let own = EXPECTATIONS.contains(&expected)
+            || expected
+                .strip_prefix("struct ")
+                .is_some_and(|name| TYPE_NAMES.contains(&name));
+        return if own { Vec::new() } else { vec![expected] };
+    }
+    for template in ["missing field `", "duplicate field `"] {
+        if let Some(name) = problem
+            .strip_prefix(template)
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            return if FIELD_NAMES.contains(&name) {
+                Vec::new()
+            } else {
+                vec![name]
+            };
+        }
+    }
+    // "unknown field `KEY`, expected one of `a`, `b`" (or "expected `a`", or "there are no
+    // fields"): KEY is the client's own, and may itself hold a backtick or ", expected ",
+    // so our list of fields is found from the end.
+    if let Some(rest) = problem.strip_prefix("unknown field `") {
+        if rest.ends_with("`, there are no fields") {
+            return Vec::new();
+        }
+        if let Some((_key, list)) = rest.rsplit_once("`, expected ")
+            && is_field_list(list)
+        {
+            return Vec::new();
+        }
+    }
+    vec![description]
+}
+
+/// serde's list of a struct's fields: "one of `a`, `b`" or "`a`".
+fn is_field_list(list: &str) -> bool {
+    let names = list.strip_prefix("one of ").unwrap_or(list);
+    names.split(", ").all(|quoted| {
+        quoted
+            .strip_prefix('`')
+            .and_then(|name| name.strip_suffix('`'))
+            .is_some_and(|name| FIELD_NAMES.contains(&name))
+    })
 }
 
 fn check<T>(result: Result<T, ApiError>, content_type: Option<&str>, body: &[u8]) {

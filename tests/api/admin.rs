@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error};
+use crate::common::{PASSWORD, TestApp, assert_error};
 
 /// Every route of the admin API with a body that would succeed for the admin token, so
 /// that the credential is the only thing a refusal can be about.
@@ -50,52 +50,6 @@ async fn send(
         request = request.json(body);
     }
     request.send().await.unwrap()
-}
-
-async fn get_user(app: &TestApp, username_in_path: &str) -> reqwest::Response {
-    app.admin_request(Method::GET, &format!("/admin/v1/users/{username_in_path}"))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn patch_user(app: &TestApp, username: &str, body: Value) -> reqwest::Response {
-    app.admin_request(Method::PATCH, &format!("/admin/v1/users/{username}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn delete_user(app: &TestApp, username: &str) -> reqwest::Response {
-    app.admin_request(Method::DELETE, &format!("/admin/v1/users/{username}"))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn create_with(app: &TestApp, body: Value) -> reqwest::Response {
-    app.admin_request(Method::POST, "/admin/v1/users")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn list_users(app: &TestApp, query: &str) -> reqwest::Response {
-    app.admin_request(Method::GET, &format!("/admin/v1/users{query}"))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/token/refresh", app.public))
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap()
 }
 
 /// The roles of a user object or verify answer, sorted (API.md fixes no order).
@@ -168,11 +122,11 @@ fn www_authenticate(response: &reqwest::Response) -> Option<String> {
 /// After refused admin requests: alice is unchanged and her token still works (nothing
 /// was changed, deleted or revoked), and no `mallory` was created.
 async fn assert_nothing_changed(app: &TestApp, alice_token: &str) {
-    let alice: Value = get_user(app, "alice").await.json().await.unwrap();
+    let alice: Value = app.get_user("alice").await.json().await.unwrap();
     assert_user(&alice, "alice", &[], false);
     assert_eq!(app.verify(alice_token).await.status(), StatusCode::OK);
     assert_eq!(
-        get_user(app, "mallory").await.status(),
+        app.get_user("mallory").await.status(),
         StatusCode::NOT_FOUND
     );
 }
@@ -283,7 +237,7 @@ async fn removing_the_admin_role_takes_admin_access_away_on_the_next_request() {
     let before = send(&app, Method::GET, "/admin/v1/users", None, Some(&token)).await;
     assert_eq!(before.status(), StatusCode::OK);
 
-    let patched = patch_user(&app, "root", json!({"roles": []})).await;
+    let patched = app.update_user("root", json!({"roles": []})).await;
     assert_eq!(patched.status(), StatusCode::OK);
     let after = send(&app, Method::GET, "/admin/v1/users", None, Some(&token)).await;
 
@@ -326,7 +280,9 @@ async fn creating_a_user_answers_201_with_the_user_object_and_the_user_can_log_i
 async fn creating_a_user_without_roles_gives_an_empty_role_list() {
     let app = TestApp::spawn().await;
 
-    let response = create_with(&app, json!({"username": "alice", "password": PASSWORD})).await;
+    let response = app
+        .create_user_with(json!({"username": "alice", "password": PASSWORD}))
+        .await;
 
     assert_eq!(response.status(), StatusCode::CREATED);
     let body: Value = response.json().await.unwrap();
@@ -342,7 +298,7 @@ async fn usernames_are_lowercased_on_creation() {
     assert_eq!(response.status(), StatusCode::CREATED);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["username"], "alice");
-    assert_eq!(get_user(&app, "alice").await.status(), StatusCode::OK);
+    assert_eq!(app.get_user("alice").await.status(), StatusCode::OK);
     let token = app.login("alice").await["access_token"]
         .as_str()
         .unwrap()
@@ -364,7 +320,7 @@ async fn creating_an_existing_user_is_409_conflict_whatever_the_case() {
 
     assert_error(same, StatusCode::CONFLICT, "conflict").await;
     assert_error(other_case, StatusCode::CONFLICT, "conflict").await;
-    let alice: Value = get_user(&app, "alice").await.json().await.unwrap();
+    let alice: Value = app.get_user("alice").await.json().await.unwrap();
     assert_user(&alice, "alice", &[], false);
 }
 
@@ -383,14 +339,16 @@ async fn creating_a_user_with_an_invalid_username_is_400() {
     ];
 
     for username in invalid {
-        let response = create_with(&app, json!({"username": username, "password": PASSWORD})).await;
+        let response = app
+            .create_user_with(json!({"username": username, "password": PASSWORD}))
+            .await;
 
         let code = response.status();
         let body: Value = response.json().await.unwrap();
         assert_eq!(code, StatusCode::BAD_REQUEST, "{username:?}: {body}");
         assert_eq!(body["error"], "invalid_request", "{username:?}: {body}");
     }
-    let (names, _) = usernames_of(list_users(&app, "").await).await;
+    let (names, _) = usernames_of(app.list_users("").await).await;
     assert!(names.is_empty(), "{names:?}");
 }
 
@@ -400,7 +358,9 @@ async fn the_longest_and_the_richest_valid_usernames_are_accepted() {
     let longest = "a".repeat(64);
 
     for username in [longest.as_str(), "a.b_c@d-e9"] {
-        let response = create_with(&app, json!({"username": username, "password": PASSWORD})).await;
+        let response = app
+            .create_user_with(json!({"username": username, "password": PASSWORD}))
+            .await;
 
         assert_eq!(response.status(), StatusCode::CREATED, "{username:?}");
     }
@@ -410,13 +370,12 @@ async fn the_longest_and_the_richest_valid_usernames_are_accepted() {
 async fn creating_a_user_with_a_password_under_8_characters_is_400() {
     let app = TestApp::spawn().await;
 
-    let response = create_with(&app, json!({"username": "alice", "password": "1234567"})).await;
+    let response = app
+        .create_user_with(json!({"username": "alice", "password": "1234567"}))
+        .await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
-    assert_eq!(
-        get_user(&app, "alice").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.get_user("alice").await.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -426,8 +385,12 @@ async fn password_length_counts_characters_not_bytes() {
     let eight = "éééééééé";
     let seven = "ééééééé";
 
-    let accepted = create_with(&app, json!({"username": "alice", "password": eight})).await;
-    let refused = create_with(&app, json!({"username": "bob", "password": seven})).await;
+    let accepted = app
+        .create_user_with(json!({"username": "alice", "password": eight}))
+        .await;
+    let refused = app
+        .create_user_with(json!({"username": "bob", "password": seven}))
+        .await;
 
     assert_eq!(accepted.status(), StatusCode::CREATED);
     assert_error(refused, StatusCode::BAD_REQUEST, "invalid_request").await;
@@ -442,13 +405,15 @@ async fn creating_a_user_with_a_password_over_1024_bytes_is_400() {
     let over_ascii = "p".repeat(1025);
     let over_multibyte = "é".repeat(513);
 
-    let accepted = create_with(&app, json!({"username": "alice", "password": at_limit})).await;
-    let refused_ascii = create_with(&app, json!({"username": "bob", "password": over_ascii})).await;
-    let refused_multibyte = create_with(
-        &app,
-        json!({"username": "carol", "password": over_multibyte}),
-    )
-    .await;
+    let accepted = app
+        .create_user_with(json!({"username": "alice", "password": at_limit}))
+        .await;
+    let refused_ascii = app
+        .create_user_with(json!({"username": "bob", "password": over_ascii}))
+        .await;
+    let refused_multibyte = app
+        .create_user_with(json!({"username": "carol", "password": over_multibyte}))
+        .await;
 
     assert_eq!(accepted.status(), StatusCode::CREATED);
     assert_error(refused_ascii, StatusCode::BAD_REQUEST, "invalid_request").await;
@@ -473,27 +438,19 @@ async fn creating_a_user_with_an_invalid_role_is_400() {
         assert_eq!(code, StatusCode::BAD_REQUEST, "{role:?}: {body}");
         assert_eq!(body["error"], "invalid_request", "{role:?}: {body}");
     }
-    assert_eq!(
-        get_user(&app, "alice").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.get_user("alice").await.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn creating_a_user_with_an_unknown_field_is_400() {
     let app = TestApp::spawn().await;
 
-    let response = create_with(
-        &app,
-        json!({"username": "alice", "password": PASSWORD, "role": ["admin"]}),
-    )
-    .await;
+    let response = app
+        .create_user_with(json!({"username": "alice", "password": PASSWORD, "role": ["admin"]}))
+        .await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
-    assert_eq!(
-        get_user(&app, "alice").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.get_user("alice").await.status(), StatusCode::NOT_FOUND);
 }
 
 // ----- listing users -----
@@ -513,9 +470,9 @@ async fn users_are_listed_sorted_by_name_in_pages_linked_by_next() {
     let app = TestApp::spawn().await;
     create_five_users(&app).await;
 
-    let (first, next1) = usernames_of(list_users(&app, "?limit=2").await).await;
-    let (second, next2) = usernames_of(list_users(&app, "?limit=2&after=bob").await).await;
-    let (third, next3) = usernames_of(list_users(&app, "?limit=2&after=dave").await).await;
+    let (first, next1) = usernames_of(app.list_users("?limit=2").await).await;
+    let (second, next2) = usernames_of(app.list_users("?limit=2&after=bob").await).await;
+    let (third, next3) = usernames_of(app.list_users("?limit=2&after=dave").await).await;
 
     assert_eq!(first, ["alice", "bob"]);
     assert_eq!(next1, "bob");
@@ -533,7 +490,7 @@ async fn following_next_visits_every_user_once() {
     let mut query = "?limit=2".to_owned();
 
     for _ in 0..10 {
-        let (names, next) = usernames_of(list_users(&app, &query).await).await;
+        let (names, next) = usernames_of(app.list_users(&query).await).await;
         seen.extend(names);
         match next {
             Value::Null => break,
@@ -550,8 +507,8 @@ async fn next_is_null_when_the_last_page_is_exactly_full() {
     let app = TestApp::spawn().await;
     create_five_users(&app).await;
 
-    let (all, next_all) = usernames_of(list_users(&app, "?limit=5").await).await;
-    let (last, next_last) = usernames_of(list_users(&app, "?limit=2&after=carol").await).await;
+    let (all, next_all) = usernames_of(app.list_users("?limit=5").await).await;
+    let (last, next_last) = usernames_of(app.list_users("?limit=2&after=carol").await).await;
 
     assert_eq!(all.len(), 5);
     assert_eq!(next_all, Value::Null);
@@ -565,7 +522,7 @@ async fn listing_users_with_a_limit_that_is_not_a_positive_number_is_400() {
     create_five_users(&app).await;
 
     for limit in ["0", "-1", "abc", "", "1.5"] {
-        let response = list_users(&app, &format!("?limit={limit}")).await;
+        let response = app.list_users(&format!("?limit={limit}")).await;
 
         let code = response.status();
         let body: Value = response.json().await.unwrap();
@@ -579,7 +536,7 @@ async fn a_limit_over_1000_is_clamped_not_refused() {
     let app = TestApp::spawn().await;
     create_five_users(&app).await;
 
-    let response = list_users(&app, "?limit=5000").await;
+    let response = app.list_users("?limit=5000").await;
 
     let (names, next) = usernames_of(response).await;
     assert_eq!(names.len(), 5);
@@ -603,9 +560,9 @@ async fn without_a_limit_users_are_listed_100_at_a_time() {
     let app = TestApp::spawn().await;
     let names = create_numbered_users(&app, 101).await;
 
-    let (first, next1) = usernames_of(list_users(&app, "").await).await;
+    let (first, next1) = usernames_of(app.list_users("").await).await;
     let (second, next2) =
-        usernames_of(list_users(&app, &format!("?after={}", names[99])).await).await;
+        usernames_of(app.list_users(&format!("?after={}", names[99])).await).await;
 
     assert_eq!(first, names[..100]);
     assert_eq!(
@@ -623,13 +580,16 @@ async fn a_limit_over_1000_lists_1000_users_and_a_next() {
     let names = create_numbered_users(&app, 1001).await;
 
     for limit in ["1001", "5000", "99999999999999999999999"] {
-        let (page, next) = usernames_of(list_users(&app, &format!("?limit={limit}")).await).await;
+        let (page, next) = usernames_of(app.list_users(&format!("?limit={limit}")).await).await;
 
         assert_eq!(page, names[..1000], "limit={limit}");
         assert_eq!(next, names[999].as_str(), "limit={limit}");
     }
-    let (rest, next) =
-        usernames_of(list_users(&app, &format!("?limit=1001&after={}", names[999])).await).await;
+    let (rest, next) = usernames_of(
+        app.list_users(&format!("?limit=1001&after={}", names[999]))
+            .await,
+    )
+    .await;
     assert_eq!(rest, names[1000..]);
     assert_eq!(next, Value::Null);
 }
@@ -639,9 +599,9 @@ async fn a_limit_over_1000_lists_1000_users_and_a_next() {
 #[tokio::test]
 async fn getting_a_user_answers_the_user_object() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &["ops"]).await;
+    app.add_user("alice", &["ops"]).await;
 
-    let response = get_user(&app, "alice").await;
+    let response = app.get_user("alice").await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -652,7 +612,7 @@ async fn getting_a_user_answers_the_user_object() {
 async fn getting_an_unknown_user_is_404_not_found() {
     let app = TestApp::spawn().await;
 
-    let response = get_user(&app, "nobody").await;
+    let response = app.get_user("nobody").await;
 
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
 }
@@ -665,17 +625,17 @@ async fn a_username_with_an_at_sign_is_reachable_percent_encoded() {
         StatusCode::CREATED
     );
 
-    let encoded = get_user(&app, "a%40b.c").await;
-    let patched = patch_user(&app, "a%40b.c", json!({"roles": ["ops"]})).await;
+    let encoded = app.get_user("a%40b.c").await;
+    let patched = app.update_user("a%40b.c", json!({"roles": ["ops"]})).await;
 
     assert_eq!(encoded.status(), StatusCode::OK);
     let body: Value = encoded.json().await.unwrap();
     assert_eq!(body["username"], "a@b.c");
     assert_eq!(patched.status(), StatusCode::OK);
-    let deleted = delete_user(&app, "a%40b.c").await;
+    let deleted = app.delete_user("a%40b.c").await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        get_user(&app, "a%40b.c").await.status(),
+        app.get_user("a%40b.c").await.status(),
         StatusCode::NOT_FOUND
     );
 }
@@ -683,10 +643,10 @@ async fn a_username_with_an_at_sign_is_reachable_percent_encoded() {
 #[tokio::test]
 async fn admin_lists_a_users_live_sessions() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
-    app.create_user("bob", &[]).await;
+    app.add_user("alice", &[]).await;
+    app.add_user("bob", &[]).await;
     let sid_of =
-        |pair: &Value| crate::claims(pair["access_token"].as_str().unwrap())["sid"].clone();
+        |pair: &Value| crate::common::claims(pair["access_token"].as_str().unwrap())["sid"].clone();
     let first = sid_of(&app.login("alice").await);
     let second = sid_of(&app.login("alice").await);
     let ended = sid_of(&app.login("alice").await);
@@ -696,11 +656,7 @@ async fn admin_lists_a_users_live_sessions() {
         StatusCode::OK
     );
 
-    let response = app
-        .admin_request(Method::GET, "/admin/v1/users/alice/sessions")
-        .send()
-        .await
-        .unwrap();
+    let response = app.user_sessions("alice").await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -722,11 +678,7 @@ async fn admin_lists_a_users_live_sessions() {
 async fn listing_the_sessions_of_an_unknown_user_is_404_not_found() {
     let app = TestApp::spawn().await;
 
-    let response = app
-        .admin_request(Method::GET, "/admin/v1/users/nobody/sessions")
-        .send()
-        .await
-        .unwrap();
+    let response = app.user_sessions("nobody").await;
 
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
 }
@@ -738,7 +690,9 @@ async fn new_roles_show_on_the_next_verify_of_an_existing_token() {
     let app = TestApp::spawn().await;
     let token = app.user_token("alice", &["ops"]).await;
 
-    let response = patch_user(&app, "alice", json!({"roles": ["dev", "admin"]})).await;
+    let response = app
+        .update_user("alice", json!({"roles": ["dev", "admin"]}))
+        .await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -759,11 +713,11 @@ async fn new_roles_show_on_the_next_verify_of_an_existing_token() {
 #[tokio::test]
 async fn disabling_a_user_refuses_their_tokens_and_their_logins() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let session = app.login("alice").await;
     let token = session["access_token"].as_str().unwrap();
 
-    let response = patch_user(&app, "alice", json!({"disabled": true})).await;
+    let response = app.update_user("alice", json!({"disabled": true})).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -774,7 +728,9 @@ async fn disabling_a_user_refuses_their_tokens_and_their_logins() {
         "invalid_token",
     )
     .await;
-    let refreshed = refresh(&app, session["refresh_token"].as_str().unwrap()).await;
+    let refreshed = app
+        .refresh(session["refresh_token"].as_str().unwrap())
+        .await;
     assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
     let login = app.try_login("alice", PASSWORD).await;
     assert_error(login, StatusCode::FORBIDDEN, "account_disabled").await;
@@ -785,13 +741,13 @@ async fn enabling_a_user_again_lets_them_log_in_but_old_tokens_stay_dead() {
     let app = TestApp::spawn().await;
     let old_token = app.user_token("alice", &[]).await;
     assert_eq!(
-        patch_user(&app, "alice", json!({"disabled": true}))
+        app.update_user("alice", json!({"disabled": true}))
             .await
             .status(),
         StatusCode::OK
     );
 
-    let response = patch_user(&app, "alice", json!({"disabled": false})).await;
+    let response = app.update_user("alice", json!({"disabled": false})).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -812,11 +768,13 @@ async fn enabling_a_user_again_lets_them_log_in_but_old_tokens_stay_dead() {
 #[tokio::test]
 async fn a_new_password_refuses_old_tokens_and_the_old_password() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let session = app.login("alice").await;
     let new_password = "a brand new password";
 
-    let response = patch_user(&app, "alice", json!({"password": new_password})).await;
+    let response = app
+        .update_user("alice", json!({"password": new_password}))
+        .await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let token = session["access_token"].as_str().unwrap();
@@ -826,7 +784,9 @@ async fn a_new_password_refuses_old_tokens_and_the_old_password() {
         "invalid_token",
     )
     .await;
-    let refreshed = refresh(&app, session["refresh_token"].as_str().unwrap()).await;
+    let refreshed = app
+        .refresh(session["refresh_token"].as_str().unwrap())
+        .await;
     assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
     let old = app.try_login("alice", PASSWORD).await;
     assert_error(old, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
@@ -839,7 +799,7 @@ async fn a_new_password_is_checked_against_the_password_rules() {
     let app = TestApp::spawn().await;
     let token = app.user_token("alice", &[]).await;
 
-    let response = patch_user(&app, "alice", json!({"password": "short"})).await;
+    let response = app.update_user("alice", json!({"password": "short"})).await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     assert_eq!(app.verify(&token).await.status(), StatusCode::OK);
@@ -853,24 +813,23 @@ async fn a_new_password_is_checked_against_the_password_rules() {
 async fn changing_an_unknown_user_is_404_not_found() {
     let app = TestApp::spawn().await;
 
-    let response = patch_user(&app, "nobody", json!({"roles": ["ops"]})).await;
+    let response = app.update_user("nobody", json!({"roles": ["ops"]})).await;
 
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
-    assert_eq!(
-        get_user(&app, "nobody").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.get_user("nobody").await.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn changing_a_user_with_an_unknown_field_is_400_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
-    let response = patch_user(&app, "alice", json!({"roles": ["ops"], "disable": true})).await;
+    let response = app
+        .update_user("alice", json!({"roles": ["ops"], "disable": true}))
+        .await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
-    let alice: Value = get_user(&app, "alice").await.json().await.unwrap();
+    let alice: Value = app.get_user("alice").await.json().await.unwrap();
     assert_user(&alice, "alice", &[], false);
 }
 
@@ -879,12 +838,12 @@ async fn changing_a_user_with_an_unknown_field_is_400_and_changes_nothing() {
 #[tokio::test]
 async fn deleting_a_user_answers_204_and_their_tokens_stop_working_at_once() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let session = app.login("alice").await;
     let token = session["access_token"].as_str().unwrap();
     assert_eq!(app.verify(token).await.status(), StatusCode::OK);
 
-    let response = delete_user(&app, "alice").await;
+    let response = app.delete_user("alice").await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_error(
@@ -893,10 +852,12 @@ async fn deleting_a_user_answers_204_and_their_tokens_stop_working_at_once() {
         "invalid_token",
     )
     .await;
-    let refreshed = refresh(&app, session["refresh_token"].as_str().unwrap()).await;
+    let refreshed = app
+        .refresh(session["refresh_token"].as_str().unwrap())
+        .await;
     assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
     assert_error(
-        get_user(&app, "alice").await,
+        app.get_user("alice").await,
         StatusCode::NOT_FOUND,
         "not_found",
     )
@@ -909,7 +870,7 @@ async fn deleting_a_user_answers_204_and_their_tokens_stop_working_at_once() {
 async fn deleting_an_unknown_user_is_404_not_found() {
     let app = TestApp::spawn().await;
 
-    let response = delete_user(&app, "nobody").await;
+    let response = app.delete_user("nobody").await;
 
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
 }
@@ -917,12 +878,12 @@ async fn deleting_an_unknown_user_is_404_not_found() {
 #[tokio::test]
 async fn a_re_created_user_is_a_new_account_that_old_tokens_never_reach() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &["admin"]).await;
+    app.add_user("alice", &["admin"]).await;
     let old = app.login("alice").await;
     let old_access = old["access_token"].as_str().unwrap();
     let old_refresh = old["refresh_token"].as_str().unwrap();
     assert_eq!(
-        delete_user(&app, "alice").await.status(),
+        app.delete_user("alice").await.status(),
         StatusCode::NO_CONTENT
     );
 
@@ -937,7 +898,7 @@ async fn a_re_created_user_is_a_new_account_that_old_tokens_never_reach() {
     .await;
     let old_admin = send(&app, Method::GET, "/admin/v1/users", None, Some(old_access)).await;
     assert_error(old_admin, StatusCode::UNAUTHORIZED, "invalid_token").await;
-    let refreshed = refresh(&app, old_refresh).await;
+    let refreshed = app.refresh(old_refresh).await;
     assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
     let new_access = app.login("alice").await["access_token"]
         .as_str()

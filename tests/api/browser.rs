@@ -11,7 +11,7 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, claims, header, percent_encode};
 
 const LOGIN_URL: &str = "https://auth.example.com/login";
 const APP_URL: &str = "https://app.example.com/inbox?folder=a%2Fb&x=1";
@@ -57,10 +57,7 @@ impl Browser {
     }
 
     async fn user(&self, username: &str, roles: &[&str]) {
-        assert_eq!(
-            self.app.create_user(username, roles).await.status(),
-            StatusCode::CREATED
-        );
+        self.app.add_user(username, roles).await;
     }
 
     /// Posts the login form.
@@ -147,13 +144,6 @@ impl Cookies {
     }
 }
 
-fn header(response: &reqwest::Response, name: impl reqwest::header::AsHeaderName) -> &str {
-    response
-        .headers()
-        .get(name)
-        .map_or("", |v| v.to_str().unwrap())
-}
-
 fn assert_html(response: &reqwest::Response, status: StatusCode) {
     assert_eq!(response.status(), status);
     assert_eq!(header(response, CONTENT_TYPE), "text/html; charset=utf-8");
@@ -161,19 +151,6 @@ fn assert_html(response: &reqwest::Response, status: StatusCode) {
     assert_eq!(header(response, REFERRER_POLICY), "no-referrer");
     assert_eq!(header(response, CACHE_CONTROL), "no-store");
     assert!(header(response, CONTENT_SECURITY_POLICY).starts_with("default-src 'none'"));
-}
-
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 // ----- the login page -----
@@ -401,13 +378,7 @@ async fn disabled_account_gets_the_wrong_password_form_with_401_uncounted() {
         .await;
     assert_html(&wrong_password, StatusCode::UNAUTHORIZED);
     let wrong_password = wrong_password.text().await.unwrap();
-    let patch = b
-        .app
-        .admin_request(Method::PATCH, "/admin/v1/users/alice")
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    let patch = b.app.update_user("alice", json!({"disabled": true})).await;
     assert_eq!(patch.status(), StatusCode::OK);
 
     for _ in 0..3 {
@@ -558,8 +529,7 @@ async fn the_cookie_is_ignored_while_browser_sessions_are_disabled() {
     let token = off.user_token("alice", &[]).await;
 
     let response = off
-        .client
-        .get(format!("{}/v1/verify", off.public))
+        .public_request(Method::GET, "/v1/verify")
         .header(COOKIE, format!("authd={token}"))
         .send()
         .await
@@ -893,15 +863,7 @@ async fn logout_without_rd_is_204_and_finds_the_session_through_the_refresh_cook
         .as_str()
         .unwrap()
         .to_owned();
-    let list: Value = b
-        .app
-        .admin_request(Method::GET, "/admin/v1/revocations")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = b.app.list_revocations("").await.json().await.unwrap();
     assert!(
         list["revocations"]
             .as_array()

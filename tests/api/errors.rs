@@ -7,24 +7,14 @@ use reqwest::header::{ALLOW, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error};
+use crate::common::{PASSWORD, TestApp, assert_error, header_str};
 
 /// `server.max_body_bytes` of the shipped config.toml (64 KiB).
 const MAX_BODY: usize = 64 * 1024;
 
-fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .map(|value| value.to_str().unwrap().to_owned())
-}
-
 /// POSTs raw bytes to `/v1/login` with the given content type (none when `None`).
 async fn post_login(app: &TestApp, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(format!("{}/v1/login", app.public))
-        .body(body);
+    let mut request = app.public_request(Method::POST, "/v1/login").body(body);
     if let Some(content_type) = content_type {
         request = request.header(CONTENT_TYPE, content_type);
     }
@@ -280,11 +270,8 @@ async fn admin_body_over_64_kib_is_413_payload_too_large() {
     let roles: Vec<String> = (0..MAX_BODY / 8).map(|i| format!("role-{i}")).collect();
 
     let response = app
-        .admin_request(Method::POST, "/admin/v1/users")
-        .json(&json!({"username": "alice", "password": PASSWORD, "roles": roles}))
-        .send()
-        .await
-        .unwrap();
+        .create_user_with(json!({"username": "alice", "password": PASSWORD, "roles": roles}))
+        .await;
 
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }
@@ -312,7 +299,7 @@ async fn chunked_body_over_the_limit_is_413_never_411() {
 #[tokio::test]
 async fn chunked_body_within_the_limit_is_accepted() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
 
     let response = send_chunked(
@@ -337,7 +324,7 @@ async fn chunked_body_within_the_limit_is_accepted() {
 #[tokio::test]
 async fn json_login_sent_as_text_plain_is_415() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
 
     let response = post_login(&app, Some("text/plain"), body.into_bytes()).await;
@@ -353,7 +340,7 @@ async fn json_login_sent_as_text_plain_is_415() {
 #[tokio::test]
 async fn non_empty_body_without_content_type_is_415() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
 
     let response = post_login(&app, None, body.into_bytes()).await;
@@ -371,8 +358,7 @@ async fn refresh_with_an_unaccepted_content_type_is_415() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
+        .public_request(Method::POST, "/v1/token/refresh")
         .header(CONTENT_TYPE, "multipart/form-data; boundary=x")
         .body("--x--")
         .send()
@@ -405,11 +391,7 @@ async fn admin_create_user_with_a_form_body_is_415() {
         "unsupported_media_type",
     )
     .await;
-    let lookup = app
-        .admin_request(Method::GET, "/admin/v1/users/alice")
-        .send()
-        .await
-        .unwrap();
+    let lookup = app.get_user("alice").await;
     assert_eq!(
         lookup.status(),
         StatusCode::NOT_FOUND,
@@ -462,7 +444,7 @@ async fn logout_and_password_change_with_a_form_body_are_415() {
 #[tokio::test]
 async fn json_with_a_charset_parameter_is_accepted() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!({"username": "alice", "password": PASSWORD}).to_string();
 
     let response = post_login(
@@ -514,18 +496,12 @@ async fn missing_field_is_400_invalid_request() {
     )
     .await;
     let refresh = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
+        .public_request(Method::POST, "/v1/token/refresh")
         .json(&json!({}))
         .send()
         .await
         .unwrap();
-    let create = app
-        .admin_request(Method::POST, "/admin/v1/users")
-        .json(&json!({"username": "alice"}))
-        .send()
-        .await
-        .unwrap();
+    let create = app.create_user_with(json!({"username": "alice"})).await;
 
     for response in [login, form, refresh, create] {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
@@ -538,12 +514,7 @@ async fn field_of_the_wrong_type_is_400_invalid_request() {
 
     let login = post_login_json(&app, r#"{"username":42,"password":"x"}"#).await;
     let null_password = post_login_json(&app, r#"{"username":"alice","password":null}"#).await;
-    let patch = app
-        .admin_request(Method::PATCH, "/admin/v1/users/alice")
-        .json(&json!({"disabled": "yes"}))
-        .send()
-        .await
-        .unwrap();
+    let patch = app.update_user("alice", json!({"disabled": "yes"})).await;
 
     for response in [login, null_password, patch] {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
@@ -553,7 +524,7 @@ async fn field_of_the_wrong_type_is_400_invalid_request() {
 #[tokio::test]
 async fn json_array_instead_of_the_object_is_400_invalid_request() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = json!(["alice", PASSWORD]).to_string();
 
     let response = post_login_json(&app, &body).await;
@@ -564,7 +535,7 @@ async fn json_array_instead_of_the_object_is_400_invalid_request() {
 #[tokio::test]
 async fn unknown_json_field_is_400_invalid_request() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let login = post_login_json(
         &app,
@@ -572,18 +543,12 @@ async fn unknown_json_field_is_400_invalid_request() {
     )
     .await;
     let refresh = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
+        .public_request(Method::POST, "/v1/token/refresh")
         .json(&json!({"refresh_token": "x", "grant_type": "refresh_token"}))
         .send()
         .await
         .unwrap();
-    let patch = app
-        .admin_request(Method::PATCH, "/admin/v1/users/alice")
-        .json(&json!({"disabld": true}))
-        .send()
-        .await
-        .unwrap();
+    let patch = app.update_user("alice", json!({"disabld": true})).await;
 
     for response in [login, refresh, patch] {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
@@ -593,7 +558,7 @@ async fn unknown_json_field_is_400_invalid_request() {
 #[tokio::test]
 async fn duplicate_json_field_is_400_invalid_request() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let body = format!(r#"{{"username":"mallory","username":"alice","password":"{PASSWORD}"}}"#);
 
     let response = post_login_json(&app, &body).await;
@@ -625,8 +590,7 @@ async fn deeply_nested_json_is_400_not_500() {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
     let health = app
-        .client
-        .get(format!("{}/healthz", app.public))
+        .public_request(Method::GET, "/healthz")
         .send()
         .await
         .unwrap();
@@ -669,7 +633,7 @@ async fn wrong_typed_password_is_not_echoed_in_the_description() {
 #[tokio::test]
 async fn a_string_in_a_non_string_field_is_not_echoed_in_the_description_escaped_quotes_included() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     for body in [
         json!({"disabled": "hunter2-secret"}),
@@ -679,12 +643,7 @@ async fn a_string_in_a_non_string_field_is_not_echoed_in_the_description_escaped
         json!({"disabled": "quote\"hunter2-secret"}),
         json!({"roles": "back\\slash\"hunter2-secret\"tail"}),
     ] {
-        let response = app
-            .admin_request(Method::PATCH, "/admin/v1/users/alice")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.update_user("alice", body.clone()).await;
 
         let error = assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
         assert!(!error.to_string().contains("hunter2"), "{body} → {error}");
@@ -711,7 +670,7 @@ async fn a_form_value_is_not_echoed_in_the_description() {
 #[tokio::test]
 async fn login_and_refresh_answers_are_marked_no_store() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let login = app.try_login("alice", PASSWORD).await;
     assert_eq!(
@@ -720,13 +679,7 @@ async fn login_and_refresh_answers_are_marked_no_store() {
         "login"
     );
     let body: Value = login.json().await.unwrap();
-    let refresh = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
-        .json(&json!({"refresh_token": body["refresh_token"]}))
-        .send()
-        .await
-        .unwrap();
+    let refresh = app.refresh(body["refresh_token"].as_str().unwrap()).await;
 
     assert_eq!(refresh.status(), StatusCode::OK);
     assert_eq!(

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, claims, with_claim};
 
 /// `authd::auth::token::MAX_TOKEN_BYTES`.
 const MAX_TOKEN_BYTES: usize = authd::auth::token::MAX_TOKEN_BYTES;
@@ -70,12 +70,6 @@ impl Signer {
             &serde_json::to_vec(claims).unwrap(),
         )
     }
-}
-
-fn with(claims: &Value, key: &str, value: Value) -> Value {
-    let mut claims = claims.clone();
-    claims[key] = value;
-    claims
 }
 
 /// A user with a live session and the claims of its real token, to re-sign with one
@@ -151,7 +145,7 @@ async fn verify_is_fast(app: &TestApp, token: &str) -> Duration {
 #[tokio::test]
 async fn huge_numbers_in_json_bodies_are_400_invalid_request() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let digits = "9".repeat(10_000);
     let cases = [
         (
@@ -211,14 +205,7 @@ async fn huge_numbers_in_json_bodies_are_400_invalid_request() {
         .await
         .unwrap();
     assert_error(patch, StatusCode::BAD_REQUEST, "invalid_request").await;
-    let list: Value = app
-        .admin_request(Method::GET, "/admin/v1/users")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.list_users("").await.json().await.unwrap();
     assert_eq!(
         list["users"].as_array().unwrap().len(),
         1,
@@ -248,25 +235,15 @@ async fn control_characters_in_a_new_username_are_400_invalid_request() {
 
     for username in CONTROL_NAMES {
         let response = app
-            .admin_request(Method::POST, "/admin/v1/users")
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
+            .create_user_with(json!({"username": username, "password": PASSWORD}))
+            .await;
 
         let status = response.status();
         let body: Value = response.json().await.unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{username:?}: {body}");
         assert_eq!(body["error"], "invalid_request", "{username:?}: {body}");
     }
-    let list: Value = app
-        .admin_request(Method::GET, "/admin/v1/users")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.list_users("").await.json().await.unwrap();
     assert_eq!(list["users"], json!([]), "no user was created");
 }
 
@@ -277,7 +254,7 @@ async fn control_characters_around_an_existing_username_at_login_are_401_not_a_l
         ("AUTHD__LOGIN__MAX_FAILURES_PER_IP", "1000"),
     ])
     .await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     for username in CONTROL_NAMES {
         let response = app.try_login(username, PASSWORD).await;
@@ -290,8 +267,7 @@ async fn control_characters_around_an_existing_username_at_login_are_401_not_a_l
         "username=alice%0A&password=correct+horse+battery",
     ] {
         let response = app
-            .client
-            .post(format!("{}/v1/login", app.public))
+            .public_request(Method::POST, "/v1/login")
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(form)
             .send()
@@ -387,10 +363,10 @@ fn token_of_length(signer: &Signer, claims: &Value, len: usize) -> String {
             signer.kid
         );
         let short = signer
-            .sign(&signer.header(), &with(claims, "pad", json!("")))
+            .sign(&signer.header(), &with_claim(claims, "pad", json!("")))
             .len();
         for pad in len.saturating_sub(short + 16) * 3 / 4..len {
-            let padded = with(claims, "pad", json!("p".repeat(pad)));
+            let padded = with_claim(claims, "pad", json!("p".repeat(pad)));
             let token = signer.sign_raw(header.as_bytes(), &serde_json::to_vec(&padded).unwrap());
             if token.len() == len {
                 return token;
@@ -548,24 +524,30 @@ async fn odd_kid_and_crit_headers_are_401_invalid_token() {
     let traversal = format!("../keys/{}", signer.kid);
 
     let cases = [
-        ("empty kid", with(&header, "kid", json!(""))),
-        ("path traversal kid", with(&header, "kid", json!(traversal))),
+        ("empty kid", with_claim(&header, "kid", json!(""))),
+        (
+            "path traversal kid",
+            with_claim(&header, "kid", json!(traversal)),
+        ),
         (
             "kid with the file extension",
-            with(&header, "kid", json!(format!("{}.key", signer.kid))),
+            with_claim(&header, "kid", json!(format!("{}.key", signer.kid))),
         ),
-        ("numeric kid", with(&header, "kid", json!(5))),
-        ("null kid", with(&header, "kid", json!(null))),
+        ("numeric kid", with_claim(&header, "kid", json!(5))),
+        ("null kid", with_claim(&header, "kid", json!(null))),
         (
             "kid in another letter case",
-            with(&header, "kid", json!(signer.kid.to_lowercase())),
+            with_claim(&header, "kid", json!(signer.kid.to_lowercase())),
         ),
-        ("empty crit", with(&header, "crit", json!([]))),
+        ("empty crit", with_claim(&header, "crit", json!([]))),
         (
             "crit naming a private claim",
-            with(&header, "crit", json!(["authd"])),
+            with_claim(&header, "crit", json!(["authd"])),
         ),
-        ("crit as a string", with(&header, "crit", json!("exp"))),
+        (
+            "crit as a string",
+            with_claim(&header, "crit", json!("exp")),
+        ),
     ];
     for (what, header) in cases {
         assert_invalid_token(&app, &signer.sign(&header, &claims), what).await;
@@ -590,21 +572,24 @@ async fn absurd_exp_iat_and_nbf_values_are_401_invalid_token() {
             json!(1.5),
             beyond_i64.clone(),
         ] {
-            cases.push((format!("{claim} = {value}"), with(&claims, claim, value)));
+            cases.push((
+                format!("{claim} = {value}"),
+                with_claim(&claims, claim, value),
+            ));
         }
     }
-    cases.push(("exp = -1".into(), with(&claims, "exp", json!(-1))));
+    cases.push(("exp = -1".into(), with_claim(&claims, "exp", json!(-1))));
     cases.push((
         "exp = i64::MIN".into(),
-        with(&claims, "exp", json!(i64::MIN)),
+        with_claim(&claims, "exp", json!(i64::MIN)),
     ));
     cases.push((
         "iat = i64::MAX".into(),
-        with(&claims, "iat", json!(i64::MAX)),
+        with_claim(&claims, "iat", json!(i64::MAX)),
     ));
     cases.push((
         "nbf = i64::MAX".into(),
-        with(&claims, "nbf", json!(i64::MAX)),
+        with_claim(&claims, "nbf", json!(i64::MAX)),
     ));
     for (what, forged) in cases {
         assert_invalid_token(&app, &signer.sign(&signer.header(), &forged), &what).await;
@@ -620,8 +605,8 @@ async fn a_signed_token_with_an_empty_jti_or_sid_is_401_invalid_token() {
     let claims = live_claims(&app).await;
 
     for (what, forged) in [
-        ("empty jti", with(&claims, "jti", json!(""))),
-        ("empty sid", with(&claims, "sid", json!(""))),
+        ("empty jti", with_claim(&claims, "jti", json!(""))),
+        ("empty sid", with_claim(&claims, "sid", json!(""))),
     ] {
         assert_invalid_token(&app, &signer.sign(&signer.header(), &forged), what).await;
     }
@@ -636,21 +621,17 @@ async fn a_signed_token_with_exp_at_the_end_of_time_is_refused_and_crashes_nothi
     let app = TestApp::spawn().await;
     let signer = Signer::of(&app);
     let claims = live_claims(&app).await;
-    let forever = signer.sign(&signer.header(), &with(&claims, "exp", json!(i64::MAX)));
+    let forever = signer.sign(
+        &signer.header(),
+        &with_claim(&claims, "exp", json!(i64::MAX)),
+    );
 
     let verified = app.verify(&forever).await.status();
     let revoked = app.revoke(json!({"token": forever})).await;
 
     assert_eq!(verified, StatusCode::UNAUTHORIZED);
     assert_eq!(revoked.status(), StatusCode::OK);
-    let listed: Value = app
-        .admin_request(Method::GET, "/admin/v1/revocations")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.list_revocations("").await.json().await.unwrap();
     let entry = &listed["revocations"][0];
     assert_eq!(entry["id"], claims["jti"], "{listed}");
     assert_invalid_token(&app, &forever, "revoked").await;
@@ -771,13 +752,9 @@ async fn timing_unknown_user_and_wrong_password_take_the_same_time() {
         ("AUTHD__LOGIN__MAX_FAILURES_PER_IP", "100000"),
     ])
     .await;
-    app.create_user("alice", &[]).await;
-    app.create_user("carol", &[]).await;
-    app.admin_request(Method::PATCH, "/admin/v1/users/carol")
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    app.add_user("alice", &[]).await;
+    app.add_user("carol", &[]).await;
+    app.update_user("carol", json!({"disabled": true})).await;
     let attempts = [
         ("unknown user", "nobody", PASSWORD),
         ("wrong password", "alice", "not the password"),
@@ -875,11 +852,7 @@ async fn a_group_readable_admin_token_file_is_still_accepted() {
 
     let app = TestApp::start_in(dir.path(), &overrides).await;
 
-    let users = app
-        .admin_request(Method::GET, "/admin/v1/users")
-        .send()
-        .await
-        .unwrap();
+    let users = app.list_users("").await;
     assert_eq!(users.status(), StatusCode::OK);
     assert_eq!(mode(&token_file), 0o640, "the mode is left as it is");
     app.stop().await;

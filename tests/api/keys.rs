@@ -13,19 +13,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, b64_json, claims, jose_header};
 
 // ----- helpers -----
-
-/// The JOSE header of a JWT, decoded without verification.
-fn jose_header(token: &str) -> Value {
-    let header = token.split('.').next().unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
-}
-
-fn b64_json(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
 
 /// `header.claims` signed with HMAC-SHA256 under `secret`, whatever `header` says.
 fn sign_hs256(secret: &[u8], header: &Value, claims: &Value) -> String {
@@ -53,12 +43,7 @@ fn kid_of(path: &Path) -> String {
 }
 
 async fn jwks(app: &TestApp) -> Value {
-    let response = app
-        .client
-        .get(format!("{}/.well-known/jwks.json", app.public))
-        .send()
-        .await
-        .unwrap();
+    let response = app.jwks().await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -72,14 +57,6 @@ fn jwks_kids(jwks: &Value) -> Vec<String> {
         .collect();
     kids.sort();
     kids
-}
-
-/// A fresh login's access token (the user exists with [`crate::PASSWORD`]).
-async fn access_token(app: &TestApp, username: &str) -> String {
-    app.login(username).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn header_kid(token: &str) -> String {
@@ -133,7 +110,7 @@ impl FileConfigured {
 
 /// The shipped configuration with the test values set.
 fn write_config(file: &Path, jwt: &[(&str, &str)]) {
-    let mut text = std::fs::read_to_string(crate::shipped_config()).unwrap();
+    let mut text = std::fs::read_to_string(crate::common::shipped_config()).unwrap();
     for (section, key, value) in [
         ("server", "listen", "\"127.0.0.1:0\""),
         ("server", "admin_listen", "\"127.0.0.1:0\""),
@@ -278,8 +255,8 @@ async fn rotation_with_keygen_signs_with_the_new_key_and_keeps_old_tokens_valid(
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
     let old_kid = kid_of(&key_files(&daemon.keys_dir())[0]);
-    app.create_user("alice", &[]).await;
-    let old_token = access_token(app, "alice").await;
+    app.add_user("alice", &[]).await;
+    let old_token = app.access_token("alice", PASSWORD).await;
 
     let keygen = std::process::Command::new(env!("CARGO_BIN_EXE_authd"))
         .arg("keygen")
@@ -290,7 +267,7 @@ async fn rotation_with_keygen_signs_with_the_new_key_and_keeps_old_tokens_valid(
     assert!(keygen.status.success(), "keygen: {keygen:?}");
     let new_kid = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
     app.reload_settled().await;
-    let new_token = access_token(app, "alice").await;
+    let new_token = app.access_token("alice", PASSWORD).await;
 
     assert_ne!(new_kid, old_kid);
     assert_eq!(header_kid(&old_token), old_kid);
@@ -311,11 +288,11 @@ async fn removing_the_old_key_file_and_reloading_refuses_its_tokens() {
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
     let old_file = key_files(&daemon.keys_dir())[0].clone();
-    app.create_user("alice", &[]).await;
-    let old_token = access_token(app, "alice").await;
+    app.add_user("alice", &[]).await;
+    let old_token = app.access_token("alice", PASSWORD).await;
     let new_kid = generate_key(&daemon.keys_dir(), KeyAlgorithm::EdDSA, SystemTime::now()).unwrap();
     app.reload_settled().await;
-    let new_token = access_token(app, "alice").await;
+    let new_token = app.access_token("alice", PASSWORD).await;
     assert_eq!(header_kid(&new_token), new_kid);
 
     std::fs::remove_file(&old_file).unwrap();
@@ -331,7 +308,7 @@ async fn staged_rotation_publishes_the_new_key_before_it_signs() {
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
     let old_kid = kid_of(&key_files(&daemon.keys_dir())[0]);
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     // Stage: pin the old key, add the new one, reload; the new key is published, not used.
     let new_kid = generate_key(&daemon.keys_dir(), KeyAlgorithm::EdDSA, SystemTime::now()).unwrap();
@@ -339,7 +316,7 @@ async fn staged_rotation_publishes_the_new_key_before_it_signs() {
     daemon
         .reconfigure(&[("algorithm", "\"EdDSA\""), ("signing_kid", &pinned)])
         .await;
-    let staged_token = access_token(app, "alice").await;
+    let staged_token = app.access_token("alice", PASSWORD).await;
     let mut both = vec![old_kid.clone(), new_kid.clone()];
     both.sort();
     assert_eq!(jwks_kids(&jwks(app).await), both);
@@ -353,7 +330,7 @@ async fn staged_rotation_publishes_the_new_key_before_it_signs() {
     daemon
         .reconfigure(&[("algorithm", "\"EdDSA\""), ("signing_kid", "\"\"")])
         .await;
-    let switched_token = access_token(app, "alice").await;
+    let switched_token = app.access_token("alice", PASSWORD).await;
 
     assert_eq!(header_kid(&switched_token), new_kid, "the newest key signs");
     assert_accepted(app, &staged_token, "token of the formerly pinned key").await;
@@ -367,7 +344,7 @@ async fn reload_to_an_algorithm_without_a_key_is_refused_and_the_old_settings_st
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
     let old_files = key_files(&daemon.keys_dir());
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     // The same reload would also shorten access tokens, were it accepted.
     daemon
@@ -392,7 +369,7 @@ async fn reload_to_an_algorithm_without_a_key_is_refused_and_the_old_settings_st
 async fn reload_with_an_unparsable_key_file_is_refused_until_it_is_removed() {
     let daemon = FileConfigured::start(&[("algorithm", "\"EdDSA\"")]).await;
     let app = &daemon.app;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let broken = daemon.keys_dir().join("broken.pem");
     std::fs::write(&broken, "-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
     std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -529,11 +506,7 @@ async fn a_group_readable_key_file_stops_the_start_naming_the_file() {
     let kid = generate_key(&keys_dir, KeyAlgorithm::HS256, SystemTime::now()).unwrap();
     let key_file = keys_dir.join(format!("{kid}.key"));
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let config = authd::config::Config::load_with_env(
-        &crate::shipped_config(),
-        crate::base_env(tempdir.path()),
-    )
-    .unwrap();
+    let config = crate::common::in_process_config(tempdir.path(), &[]);
 
     let result = authd::app::App::build(config).await;
 

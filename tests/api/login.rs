@@ -7,7 +7,10 @@ use reqwest::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{
+    PASSWORD, TestApp, assert_error, b64_json, claims, header_str, jose_header, with_claim,
+    without_claim,
+};
 
 /// `jwt.access_ttl` of the shipped config.toml (15 min).
 const ACCESS_TTL: i64 = 900;
@@ -19,16 +22,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// The JOSE header of a JWT, decoded without verification.
-fn jose_header(token: &str) -> Value {
-    let header = token.split('.').next().unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
-}
-
-fn b64_json(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
 }
 
 /// The app's HS256 signing key, read from `<dir>/keys/<kid>.key`, to forge tokens with.
@@ -80,18 +73,6 @@ async fn real_session(app: &TestApp, username: &str) -> (String, Value) {
     (token, claims)
 }
 
-fn with(claims: &Value, key: &str, value: Value) -> Value {
-    let mut claims = claims.clone();
-    claims[key] = value;
-    claims
-}
-
-fn without(claims: &Value, key: &str) -> Value {
-    let mut claims = claims.clone();
-    claims.as_object_mut().unwrap().remove(key);
-    claims
-}
-
 async fn assert_token_refused(app: &TestApp, token: &str, what: &str) {
     let response = app.verify(token).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
@@ -114,30 +95,9 @@ async fn assert_token_refused(app: &TestApp, token: &str, what: &str) {
     assert_eq!(body["error"], "invalid_token", "{what}: {body}");
 }
 
-fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .map(|value| value.to_str().unwrap().to_owned())
-}
-
 async fn patch_user(app: &TestApp, username: &str, body: Value) {
-    let response = app
-        .admin_request(Method::PATCH, &format!("/admin/v1/users/{username}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.update_user(username, body.clone()).await;
     assert_eq!(response.status(), StatusCode::OK, "PATCH {username} {body}");
-}
-
-async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/token/refresh", app.public))
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap()
 }
 
 fn assert_token_pair(body: &Value) {
@@ -161,7 +121,7 @@ fn assert_token_pair(body: &Value) {
 #[tokio::test]
 async fn login_with_json_returns_a_bearer_token_pair_marked_no_store() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let response = app.try_login("alice", PASSWORD).await;
 
@@ -225,11 +185,10 @@ async fn two_logins_get_distinct_jti_and_sid() {
 #[tokio::test]
 async fn login_with_a_form_body_ignores_unknown_form_fields() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let response = app
-        .client
-        .post(format!("{}/v1/login", app.public))
+        .public_request(Method::POST, "/v1/login")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(format!(
             "username=alice&password={}&remember_me=on&submit=Log+in",
@@ -255,7 +214,7 @@ async fn login_with_a_form_body_ignores_unknown_form_fields() {
 #[tokio::test]
 async fn login_username_is_case_insensitive() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let response = app.try_login("Alice", PASSWORD).await;
 
@@ -270,7 +229,7 @@ async fn login_username_is_case_insensitive() {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_get_the_identical_401() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     let wrong_password = app.try_login("alice", "not the password").await;
     let unknown_user = app.try_login("bob", PASSWORD).await;
@@ -306,7 +265,7 @@ async fn malformed_username_at_login_is_401_invalid_credentials_not_400() {
 #[tokio::test]
 async fn disabled_account_with_correct_password_is_403_account_disabled() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     patch_user(&app, "alice", json!({"disabled": true})).await;
 
     let response = app.try_login("alice", PASSWORD).await;
@@ -317,7 +276,7 @@ async fn disabled_account_with_correct_password_is_403_account_disabled() {
 #[tokio::test]
 async fn disabled_account_with_wrong_password_is_401_invalid_credentials() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     patch_user(&app, "alice", json!({"disabled": true})).await;
 
     let response = app.try_login("alice", "not the password").await;
@@ -330,10 +289,10 @@ async fn disabled_account_with_wrong_password_is_401_invalid_credentials() {
 #[tokio::test]
 async fn refresh_returns_a_new_pair_in_the_same_session() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.login("alice").await;
 
-    let response = refresh(&app, login["refresh_token"].as_str().unwrap()).await;
+    let response = app.refresh(login["refresh_token"].as_str().unwrap()).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -359,16 +318,18 @@ async fn refresh_returns_a_new_pair_in_the_same_session() {
 #[tokio::test]
 async fn reused_refresh_token_is_invalid_grant_and_revokes_the_session() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.login("alice").await;
     let first_refresh = login["refresh_token"].as_str().unwrap();
-    let rotated: Value = refresh(&app, first_refresh).await.json().await.unwrap();
+    let rotated: Value = app.refresh(first_refresh).await.json().await.unwrap();
     let other_session = app.login("alice").await;
 
-    let reuse = refresh(&app, first_refresh).await;
+    let reuse = app.refresh(first_refresh).await;
 
     assert_error(reuse, StatusCode::BAD_REQUEST, "invalid_grant").await;
-    let newest_refresh = refresh(&app, rotated["refresh_token"].as_str().unwrap()).await;
+    let newest_refresh = app
+        .refresh(rotated["refresh_token"].as_str().unwrap())
+        .await;
     assert_error(newest_refresh, StatusCode::BAD_REQUEST, "invalid_grant").await;
     for token in [&login["access_token"], &rotated["access_token"]] {
         assert_token_refused(
@@ -391,12 +352,11 @@ async fn reused_refresh_token_is_invalid_grant_and_revokes_the_session() {
 #[tokio::test]
 async fn refresh_accepts_a_form_body() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.login("alice").await;
 
     let response = app
-        .client
-        .post(format!("{}/v1/token/refresh", app.public))
+        .public_request(Method::POST, "/v1/token/refresh")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(format!(
             "refresh_token={}&grant_type=refresh_token",
@@ -414,7 +374,9 @@ async fn refresh_accepts_a_form_body() {
 async fn unknown_refresh_token_is_invalid_grant() {
     let app = TestApp::spawn().await;
 
-    let response = refresh(&app, "bm90LWEtcmVmcmVzaC10b2tlbi1hdC1hbGwtYnV0LWxvbmc").await;
+    let response = app
+        .refresh("bm90LWEtcmVmcmVzaC10b2tlbi1hdC1hbGwtYnV0LWxvbmc")
+        .await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
@@ -422,11 +384,11 @@ async fn unknown_refresh_token_is_invalid_grant() {
 #[tokio::test]
 async fn refresh_for_a_user_disabled_since_login_is_invalid_grant() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.login("alice").await;
     patch_user(&app, "alice", json!({"disabled": true})).await;
 
-    let response = refresh(&app, login["refresh_token"].as_str().unwrap()).await;
+    let response = app.refresh(login["refresh_token"].as_str().unwrap()).await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
@@ -434,11 +396,11 @@ async fn refresh_for_a_user_disabled_since_login_is_invalid_grant() {
 #[tokio::test]
 async fn refreshed_access_token_carries_the_current_roles() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &["reader"]).await;
+    app.add_user("alice", &["reader"]).await;
     let login = app.login("alice").await;
     patch_user(&app, "alice", json!({"roles": ["admin", "writer"]})).await;
 
-    let response = refresh(&app, login["refresh_token"].as_str().unwrap()).await;
+    let response = app.refresh(login["refresh_token"].as_str().unwrap()).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -523,8 +485,7 @@ async fn verify_ignores_a_body_of_any_type_and_size() {
     let one_mib = vec![b'x'; 1024 * 1024];
 
     let response = app
-        .client
-        .post(format!("{}/v1/verify", app.public))
+        .public_request(Method::POST, "/v1/verify")
         .bearer_auth(&token)
         .header(CONTENT_TYPE, "text/plain")
         .body(one_mib)
@@ -545,8 +506,7 @@ async fn verify_with_a_small_body_of_an_odd_type_is_200() {
     let token = app.user_token("alice", &[]).await;
 
     let response = app
-        .client
-        .put(format!("{}/v1/verify", app.public))
+        .public_request(Method::PUT, "/v1/verify")
         .bearer_auth(&token)
         .header(CONTENT_TYPE, "application/octet-stream")
         .body(vec![0xff, 0xfe, 0x00])
@@ -563,8 +523,7 @@ async fn verify_with_a_role_the_user_lacks_is_403_insufficient_scope() {
     let token = app.user_token("alice", &["reader"]).await;
 
     let response = app
-        .client
-        .get(format!("{}/v1/verify?role=admin", app.public))
+        .public_request(Method::GET, "/v1/verify?role=admin")
         .bearer_auth(&token)
         .send()
         .await
@@ -579,8 +538,7 @@ async fn verify_with_a_role_the_user_holds_is_200() {
     let token = app.user_token("alice", &["admin"]).await;
 
     let response = app
-        .client
-        .get(format!("{}/v1/verify?role=admin", app.public))
+        .public_request(Method::GET, "/v1/verify?role=admin")
         .bearer_auth(&token)
         .send()
         .await
@@ -597,8 +555,7 @@ async fn verify_shows_the_current_roles_without_a_new_login() {
 
     let response = app.verify(&token).await;
     let scoped = app
-        .client
-        .get(format!("{}/v1/verify?role=admin", app.public))
+        .public_request(Method::GET, "/v1/verify?role=admin")
         .bearer_auth(&token)
         .send()
         .await
@@ -619,8 +576,7 @@ async fn verify_without_authorization_is_401_with_a_bare_bearer_challenge() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .client
-        .get(format!("{}/v1/verify", app.public))
+        .public_request(Method::GET, "/v1/verify")
         .send()
         .await
         .unwrap();
@@ -674,7 +630,7 @@ async fn token_with_tampered_claims_is_rejected() {
     let token = app.user_token("alice", &[]).await;
     let (header, rest) = token.split_once('.').unwrap();
     let (_, signature) = rest.split_once('.').unwrap();
-    let forged_claims = with(&claims(&token), "roles", json!(["admin"]));
+    let forged_claims = with_claim(&claims(&token), "roles", json!(["admin"]));
     let tampered = format!("{header}.{}.{signature}", b64_json(&forged_claims));
 
     assert_token_refused(&app, &tampered, "claims changed under the old signature").await;
@@ -794,9 +750,9 @@ async fn token_expired_beyond_the_leeway_is_rejected() {
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
     let exp = now() - LEEWAY - 60;
-    let expired = with(&claims, "exp", json!(exp));
-    let expired = with(&expired, "iat", json!(exp - ACCESS_TTL));
-    let expired = with(&expired, "nbf", json!(exp - ACCESS_TTL));
+    let expired = with_claim(&claims, "exp", json!(exp));
+    let expired = with_claim(&expired, "iat", json!(exp - ACCESS_TTL));
+    let expired = with_claim(&expired, "nbf", json!(exp - ACCESS_TTL));
 
     let response = app.verify(&forge.sign(&forge.header(), &expired)).await;
 
@@ -808,7 +764,7 @@ async fn token_expired_within_the_leeway_is_accepted() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
-    let recently = with(&claims, "exp", json!(now() - 5));
+    let recently = with_claim(&claims, "exp", json!(now() - 5));
 
     let response = app.verify(&forge.sign(&forge.header(), &recently)).await;
 
@@ -820,7 +776,7 @@ async fn token_not_yet_valid_beyond_the_leeway_is_rejected() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
-    let future = with(&claims, "nbf", json!(now() + LEEWAY + 120));
+    let future = with_claim(&claims, "nbf", json!(now() + LEEWAY + 120));
 
     let response = app.verify(&forge.sign(&forge.header(), &future)).await;
 
@@ -834,11 +790,17 @@ async fn token_with_a_wrong_issuer_or_audience_is_rejected() {
     let (_, claims) = real_session(&app, "alice").await;
 
     let cases = [
-        ("wrong iss", with(&claims, "iss", json!("someone-else"))),
-        ("wrong aud", with(&claims, "aud", json!("someone-else"))),
+        (
+            "wrong iss",
+            with_claim(&claims, "iss", json!("someone-else")),
+        ),
+        (
+            "wrong aud",
+            with_claim(&claims, "aud", json!("someone-else")),
+        ),
         (
             "aud list without authd",
-            with(&claims, "aud", json!(["someone-else"])),
+            with_claim(&claims, "aud", json!(["someone-else"])),
         ),
     ];
     for (what, forged) in cases {
@@ -853,7 +815,7 @@ async fn token_missing_a_required_claim_is_rejected() {
     let (_, claims) = real_session(&app, "alice").await;
 
     for claim in ["jti", "sid", "exp", "iat", "nbf", "sub", "iss", "aud"] {
-        let token = forge.sign(&forge.header(), &without(&claims, claim));
+        let token = forge.sign(&forge.header(), &without_claim(&claims, claim));
 
         assert_token_refused(&app, &token, &format!("without {claim}")).await;
     }
@@ -864,7 +826,7 @@ async fn token_of_20_kib_is_401_not_431_or_500() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
-    let padded = with(&claims, "padding", json!("x".repeat(20 * 1024)));
+    let padded = with_claim(&claims, "padding", json!("x".repeat(20 * 1024)));
     let token = forge.sign(&forge.header(), &padded);
     assert!(token.len() > 20 * 1024);
 
@@ -876,7 +838,7 @@ async fn token_with_a_session_that_never_existed_is_rejected() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
     let (_, claims) = real_session(&app, "alice").await;
-    let invented = with(&claims, "sid", json!("AAAAAAAAAAAAAAAAAAAAAA"));
+    let invented = with_claim(&claims, "sid", json!("AAAAAAAAAAAAAAAAAAAAAA"));
 
     assert_token_refused(
         &app,
@@ -893,13 +855,7 @@ async fn me_returns_the_username_current_roles_and_creation_time() {
     let app = TestApp::spawn().await;
     let token = app.user_token("alice", &["reader"]).await;
 
-    let response = app
-        .client
-        .get(format!("{}/v1/me", app.public))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.me(&token).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -919,8 +875,7 @@ async fn me_without_a_token_is_401() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .client
-        .get(format!("{}/v1/me", app.public))
+        .public_request(Method::GET, "/v1/me")
         .send()
         .await
         .unwrap();
@@ -937,12 +892,7 @@ async fn jwks_is_an_empty_cacheable_set_for_hs256() {
     let app = TestApp::spawn().await;
     let forge = Forge::of(&app);
 
-    let response = app
-        .client
-        .get(format!("{}/.well-known/jwks.json", app.public))
-        .send()
-        .await
-        .unwrap();
+    let response = app.jwks().await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -977,12 +927,11 @@ async fn healthz_and_readyz_are_200() {
 async fn every_response_carries_a_request_id() {
     let app = TestApp::spawn().await;
     let requests = [
-        app.client.get(format!("{}/healthz", app.public)),
-        app.client.get(format!("{}/v1/verify", app.public)),
-        app.client.get(format!("{}/no/such/route", app.public)),
-        app.client.get(format!("{}/v1/login", app.public)),
-        app.client
-            .post(format!("{}/v1/login", app.public))
+        app.public_request(Method::GET, "/healthz"),
+        app.public_request(Method::GET, "/v1/verify"),
+        app.public_request(Method::GET, "/no/such/route"),
+        app.public_request(Method::GET, "/v1/login"),
+        app.public_request(Method::POST, "/v1/login")
             .json(&json!({"username": "x", "password": "y"})),
         app.client.get(format!("{}/admin/v1/users", app.admin)),
         app.admin_request(Method::GET, "/admin/v1/users"),
@@ -1004,7 +953,7 @@ async fn every_response_carries_a_request_id() {
 #[tokio::test]
 async fn generated_request_ids_differ() {
     let app = TestApp::spawn().await;
-    let get = || app.client.get(format!("{}/healthz", app.public)).send();
+    let get = || app.public_request(Method::GET, "/healthz").send();
 
     let first = get().await.unwrap();
     let second = get().await.unwrap();
@@ -1020,8 +969,7 @@ async fn a_sane_incoming_request_id_is_echoed() {
     let app = TestApp::spawn().await;
 
     let response = app
-        .client
-        .get(format!("{}/healthz", app.public))
+        .public_request(Method::GET, "/healthz")
         .header("x-request-id", "req-42_a.b:c")
         .send()
         .await
@@ -1040,8 +988,7 @@ async fn an_insane_incoming_request_id_is_replaced() {
 
     for insane in [too_long.as_str(), "has spaces in it", "quote\"d"] {
         let response = app
-            .client
-            .get(format!("{}/healthz", app.public))
+            .public_request(Method::GET, "/healthz")
             .header("x-request-id", insane)
             .send()
             .await
@@ -1057,7 +1004,7 @@ async fn an_insane_incoming_request_id_is_replaced() {
 #[tokio::test]
 async fn json_responses_are_labelled_utf_8() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let login = app.try_login("alice", PASSWORD).await;
     assert_eq!(login.status(), StatusCode::OK);
     let token = login.json::<Value>().await.unwrap()["access_token"]

@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::{PASSWORD, TestApp, assert_error};
+use crate::common::{PASSWORD, TestApp, assert_error};
 
 async fn scrape(app: &TestApp, url: &str) -> String {
     let response = app.client.get(url).send().await.unwrap();

@@ -3,30 +3,14 @@
 //! and how entries are listed.
 
 use base64::Engine as _;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
-
-async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/token/refresh", app.public))
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn list_revocations(app: &TestApp, query: &str) -> reqwest::Response {
-    app.admin_request(Method::GET, &format!("/admin/v1/revocations{query}"))
-        .send()
-        .await
-        .unwrap()
-}
+use crate::common::{PASSWORD, TestApp, assert_error, claims};
 
 /// Every entry of the revocation list, read in one page.
 async fn all_revocations(app: &TestApp) -> Vec<Value> {
-    let response = list_revocations(app, "?limit=1000").await;
+    let response = app.list_revocations("?limit=1000").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["next"], Value::Null, "{body}");
@@ -139,9 +123,9 @@ async fn revoking_a_jti_refuses_that_token_on_the_next_request() {
 #[tokio::test]
 async fn revoking_a_jti_leaves_the_other_tokens_of_its_session_working() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let first = app.login("alice").await;
-    let refreshed = refresh(&app, refresh_token(&first)).await;
+    let refreshed = app.refresh(refresh_token(&first)).await;
     assert_eq!(refreshed.status(), StatusCode::OK);
     let refreshed: Value = refreshed.json().await.unwrap();
     assert_eq!(
@@ -159,7 +143,7 @@ async fn revoking_a_jti_leaves_the_other_tokens_of_its_session_working() {
         app.verify(access(&refreshed)).await.status(),
         StatusCode::OK
     );
-    let again = refresh(&app, refresh_token(&refreshed)).await;
+    let again = app.refresh(refresh_token(&refreshed)).await;
     assert_eq!(again.status(), StatusCode::OK);
 }
 
@@ -198,7 +182,7 @@ async fn revoking_a_token_with_a_bad_signature_is_400_and_revokes_nothing() {
 #[tokio::test]
 async fn an_expired_but_validly_signed_token_can_still_be_revoked() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let sid = claim(access(&app.login("alice").await), "sid");
     let (kid, secret) = signing_key(&app);
     // The crafted tokens are accepted as authd's own while fresh: the signing is right.
@@ -238,9 +222,9 @@ async fn an_expired_but_validly_signed_token_can_still_be_revoked() {
 #[tokio::test]
 async fn revoking_a_sid_ends_every_token_of_that_session_only() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let first = app.login("alice").await;
-    let second = refresh(&app, refresh_token(&first)).await;
+    let second = app.refresh(refresh_token(&first)).await;
     assert_eq!(second.status(), StatusCode::OK);
     let second: Value = second.json().await.unwrap();
     let other_session = app.login("alice").await;
@@ -251,13 +235,13 @@ async fn revoking_a_sid_ends_every_token_of_that_session_only() {
     assert_revoked(response, &sid, "sid").await;
     assert_refused_as_revoked(&app, access(&first)).await;
     assert_refused_as_revoked(&app, access(&second)).await;
-    let refreshed = refresh(&app, refresh_token(&second)).await;
+    let refreshed = app.refresh(refresh_token(&second)).await;
     assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
     assert_eq!(
         app.verify(access(&other_session)).await.status(),
         StatusCode::OK
     );
-    let other_refresh = refresh(&app, refresh_token(&other_session)).await;
+    let other_refresh = app.refresh(refresh_token(&other_session)).await;
     assert_eq!(other_refresh.status(), StatusCode::OK);
 }
 
@@ -266,7 +250,7 @@ async fn revoking_a_sid_ends_every_token_of_that_session_only() {
 #[tokio::test]
 async fn revoking_a_username_ends_every_session_of_that_user_only() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let first = app.login("alice").await;
     let second = app.login("alice").await;
     let bob = app.user_token("bob", &[]).await;
@@ -277,7 +261,7 @@ async fn revoking_a_username_ends_every_session_of_that_user_only() {
     assert_refused_as_revoked(&app, access(&first)).await;
     assert_refused_as_revoked(&app, access(&second)).await;
     for pair in [&first, &second] {
-        let refreshed = refresh(&app, refresh_token(pair)).await;
+        let refreshed = app.refresh(refresh_token(pair)).await;
         assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
     }
     assert_eq!(app.verify(&bob).await.status(), StatusCode::OK);
@@ -286,7 +270,7 @@ async fn revoking_a_username_ends_every_session_of_that_user_only() {
 #[tokio::test]
 async fn a_login_right_after_revoking_a_username_works_even_within_the_same_second() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     // Several rounds, each well inside one second: revoke, log in, verify at once.
     for round in 0..5 {
         let before = app.login("alice").await;
@@ -297,7 +281,7 @@ async fn a_login_right_after_revoking_a_username_works_even_within_the_same_seco
 
         assert_eq!(revoked.status(), StatusCode::OK, "round {round}");
         assert_eq!(verified.status(), StatusCode::OK, "round {round}");
-        let refreshed = refresh(&app, refresh_token(&after)).await;
+        let refreshed = app.refresh(refresh_token(&after)).await;
         assert_eq!(refreshed.status(), StatusCode::OK, "round {round}");
         assert_refused_as_revoked(&app, access(&before)).await;
     }
@@ -306,7 +290,7 @@ async fn a_login_right_after_revoking_a_username_works_even_within_the_same_seco
 #[tokio::test]
 async fn revoking_a_username_again_ends_the_sessions_begun_since_the_first_time() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     assert_eq!(
         app.revoke(json!({"username": "alice"})).await.status(),
         StatusCode::OK
@@ -318,7 +302,7 @@ async fn revoking_a_username_again_ends_the_sessions_begun_since_the_first_time(
 
     assert_revoked(response, "alice", "user").await;
     assert_refused_as_revoked(&app, access(&between)).await;
-    let refreshed = refresh(&app, refresh_token(&between)).await;
+    let refreshed = app.refresh(refresh_token(&between)).await;
     assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
     let after = app.login("alice").await;
     assert_eq!(app.verify(access(&after)).await.status(), StatusCode::OK);
@@ -453,14 +437,14 @@ async fn revoking_the_same_sid_twice_is_idempotent_and_keeps_the_first_entry() {
 #[tokio::test]
 async fn revocations_are_listed_oldest_first_with_their_fields() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     app.revoke(json!({"jti": "jti-1", "reason": "lost laptop"}))
         .await;
     app.revoke(json!({"sid": "sid-1"})).await;
     app.revoke(json!({"username": "alice", "reason": "offboarded"}))
         .await;
 
-    let response = list_revocations(&app, "").await;
+    let response = app.list_revocations("").await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -510,7 +494,7 @@ async fn revocations_are_paged_with_an_opaque_next_cursor() {
     loop {
         pages += 1;
         assert!(pages <= 5, "paging does not end");
-        let response = list_revocations(&app, &query).await;
+        let response = app.list_revocations(&query).await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         let page = body["revocations"].as_array().unwrap();
@@ -533,11 +517,13 @@ async fn the_next_cursor_is_null_when_the_last_revocation_page_is_exactly_full()
     for i in 1..=4 {
         app.revoke(json!({"jti": format!("jti-{i}")})).await;
     }
-    let first = list_revocations(&app, "?limit=2").await;
+    let first = app.list_revocations("?limit=2").await;
     let first: Value = first.json().await.unwrap();
     let next = first["next"].as_str().unwrap_or_else(|| panic!("{first}"));
 
-    let second = list_revocations(&app, &format!("?limit=2&after={next}")).await;
+    let second = app
+        .list_revocations(&format!("?limit=2&after={next}"))
+        .await;
 
     assert_eq!(second.status(), StatusCode::OK);
     let second: Value = second.json().await.unwrap();
@@ -557,7 +543,7 @@ async fn listing_revocations_with_a_limit_that_is_not_a_positive_number_is_400()
     app.revoke(json!({"jti": "jti-1"})).await;
 
     for limit in ["0", "-1", "abc"] {
-        let response = list_revocations(&app, &format!("?limit={limit}")).await;
+        let response = app.list_revocations(&format!("?limit={limit}")).await;
 
         let code = response.status();
         let body: Value = response.json().await.unwrap();
@@ -565,7 +551,7 @@ async fn listing_revocations_with_a_limit_that_is_not_a_positive_number_is_400()
         assert_eq!(body["error"], "invalid_request", "limit={limit}: {body}");
     }
     assert_eq!(
-        list_revocations(&app, "?limit=5000").await.status(),
+        app.list_revocations("?limit=5000").await.status(),
         StatusCode::OK
     );
 }
@@ -573,18 +559,18 @@ async fn listing_revocations_with_a_limit_that_is_not_a_positive_number_is_400()
 #[tokio::test]
 async fn a_reused_refresh_token_revokes_its_session_and_is_listed_as_a_sid_entry() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let first = app.login("alice").await;
-    let second = refresh(&app, refresh_token(&first)).await;
+    let second = app.refresh(refresh_token(&first)).await;
     assert_eq!(second.status(), StatusCode::OK);
     let second: Value = second.json().await.unwrap();
     let sid = claim(access(&first), "sid");
 
-    let reuse = refresh(&app, refresh_token(&first)).await;
+    let reuse = app.refresh(refresh_token(&first)).await;
 
     assert_error(reuse, StatusCode::BAD_REQUEST, "invalid_grant").await;
     assert_refused_as_revoked(&app, access(&second)).await;
-    let refreshed = refresh(&app, refresh_token(&second)).await;
+    let refreshed = app.refresh(refresh_token(&second)).await;
     assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
     let entries = all_revocations(&app).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
@@ -596,32 +582,21 @@ async fn a_reused_refresh_token_revokes_its_session_and_is_listed_as_a_sid_entry
 async fn admin_user_changes_are_listed_as_user_entries() {
     let app = TestApp::spawn().await;
     for name in ["alice", "bob", "carol"] {
-        app.create_user(name, &[]).await;
+        app.add_user(name, &[]).await;
     }
-    let patch = |name: &str, body: Value| {
-        app.admin_request(Method::PATCH, &format!("/admin/v1/users/{name}"))
-            .json(&body)
-            .send()
-    };
     assert_eq!(
-        patch("alice", json!({"disabled": true}))
+        app.update_user("alice", json!({"disabled": true}))
             .await
-            .unwrap()
             .status(),
         StatusCode::OK
     );
     assert_eq!(
-        patch("bob", json!({"password": format!("{PASSWORD}!")}))
+        app.update_user("bob", json!({"password": format!("{PASSWORD}!")}))
             .await
-            .unwrap()
             .status(),
         StatusCode::OK
     );
-    let deleted = app
-        .admin_request(Method::DELETE, "/admin/v1/users/carol")
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.delete_user("carol").await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
 
     let entries = all_revocations(&app).await;
@@ -639,7 +614,7 @@ async fn admin_user_changes_are_listed_as_user_entries() {
 #[tokio::test]
 async fn sessions_ended_by_their_user_are_listed_as_sid_entries_and_logout_all_as_a_user_entry() {
     let app = TestApp::spawn().await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     // Session 0 logs out, 1 is ended from 2, 2 changes the password (ending 3), then
     // 2 logs out everywhere.
     let mut pairs = Vec::new();
@@ -647,34 +622,16 @@ async fn sessions_ended_by_their_user_are_listed_as_sid_entries_and_logout_all_a
         pairs.push(app.login("alice").await);
     }
     let sid = |i: usize| claim(access(&pairs[i]), "sid");
-    let public = |method: Method, path: &str, token: &str| {
-        app.client
-            .request(method, format!("{}{path}", app.public))
-            .bearer_auth(token.to_owned())
-    };
+    let new_password = format!("{PASSWORD}!");
 
-    let logout = public(Method::POST, "/v1/logout", access(&pairs[0]))
-        .send()
-        .await
-        .unwrap();
-    let end_session = public(
-        Method::DELETE,
-        &format!("/v1/sessions/{}", sid(1)),
-        access(&pairs[2]),
-    )
-    .send()
-    .await
-    .unwrap();
-    let password = public(Method::POST, "/v1/password", access(&pairs[2]))
-        .json(&json!({"current_password": PASSWORD, "new_password": format!("{PASSWORD}!")}))
-        .send()
-        .await
-        .unwrap();
-    let logout_all = public(Method::POST, "/v1/logout", access(&pairs[2]))
-        .json(&json!({"all": true}))
-        .send()
-        .await
-        .unwrap();
+    let logout = app.logout(access(&pairs[0]), None).await;
+    let end_session = app.end_session(access(&pairs[2]), &sid(1)).await;
+    let password = app
+        .change_password(access(&pairs[2]), PASSWORD, &new_password)
+        .await;
+    let logout_all = app
+        .logout(access(&pairs[2]), Some(json!({"all": true})))
+        .await;
 
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     assert_eq!(end_session.status(), StatusCode::NO_CONTENT);

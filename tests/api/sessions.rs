@@ -10,7 +10,7 @@ use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error, claims};
+use crate::common::{PASSWORD, TestApp, assert_error, claims};
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
@@ -35,10 +35,7 @@ async fn log_in(app: &TestApp, username: &str) -> Session {
 
 /// Creates `username` (password [`PASSWORD`]) and logs in `count` times.
 async fn user_with_sessions(app: &TestApp, username: &str, count: usize) -> Vec<Session> {
-    assert_eq!(
-        app.create_user(username, &[]).await.status(),
-        StatusCode::CREATED
-    );
+    app.add_user(username, &[]).await;
     let mut sessions = Vec::new();
     for _ in 0..count {
         sessions.push(log_in(app, username).await);
@@ -46,73 +43,15 @@ async fn user_with_sessions(app: &TestApp, username: &str, count: usize) -> Vec<
     sessions
 }
 
-fn public(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
-    app.client.request(method, format!("{}{path}", app.public))
-}
-
-async fn logout(app: &TestApp, token: &str, body: Option<Value>) -> reqwest::Response {
-    let request = public(app, Method::POST, "/v1/logout").bearer_auth(token);
-    let request = match body {
-        Some(body) => request.json(&body),
-        None => request,
-    };
-    request.send().await.unwrap()
-}
-
-async fn change_password(
-    app: &TestApp,
-    token: &str,
-    current: &str,
-    new: &str,
-) -> reqwest::Response {
-    public(app, Method::POST, "/v1/password")
-        .bearer_auth(token)
-        .json(&json!({"current_password": current, "new_password": new}))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn refresh(app: &TestApp, refresh_token: &str) -> reqwest::Response {
-    public(app, Method::POST, "/v1/token/refresh")
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn list_own_sessions(app: &TestApp, token: &str) -> Value {
-    let response = public(app, Method::GET, "/v1/sessions")
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.sessions(token).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
 
-async fn end_session(app: &TestApp, token: &str, sid: &str) -> reqwest::Response {
-    public(app, Method::DELETE, &format!("/v1/sessions/{sid}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn admin_sessions(app: &TestApp, username: &str) -> reqwest::Response {
-    app.admin_request(Method::GET, &format!("/admin/v1/users/{username}/sessions"))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Every entry of the revocation list (one page is enough in these tests).
 async fn revocations(app: &TestApp) -> Vec<Value> {
-    let response = app
-        .admin_request(Method::GET, "/admin/v1/revocations?limit=1000")
-        .send()
-        .await
-        .unwrap();
+    let response = app.list_revocations("?limit=1000").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     body["revocations"]
@@ -176,7 +115,7 @@ async fn assert_access_refused(app: &TestApp, session: &Session, what: &str) {
 
 async fn assert_refresh_refused(app: &TestApp, session: &Session) {
     assert_error(
-        refresh(app, &session.refresh).await,
+        app.refresh(&session.refresh).await,
         StatusCode::BAD_REQUEST,
         "invalid_grant",
     )
@@ -191,7 +130,7 @@ async fn assert_session_works(app: &TestApp, session: &Session, what: &str) {
         "{what}: access"
     );
     assert_eq!(
-        refresh(app, &session.refresh).await.status(),
+        app.refresh(&session.refresh).await.status(),
         StatusCode::OK,
         "{what}: refresh"
     );
@@ -214,7 +153,7 @@ async fn logout_without_body_ends_only_the_callers_session() {
     let sessions = user_with_sessions(&app, "alice", 2).await;
     let (mine, other) = (&sessions[0], &sessions[1]);
 
-    let response = logout(&app, &mine.access, None).await;
+    let response = app.logout(&mine.access, None).await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_access_refused(&app, mine, "logged-out session").await;
@@ -228,7 +167,9 @@ async fn logout_all_ends_every_session_of_the_user_and_a_new_login_works() {
     let sessions = user_with_sessions(&app, "alice", 2).await;
     let bob = user_with_sessions(&app, "bob", 1).await;
 
-    let response = logout(&app, &sessions[0].access, Some(json!({"all": true}))).await;
+    let response = app
+        .logout(&sessions[0].access, Some(json!({"all": true})))
+        .await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     for session in &sessions {
@@ -243,7 +184,8 @@ async fn logout_all_ends_every_session_of_the_user_and_a_new_login_works() {
 async fn logout_without_a_token_is_401() {
     let app = TestApp::spawn().await;
 
-    let response = public(&app, Method::POST, "/v1/logout")
+    let response = app
+        .public_request(Method::POST, "/v1/logout")
         .send()
         .await
         .unwrap();
@@ -264,7 +206,9 @@ async fn logout_body_with_an_unknown_field_is_400_and_ends_nothing() {
     let app = TestApp::spawn().await;
     let sessions = user_with_sessions(&app, "alice", 1).await;
 
-    let response = logout(&app, &sessions[0].access, Some(json!({"al": true}))).await;
+    let response = app
+        .logout(&sessions[0].access, Some(json!({"al": true})))
+        .await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     assert_session_works(&app, &sessions[0], "session after a refused logout").await;
@@ -279,7 +223,9 @@ async fn password_change_keeps_the_callers_session_and_revokes_the_others() {
     let bob = user_with_sessions(&app, "bob", 1).await;
     let mine = &sessions[0];
 
-    let response = change_password(&app, &mine.access, PASSWORD, NEW_PASSWORD).await;
+    let response = app
+        .change_password(&mine.access, PASSWORD, NEW_PASSWORD)
+        .await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_session_works(&app, mine, "the caller's own session").await;
@@ -295,7 +241,9 @@ async fn after_a_password_change_only_the_new_password_logs_in() {
     let app = TestApp::spawn().await;
     let sessions = user_with_sessions(&app, "alice", 1).await;
 
-    let response = change_password(&app, &sessions[0].access, PASSWORD, NEW_PASSWORD).await;
+    let response = app
+        .change_password(&sessions[0].access, PASSWORD, NEW_PASSWORD)
+        .await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_error(
@@ -315,8 +263,9 @@ async fn password_change_with_a_wrong_current_password_is_403_and_changes_nothin
     let app = TestApp::spawn().await;
     let sessions = user_with_sessions(&app, "alice", 2).await;
 
-    let response =
-        change_password(&app, &sessions[0].access, "not the password", NEW_PASSWORD).await;
+    let response = app
+        .change_password(&sessions[0].access, "not the password", NEW_PASSWORD)
+        .await;
 
     assert_error(response, StatusCode::FORBIDDEN, "invalid_credentials").await;
     assert_session_works(&app, &sessions[1], "the user's other session").await;
@@ -338,7 +287,9 @@ async fn password_change_to_a_too_short_password_is_400_and_changes_nothing() {
     let app = TestApp::spawn().await;
     let sessions = user_with_sessions(&app, "alice", 2).await;
 
-    let response = change_password(&app, &sessions[0].access, PASSWORD, "short").await;
+    let response = app
+        .change_password(&sessions[0].access, PASSWORD, "short")
+        .await;
 
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     assert_session_works(&app, &sessions[1], "the user's other session").await;
@@ -389,7 +340,7 @@ async fn a_logged_out_session_disappears_from_the_list() {
     let sessions = user_with_sessions(&app, "alice", 2).await;
 
     assert_eq!(
-        logout(&app, &sessions[1].access, None).await.status(),
+        app.logout(&sessions[1].access, None).await.status(),
         StatusCode::NO_CONTENT
     );
     let body = list_own_sessions(&app, &sessions[0].access).await;
@@ -407,7 +358,7 @@ async fn deleting_an_own_other_session_ends_it_and_leaves_the_callers() {
     let sessions = user_with_sessions(&app, "alice", 2).await;
     let (mine, other) = (&sessions[0], &sessions[1]);
 
-    let response = end_session(&app, &mine.access, &other.sid).await;
+    let response = app.end_session(&mine.access, &other.sid).await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_access_refused(&app, other, "deleted session").await;
@@ -423,7 +374,7 @@ async fn deleting_another_users_session_is_404_and_leaves_it_alone() {
     let alice = user_with_sessions(&app, "alice", 1).await;
     let bob = user_with_sessions(&app, "bob", 1).await;
 
-    let response = end_session(&app, &alice[0].access, &bob[0].sid).await;
+    let response = app.end_session(&alice[0].access, &bob[0].sid).await;
 
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     assert_session_works(&app, &bob[0], "bob's session").await;
@@ -435,7 +386,9 @@ async fn deleting_an_unknown_session_is_404() {
     let app = TestApp::spawn().await;
     let alice = user_with_sessions(&app, "alice", 1).await;
 
-    let response = end_session(&app, &alice[0].access, "AAAAAAAAAAAAAAAAAAAAAA").await;
+    let response = app
+        .end_session(&alice[0].access, "AAAAAAAAAAAAAAAAAAAAAA")
+        .await;
 
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
 }
@@ -446,7 +399,7 @@ async fn admin_lists_a_users_sessions_with_none_current() {
     let sessions = user_with_sessions(&app, "alice", 2).await;
     user_with_sessions(&app, "bob", 1).await;
 
-    let response = admin_sessions(&app, "alice").await;
+    let response = app.user_sessions("alice").await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
@@ -465,7 +418,7 @@ async fn admin_lists_a_users_sessions_with_none_current() {
 async fn admin_sessions_of_an_unknown_user_is_404() {
     let app = TestApp::spawn().await;
 
-    let response = admin_sessions(&app, "nobody").await;
+    let response = app.user_sessions("nobody").await;
 
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
 }
@@ -477,7 +430,7 @@ async fn logout_is_listed_as_a_sid_revocation() {
     let app = TestApp::spawn().await;
     let sessions = user_with_sessions(&app, "alice", 1).await;
 
-    logout(&app, &sessions[0].access, None).await;
+    app.logout(&sessions[0].access, None).await;
 
     assert_eq!(
         revocation_ids(&app).await,
@@ -490,7 +443,8 @@ async fn logout_all_is_listed_as_a_user_revocation() {
     let app = TestApp::spawn().await;
     let sessions = user_with_sessions(&app, "alice", 2).await;
 
-    logout(&app, &sessions[0].access, Some(json!({"all": true}))).await;
+    app.logout(&sessions[0].access, Some(json!({"all": true})))
+        .await;
 
     assert_eq!(
         revocation_ids(&app).await,
@@ -503,7 +457,8 @@ async fn password_change_lists_the_other_sessions_as_sid_revocations() {
     let app = TestApp::spawn().await;
     let sessions = user_with_sessions(&app, "alice", 3).await;
 
-    change_password(&app, &sessions[0].access, PASSWORD, NEW_PASSWORD).await;
+    app.change_password(&sessions[0].access, PASSWORD, NEW_PASSWORD)
+        .await;
 
     assert_eq!(
         revocation_ids(&app).await,
@@ -519,7 +474,7 @@ async fn deleting_a_session_is_listed_as_a_sid_revocation() {
     let app = TestApp::spawn().await;
     let sessions = user_with_sessions(&app, "alice", 2).await;
 
-    end_session(&app, &sessions[0].access, &sessions[1].sid).await;
+    app.end_session(&sessions[0].access, &sessions[1].sid).await;
 
     assert_eq!(
         revocation_ids(&app).await,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{PASSWORD, TestApp, assert_error};
+use crate::common::{PASSWORD, TestApp, assert_error};
 
 /// A login, optionally as forwarded by a proxy for `forwarded_for`.
 async fn login_via(
@@ -17,8 +17,7 @@ async fn login_via(
     forwarded_for: Option<&str>,
 ) -> reqwest::Response {
     let mut request = app
-        .client
-        .post(format!("{}/v1/login", app.public))
+        .public_request(Method::POST, "/v1/login")
         .json(&json!({"username": username, "password": password}));
     if let Some(xff) = forwarded_for {
         request = request.header("x-forwarded-for", xff);
@@ -54,8 +53,8 @@ async fn assert_status(response: reqwest::Response, status: StatusCode) {
 #[tokio::test]
 async fn failures_past_the_limit_get_429_with_retry_after_even_with_the_right_password() {
     let app = TestApp::spawn_with(&[("AUTHD__LOGIN__MAX_FAILURES", "3")]).await;
-    app.create_user("alice", &[]).await;
-    app.create_user("bob", &[]).await;
+    app.add_user("alice", &[]).await;
+    app.add_user("bob", &[]).await;
 
     for _ in 0..3 {
         assert_status(
@@ -81,7 +80,7 @@ async fn failures_past_the_limit_get_429_with_retry_after_even_with_the_right_pa
 #[tokio::test]
 async fn an_unknown_user_is_throttled_exactly_like_a_known_one() {
     let app = TestApp::spawn_with(&[("AUTHD__LOGIN__MAX_FAILURES", "3")]).await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     for name in ["alice", "Alice", "ALICE"] {
         assert_status(
@@ -120,7 +119,7 @@ async fn an_unknown_user_is_throttled_exactly_like_a_known_one() {
 #[tokio::test]
 async fn a_success_resets_the_username_count() {
     let app = TestApp::spawn_with(&[("AUTHD__LOGIN__MAX_FAILURES", "3")]).await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     for _ in 0..2 {
         assert_status(
@@ -147,7 +146,7 @@ async fn the_address_limit_follows_x_forwarded_for_from_a_trusted_proxy() {
         ("AUTHD__LOGIN__MAX_FAILURES_PER_IP", "3"),
     ])
     .await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let (first, second) = (Some("203.0.113.1"), Some("203.0.113.2"));
 
     for name in ["u1", "u2", "u3"] {
@@ -194,7 +193,7 @@ async fn the_address_limit_follows_x_forwarded_for_from_a_trusted_proxy() {
 #[tokio::test]
 async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
     let app = TestApp::spawn_with(&[("AUTHD__LOGIN__MAX_FAILURES_PER_IP", "3")]).await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
 
     for (name, xff) in [
         ("u1", "203.0.113.1"),
@@ -222,13 +221,8 @@ async fn a_disabled_account_with_the_right_password_is_not_counted() {
         ("AUTHD__LOGIN__MAX_FAILURES_PER_IP", "2"),
     ])
     .await;
-    app.create_user("bob", &[]).await;
-    let disable = app
-        .admin_request(Method::PATCH, "/admin/v1/users/bob")
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    app.add_user("bob", &[]).await;
+    let disable = app.update_user("bob", json!({"disabled": true})).await;
     assert_eq!(disable.status(), StatusCode::OK);
 
     for _ in 0..5 {
@@ -253,7 +247,7 @@ async fn malformed_requests_are_not_counted() {
         ("AUTHD__LOGIN__MAX_FAILURES_PER_IP", "1"),
     ])
     .await;
-    app.create_user("alice", &[]).await;
+    app.add_user("alice", &[]).await;
     let url = format!("{}/v1/login", app.public);
     let send = |content_type: &'static str, body: String| {
         app.client
@@ -298,8 +292,8 @@ async fn a_spray_of_usernames_neither_unlocks_a_locked_user_nor_slows_logins() {
         ("AUTHD__LOGIN__MAX_TRACKED", "1000"),
     ])
     .await;
-    app.create_user("victim", &[]).await;
-    app.create_user("alice", &[]).await;
+    app.add_user("victim", &[]).await;
+    app.add_user("alice", &[]).await;
     for _ in 0..3 {
         let response = login_via(&app, "victim", "guess", Some("192.0.2.1")).await;
         assert_status(response, StatusCode::UNAUTHORIZED).await;
