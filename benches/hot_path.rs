@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authd::auth::keys::{KeyAlgorithm, KeySet, generate_key};
-use authd::auth::random_id;
+use authd::random::random_id;
 use authd::auth::token::TokenRules;
 use authd::config::JwtConfig;
 use authd::store::{

@@ -171,7 +171,7 @@ async fn fill(args: &Fill, writers: usize) -> anyhow::Result<()> {
     let revoked = in_batches(&store, writers, args.revocations, |txn, _| {
         txn.revoke(&NewRevocation {
             kind: RevocationKind::Jti,
-            id: authd::auth::random_id(16),
+            id: authd::random::random_id(16),
             revoked_at: now,
             expires_at: now + args.revocation_ttl,
             reason: None,

@@ -59,7 +59,7 @@ impl Settings {
         )?;
         let admin_token = AdminToken::read(&config.admin.token_file)?;
         let cost = HashCost::new(&config.password)?;
-        let dummy_hash = cost.hash_blocking(&random_id(16))?;
+        let dummy_hash = cost.hash_blocking(&crate::random::random_id(16))?;
         Ok(Settings {
             tokens: TokenRules::new(&config.jwt),
             keys,

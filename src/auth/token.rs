@@ -178,7 +178,7 @@ impl TokenRules {
         let mut header = Header::new(key.alg.jwt_algorithm());
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(key.kid.clone());
-        let jti = super::random_id(16);
+        let jti = crate::random::random_id(16);
         let expires_at = now + self.access_ttl;
         let claims = IssuedClaims {
             iss: &self.issuer,

@@ -17,3 +17,4 @@ mod metrics;
 mod revocation;
 mod sessions;
 mod throttle;
+mod upgrade;

@@ -112,7 +112,7 @@ impl Authority {
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
         let refresh_ttl = refresh_ttl(settings);
-        let sid = crate::auth::random_id(16);
+        let sid = crate::random::random_id(16);
         let refresh_token = RefreshToken::generate();
         let mut user = checked.clone();
         for _ in 0..ATTEMPTS {

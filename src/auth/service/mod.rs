@@ -47,7 +47,7 @@ impl RefreshToken {
 
     /// A fresh random token (256 bits).
     fn generate() -> RefreshToken {
-        RefreshToken(super::random_id(32))
+        RefreshToken(crate::random::random_id(32))
     }
 
     pub fn expose(&self) -> &str {

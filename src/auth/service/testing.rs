@@ -58,7 +58,7 @@ impl Domain {
     pub(crate) async fn with(overrides: &[(&str, &str)]) -> Domain {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::load(&write_config(dir.path(), overrides)).unwrap();
-        crate::auth::create_private_dir(&config.storage.path).unwrap();
+        crate::files::create_private_dir(&config.storage.path).unwrap();
         crate::auth::keys::ensure_key(
             &config.jwt.keys_dir,
             config.jwt.algorithm,
