@@ -20,11 +20,11 @@ use super::error::ApiError;
 use super::pages::{LoginForm, add_page_headers, error_page, login_page};
 use super::public::{attempt_login, client};
 use super::request::{Accepts, Ctx, RawBody, ctx_with_body, decode_optional_body, query};
-use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::auth::password::Password;
 use crate::auth::redirect::{RedirectTarget, check_redirect};
 use crate::auth::service::{BrowserRefresh, RefreshToken, TokenPair};
+use crate::state::AppState;
 
 /// `/login` and `/logout`, every method: the handlers answer `404` while cookies are
 /// disabled and `405` (as a page) for a method they do not take, so neither path ever

@@ -14,8 +14,8 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::Ctx;
-use crate::app::AppState;
 use crate::auth::redirect::{check_redirect, login_url_with_rd, original_url};
+use crate::state::AppState;
 
 const X_AUTH_LOGIN: &str = "x-auth-login";
 

@@ -24,7 +24,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use error::ApiError;
 use request::{PeerAddr, ctx, ctx_with_body, query};
 use std::net::SocketAddr;
