@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use warp::Filter;
 
 use super::error::ApiError;
-use crate::auth::Settings;
+use crate::auth::{Principal, Settings};
 use crate::state::AppState;
 use crate::store::UnixSeconds;
 
@@ -89,6 +89,16 @@ impl Ctx {
             token,
             from_cookie: true,
         })
+    }
+
+    /// The caller of a bearer-protected route: the access token of [`Ctx::access_token`],
+    /// verified.
+    pub fn principal(&self) -> Result<Principal, ApiError> {
+        Ok(self.state.authority.authenticate(
+            &self.settings,
+            self.access_token()?.token,
+            self.now,
+        )?)
     }
 
     /// The bearer token of the `Authorization` header.

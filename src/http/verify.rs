@@ -1,26 +1,33 @@
-//! `/v1/verify` as a reverse proxy's forward-auth target: [`super::public::verify`] plus,
-//! on a `401` while browser sessions are enabled, the way to the login page —
-//! `X-Auth-Login` for proxies that build the redirect themselves (nginx), or the `302`
-//! itself with `?redirect=1` for proxies that pass a failed answer straight on (Caddy,
-//! Traefik). Verify never sets cookies and never reads a body.
+//! `/v1/verify`, the hot path of every app behind authd: checks the presented access token
+//! (and `?role=`) and answers `200` with the caller in `X-Auth-User`/`X-Auth-Roles`. As a
+//! reverse proxy's forward-auth target, a `401` while browser sessions are enabled also
+//! shows the way to the login page: `X-Auth-Login` for proxies that build the redirect
+//! themselves (nginx), or the `302` itself with `?redirect=1` for proxies that pass a failed
+//! answer straight on (Caddy, Traefik). Verify never sets cookies and never reads a body.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::StatusCode;
-use http::header::{ACCEPT, CACHE_CONTROL, HeaderMap, HeaderValue, LOCATION};
+use http::header::{ACCEPT, CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue, LOCATION};
+use serde::Serialize;
 use warp::reply::Response;
 
 use super::error::ApiError;
+use super::reply::json;
 use super::request::Ctx;
+use crate::auth::AuthError;
 use crate::auth::redirect::{check_redirect, login_url_with_rd, original_url};
+use crate::metrics::{VERIFICATIONS, count_outcome};
 use crate::state::AppState;
 
 const X_AUTH_LOGIN: &str = "x-auth-login";
+const X_AUTH_USER: HeaderName = HeaderName::from_static("x-auth-user");
+const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
 
-/// Answers `/v1/verify` (any method) from the request itself. [`super::Routes`] calls it
-/// before warp's filter chain: this is the hot path. The body is dropped unread. An
+/// Answers `/v1/verify` (any method) from the request itself. [`super::Routes`] calls
+/// it before warp's filter chain: this is the hot path. The body is dropped unread. An
 /// internal error comes back unanswered, so that the caller logs it in the request's span.
 pub fn answer<B>(
     state: Arc<AppState>,
@@ -37,7 +44,7 @@ pub fn answer<B>(
 }
 
 fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
-    let err = match super::public::verify(ctx, query) {
+    let err = match check_token(ctx, query) {
         Ok(response) => return Ok(response),
         Err(err) if err.status().is_server_error() => return Err(err),
         Err(err) => err,
@@ -62,6 +69,68 @@ fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiErr
         }
         _ => err.into_response(),
     })
+}
+
+#[derive(Serialize)]
+struct VerifyResponse<'a> {
+    sub: &'a str,
+    roles: &'a [String],
+    exp: i64,
+    jti: &'a str,
+    sid: &'a str,
+}
+
+/// The token check itself, counted by outcome: `200` with the caller, or the error.
+fn check_token(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let count = |outcome: &'static str| count_outcome(VERIFICATIONS, outcome);
+    let token = ctx
+        .access_token()
+        .inspect_err(|err| {
+            count(if err.code() == "forbidden" {
+                "forbidden"
+            } else {
+                "missing"
+            })
+        })?
+        .token;
+    let result = ctx
+        .state
+        .authority
+        .authenticate(&ctx.settings, token, ctx.now);
+    let outcome = match &result {
+        Ok(principal) => match query.get("role") {
+            Some(role) if !principal.has_role(role) => "insufficient_scope",
+            _ => "valid",
+        },
+        Err(AuthError::InvalidToken(reason)) => reason.label(),
+        Err(_) => "error",
+    };
+    count(outcome);
+    let principal = result?;
+    if outcome == "insufficient_scope" {
+        return Err(ApiError::insufficient_scope(
+            "the session lacks the required role",
+        ));
+    }
+    let mut response = json(
+        StatusCode::OK,
+        &VerifyResponse {
+            sub: principal.username(),
+            roles: principal.roles(),
+            exp: principal.claims.exp,
+            jti: &principal.claims.jti,
+            sid: &principal.claims.sid,
+        },
+    );
+    let headers = response.headers_mut();
+    if let Ok(user) = HeaderValue::from_str(principal.username()) {
+        headers.insert(X_AUTH_USER, user);
+    }
+    if let Ok(roles) = HeaderValue::from_str(&principal.roles().join(",")) {
+        headers.insert(X_AUTH_ROLES, roles);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// `cookie.login_url` with the original URL as `rd` when the proxy named one that the
