@@ -17,6 +17,8 @@ pub mod reply;
 pub mod request;
 pub mod routes;
 pub mod server;
+#[cfg(test)]
+mod testing;
 pub mod tokens;
 pub mod verify;
 pub mod views;

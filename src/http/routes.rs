@@ -397,3 +397,148 @@ impl Routes {
         find_route(self.table, path).map_or("other", |r| r.template)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+    use http::{Method, StatusCode};
+    use hyper::body::Body as _;
+
+    use super::*;
+    use crate::http::reply::JSON_CONTENT_TYPE;
+    use crate::http::testing::test_state;
+
+    /// Sends `method path` through the routes' filter chain (no body, no peer).
+    async fn send(
+        routes: &Routes,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, http::HeaderMap, String) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(String::new())
+            .unwrap();
+        let response = warp::service(routes.filter.clone())
+            .call(request)
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let mut body = Box::pin(body);
+        let mut bytes = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(bytes).unwrap(),
+        )
+    }
+
+    fn error_code(body: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        value["error"].as_str().unwrap().to_owned()
+    }
+
+    /// A path the route's template matches: every `{param}` becomes `x`.
+    fn sample_path(template: &str) -> String {
+        template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "x"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[tokio::test]
+    async fn an_unknown_path_is_a_json_404() {
+        let test = test_state(&[]);
+        let routes = Routes::public(test.state.clone());
+
+        let (status, headers, body) = send(&routes, Method::GET, "/v1/nothing-here").await;
+
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers[CONTENT_TYPE], JSON_CONTENT_TYPE);
+        assert_eq!(error_code(&body), "not_found");
+        assert_eq!(routes.label("/v1/nothing-here"), "other");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_method_on_a_known_route_is_405_with_allow() {
+        let test = test_state(&[]);
+        let public = Routes::public(test.state.clone());
+        let admin = Routes::admin(test.state.clone());
+
+        let (status, headers, body) = send(&public, Method::GET, "/v1/login").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[ALLOW], "POST");
+        assert_eq!(error_code(&body), "method_not_allowed");
+
+        let (status, headers, _) = send(&admin, Method::PUT, "/admin/v1/users/alice").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[ALLOW], "GET, PATCH, DELETE");
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_while_draining() {
+        let test = test_state(&[]);
+        let routes = Routes::public(test.state.clone());
+        let (status, _, _) = send(&routes, Method::GET, "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+
+        test.state.set_draining();
+
+        let (status, headers, body) = send(&routes, Method::GET, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[RETRY_AFTER], "1");
+        assert_eq!(error_code(&body), "unavailable");
+        let (status, _, _) = send(&routes, Method::GET, "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "healthz stays up while draining");
+    }
+
+    /// The table is the one list: each route's filter answers its `Allow` methods and its
+    /// path carries its template as the label; other methods get the table's `405`.
+    #[tokio::test]
+    async fn every_route_answers_the_methods_its_table_entry_allows() {
+        let test = test_state(&[("AUTHD__COOKIE__ENABLED", "true")]);
+        let listeners = [
+            (Routes::public(test.state.clone()), PUBLIC_ROUTES),
+            (Routes::admin(test.state.clone()), ADMIN_ROUTES),
+        ];
+        for (routes, table) in &listeners {
+            for route in *table {
+                let path = sample_path(route.template);
+                assert_eq!(routes.label(&path), route.template);
+                if matches!(route.serve, Serve::Direct) {
+                    assert_eq!(route.template, VERIFY_PATH, "only verify is direct");
+                    continue;
+                }
+                let allowed: Vec<&str> = route.allow.split(", ").collect();
+                for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+                    let method = Method::from_bytes(method.as_bytes()).unwrap();
+                    let (status, headers, _) = send(routes, method.clone(), &path).await;
+                    if allowed.contains(&method.as_str()) {
+                        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                        assert!(
+                            status != StatusCode::NOT_FOUND || path.contains("/users/"),
+                            "{method} {path}: {status}"
+                        );
+                    } else {
+                        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                        assert_eq!(headers[ALLOW], route.allow, "{method} {path}");
+                    }
+                }
+            }
+        }
+    }
+}

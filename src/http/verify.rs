@@ -176,12 +176,68 @@ fn accepts_html(headers: &HeaderMap) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::time::Duration;
+
     use super::*;
+    use crate::auth::password::Password;
+    use crate::http::testing::{START, test_state};
 
     fn accept(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_str(value).unwrap());
         headers
+    }
+
+    fn verify_request(token: Option<&str>) -> http::Request<()> {
+        let mut request = http::Request::builder().uri("/v1/verify");
+        if let Some(token) = token {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(()).unwrap()
+    }
+
+    fn peer() -> SocketAddr {
+        "192.0.2.1:40000".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_token_is_401_with_a_bearer_challenge() {
+        let test = test_state(&[]);
+
+        let response = answer(test.state.clone(), verify_request(None), peer()).unwrap();
+
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[http::header::WWW_AUTHENTICATE],
+            "Bearer realm=\"authd\""
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_stops_verifying_once_the_clock_passes_its_expiry() {
+        let test = test_state(&[]);
+        let settings = test.state.settings();
+        let authority = &test.state.authority;
+        let password = Password::new("correct horse battery".to_owned());
+        authority
+            .create_user(&settings, "alice", &password, vec![], START)
+            .await
+            .unwrap();
+        let pair = authority
+            .login(&settings, "alice", &password, None, START)
+            .await
+            .unwrap();
+        let token = Some(pair.access_token.as_str());
+
+        let fresh = answer(test.state.clone(), verify_request(token), peer()).unwrap();
+        let lifetime = settings.tokens.access_ttl() + settings.tokens.leeway();
+        test.clock
+            .advance(Duration::from_secs(u64::try_from(lifetime).unwrap() + 1));
+        let expired = answer(test.state.clone(), verify_request(token), peer()).unwrap();
+
+        assert_eq!(fresh.status(), StatusCode::OK);
+        assert_eq!(fresh.headers()[X_AUTH_USER], "alice");
+        assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[test]
