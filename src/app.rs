@@ -1,6 +1,7 @@
-//! Building and running the daemon: prepare the data folder, keys and admin token, open the
-//! store, bind both listeners, then serve until told to stop — reloading settings on
-//! request and draining in-flight requests under a deadline at shutdown.
+//! The composition root: builds the daemon (data folder, keys, admin token, store, both
+//! listeners, the [`AppState`]) and runs it until told to stop — reloading settings on
+//! request, draining in-flight requests under a deadline, flushing the store. Nothing
+//! below imports it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
