@@ -1,15 +1,14 @@
-//! Building and running the daemon: prepare the data folder, keys and admin token, open the
-//! store, bind both listeners, then serve until told to stop — reloading settings on
-//! request and draining in-flight requests under a deadline at shutdown.
+//! The composition root: builds the daemon (data folder, keys, admin token, store, both
+//! listeners, the [`AppState`]) and runs it until told to stop — reloading settings on
+//! request, draining in-flight requests under a deadline, flushing the store. Nothing
+//! below imports it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -18,39 +17,15 @@ use crate::activation::InheritedListeners;
 use crate::auth::admin_token::AdminToken;
 use crate::auth::password::Hasher;
 use crate::auth::{Authority, Settings, create_private_dir, keys};
+use crate::clock::Clock;
 use crate::config::{Config, restart_required_changes};
+use crate::http::Routes;
 use crate::http::server::{Phase, serve};
 use crate::notify;
-use crate::store::{Store, UnixSeconds};
+use crate::store::Store;
 
-/// The shared state of a running daemon: the domain service and the current settings.
-#[derive(Debug)]
-pub struct AppState {
-    pub authority: Authority,
-    /// Where the admin listener really listens (a passed socket may differ from the
-    /// configuration): decides whether `/metrics` needs a credential.
-    pub admin_addr: SocketAddr,
-    settings: ArcSwap<Settings>,
-    draining: AtomicBool,
-}
-
-impl AppState {
-    /// The current settings snapshot; a request takes it once and keeps it.
-    pub fn settings(&self) -> Arc<Settings> {
-        self.settings.load_full()
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-}
-
-/// The current time in whole seconds since the epoch.
-pub fn unix_now() -> UnixSeconds {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+// Kept here too: `authd::app::AppState` is how tests and the fuzz targets name it.
+pub use crate::state::AppState;
 
 /// How long a task gets to stop once told to.
 const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,8 +55,18 @@ impl App {
 
     /// As [`App::build`], using listeners passed by systemd where there are some.
     pub async fn build_with(config: Config, inherited: InheritedListeners) -> anyhow::Result<App> {
+        App::build_on_clock(config, inherited, Clock::system()).await
+    }
+
+    /// As [`App::build_with`], on `clock` (tests hold time still with a manual one).
+    pub async fn build_on_clock(
+        config: Config,
+        inherited: InheritedListeners,
+        clock: Clock,
+    ) -> anyhow::Result<App> {
         let prepared = config.clone();
-        tokio::task::spawn_blocking(move || prepare_files(&prepared)).await??;
+        let file_clock = clock.clone();
+        tokio::task::spawn_blocking(move || prepare_files(&prepared, &file_clock)).await??;
         let store = Store::open_sled(&config.storage.path)
             .await
             .with_context(|| {
@@ -93,12 +78,12 @@ impl App {
         let settings = tokio::task::spawn_blocking(move || Settings::load(config)).await??;
         crate::metrics::install();
         let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
-        let state = Arc::new(AppState {
-            authority: Authority::new(store.clone(), Hasher::new(concurrency)),
-            admin_addr: admin.local_addr()?,
-            settings: ArcSwap::from_pointee(settings),
-            draining: AtomicBool::new(false),
-        });
+        let state = Arc::new(AppState::new(
+            Authority::new(store.clone(), Hasher::new(concurrency), clock.clone()),
+            settings,
+            admin.local_addr()?,
+            clock,
+        ));
         Ok(App {
             state,
             store,
@@ -139,7 +124,7 @@ impl App {
                 tokio::spawn(serve(
                     "public",
                     public,
-                    crate::http::Routes::public(state.clone()),
+                    Routes::public(state.clone()),
                     phase_rx.clone(),
                 )),
             ),
@@ -148,7 +133,7 @@ impl App {
                 tokio::spawn(serve(
                     "admin",
                     admin,
-                    crate::http::Routes::admin(state.clone()),
+                    Routes::admin(state.clone()),
                     phase_rx,
                 )),
             ),
@@ -179,7 +164,7 @@ impl App {
 
         tracing::info!("shutting down: draining in-flight requests");
         notify::notify("STOPPING=1\nSTATUS=draining");
-        state.draining.store(true, Ordering::Relaxed);
+        state.set_draining();
         phase_tx.send_replace(Phase::Draining);
         let grace = state.settings().config.server.shutdown_grace;
         let listeners = async move {
@@ -248,7 +233,7 @@ async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
 
 /// Creates what a first start needs: the data folders, a signing key for the configured
 /// algorithm, and the admin token. Existing files are never overwritten.
-fn prepare_files(config: &Config) -> anyhow::Result<()> {
+fn prepare_files(config: &Config, clock: &Clock) -> anyhow::Result<()> {
     create_private_dir(&config.storage.path).with_context(|| {
         format!(
             "cannot create the data folder {}",
@@ -258,7 +243,7 @@ fn prepare_files(config: &Config) -> anyhow::Result<()> {
     if let Some(kid) = keys::ensure_key(
         &config.jwt.keys_dir,
         config.jwt.algorithm,
-        SystemTime::now(),
+        clock.system_time(),
     )? {
         tracing::info!(kid = %kid, dir = %config.jwt.keys_dir.display(), "generated a signing key");
     }
@@ -286,7 +271,7 @@ async fn reload(state: &AppState, config_file: &std::path::Path) -> &'static str
             }
             let level_changed = old.config.log.level != settings.config.log.level;
             let level = settings.config.log.level.clone();
-            state.settings.store(Arc::new(settings));
+            state.swap_settings(settings);
             if level_changed && let Err(err) = crate::logging::set_level(&level) {
                 // Validated with the configuration, so this does not happen.
                 tracing::error!(error = %err, "cannot apply log.level");

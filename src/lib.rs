@@ -8,7 +8,10 @@
 //! - [`store`]: the only module that knows sled and bincode.
 //! - [`http`]: routes, handlers, the error → response mapping, the listener loop.
 //! - [`activation`]: listeners passed by systemd socket activation.
-//! - [`app`]: build (files, store, listeners) and run (serve, reload, drain, flush).
+//! - [`app`]: the composition root — build (files, store, listeners, state) and run
+//!   (serve, reload, drain, flush). Only [`signals`] names it, for [`app::Control`].
+//! - [`state`]: [`state::AppState`], what requests and tasks share, made from ready parts.
+//! - [`clock`]: the only reader of the wall and monotonic clocks.
 //! - [`logging`]: the log subscriber (text or JSON).
 //! - [`metrics`]: Prometheus metrics of requests, logins, verifications and queues.
 //! - [`tasks`]: background work (purging expired entries).
@@ -22,6 +25,7 @@ pub mod activation;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod files;
 pub mod http;
@@ -30,5 +34,9 @@ pub mod metrics;
 pub mod notify;
 pub mod random;
 pub mod signals;
+pub mod state;
 pub mod store;
 pub mod tasks;
+
+#[cfg(test)]
+mod testing;

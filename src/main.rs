@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -12,6 +11,7 @@ use clap::{Parser, Subcommand};
 use authd::app::{App, Control};
 use authd::auth::keys::{self, KeyAlgorithm};
 use authd::cli;
+use authd::clock::Clock;
 use authd::config::Config;
 
 #[derive(Parser)]
@@ -154,7 +154,11 @@ fn keygen(args: ConfigArg, alg: Option<String>) -> anyhow::Result<()> {
         })?,
         None => config.jwt.algorithm,
     };
-    let kid = keys::generate_key(&config.jwt.keys_dir, algorithm, SystemTime::now())?;
+    let kid = keys::generate_key(
+        &config.jwt.keys_dir,
+        algorithm,
+        Clock::system().system_time(),
+    )?;
     println!("{kid}");
     Ok(())
 }

@@ -1,13 +1,12 @@
 //! Background tasks. Each owns a shutdown receiver and says when it stops.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use std::sync::Arc;
-
-use crate::app::AppState;
 use crate::config::Config;
+use crate::state::AppState;
 
 /// How often expired revocations, sessions and refresh tokens are purged: a quarter of the
 /// shortest lifetime an entry can have, between 1 s and 60 s, so short test TTLs purge
@@ -25,7 +24,7 @@ pub async fn purge(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stop| *stop) => break,
             _ = tokio::time::sleep(interval) => {}
         }
-        let now = crate::app::unix_now();
+        let now = state.clock().now();
         match state.authority.purge_expired(now).await {
             Ok(counts) if counts != Default::default() => {
                 tracing::info!(?counts, "purged expired entries")

@@ -19,9 +19,8 @@ use authd::auth::redirect;
 use authd::http::admin::{CreateUserBody, RevokeBody, UpdateUserBody};
 use authd::http::browser::{LoginFields, LoginJson, LogoutFields, LogoutJson};
 use authd::http::error::ApiError;
-use authd::http::public::{
-    LoginBody, LoginForm, LogoutBody, PasswordBody, RefreshBody, RefreshForm,
-};
+use authd::http::account::PasswordBody;
+use authd::http::tokens::{LoginBody, LoginForm, LogoutBody, RefreshBody, RefreshForm};
 use authd::http::request::{Accepts, Ctx, decode_body, decode_optional_body};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};

@@ -1,18 +1,19 @@
-//! Handlers of the admin listener: users and revocations. Every route first checks the
-//! admin credential: the admin API token or an access token with the `admin` role.
+//! Handlers of the admin listener: users, revocations and `/metrics`. Every route first
+//! checks the admin credential: the admin API token or an access token with the `admin`
+//! role (`/metrics` only when the listener is not on loopback).
 
 use std::collections::HashMap;
 
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use warp::reply::Response;
 
 use super::error::ApiError;
+use super::reply::{json, no_content};
 use super::request::{Accepts, Ctx, RawBody, decode_body, paging};
-use super::{json, rfc3339};
+use super::views::{RevocationView, UserView, sessions_response};
 use crate::auth::password::Password;
-use crate::auth::service::{RevocationTarget, User, UserChanges};
-use crate::store::RevocationRecord;
+use crate::auth::service::{RevocationTarget, UserChanges};
 
 /// Who is acting through the admin API, for the audit log.
 fn authorize(ctx: &Ctx) -> Result<String, ApiError> {
@@ -59,42 +60,6 @@ pub struct RevokeBody {
     reason: Option<String>,
 }
 
-#[derive(Serialize)]
-struct UserView<'a> {
-    username: &'a str,
-    roles: &'a [String],
-    disabled: bool,
-    created_at: String,
-}
-
-fn user_view(user: &User) -> UserView<'_> {
-    UserView {
-        username: &user.username,
-        roles: &user.roles,
-        disabled: user.disabled,
-        created_at: rfc3339(user.created_at),
-    }
-}
-
-#[derive(Serialize)]
-struct RevocationView<'a> {
-    kind: &'static str,
-    id: &'a str,
-    expires_at: String,
-    revoked_at: String,
-    reason: Option<&'a str>,
-}
-
-fn revocation_view(entry: &RevocationRecord) -> RevocationView<'_> {
-    RevocationView {
-        kind: entry.kind.as_str(),
-        id: &entry.id,
-        expires_at: rfc3339(entry.expires_at),
-        revoked_at: rfc3339(entry.revoked_at),
-        reason: entry.reason.as_deref(),
-    }
-}
-
 pub async fn create_user(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
     let actor = authorize(&ctx)?;
     let body: CreateUserBody = decode_body::<_, CreateUserBody>(&ctx, raw, Accepts::Json)?;
@@ -110,7 +75,7 @@ pub async fn create_user(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
         )
         .await?;
     tracing::info!(target: "audit", event = "user_created", username = %user.username, actor = %actor);
-    Ok(json(StatusCode::CREATED, &user_view(&user)))
+    Ok(json(StatusCode::CREATED, &UserView::from(&user)))
 }
 
 pub async fn list_users(ctx: Ctx, query: HashMap<String, String>) -> Result<Response, ApiError> {
@@ -121,7 +86,7 @@ pub async fn list_users(ctx: Ctx, query: HashMap<String, String>) -> Result<Resp
         .authority
         .list_users(after.as_deref(), limit)
         .await?;
-    let users: Vec<_> = users.iter().map(user_view).collect();
+    let users: Vec<_> = users.iter().map(UserView::from).collect();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "users": users, "next": next }),
@@ -131,7 +96,7 @@ pub async fn list_users(ctx: Ctx, query: HashMap<String, String>) -> Result<Resp
 pub async fn get_user(username: String, ctx: Ctx) -> Result<Response, ApiError> {
     authorize(&ctx)?;
     let user = ctx.state.authority.get_user(&percent_decode(&username))?;
-    Ok(json(StatusCode::OK, &user_view(&user)))
+    Ok(json(StatusCode::OK, &UserView::from(&user)))
 }
 
 pub async fn update_user(username: String, ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
@@ -148,7 +113,7 @@ pub async fn update_user(username: String, ctx: Ctx, raw: RawBody) -> Result<Res
         .update_user(&ctx.settings, &percent_decode(&username), changes, ctx.now)
         .await?;
     tracing::info!(target: "audit", event = "user_updated", username = %user.username, actor = %actor);
-    Ok(json(StatusCode::OK, &user_view(&user)))
+    Ok(json(StatusCode::OK, &UserView::from(&user)))
 }
 
 pub async fn delete_user(username: String, ctx: Ctx) -> Result<Response, ApiError> {
@@ -159,7 +124,7 @@ pub async fn delete_user(username: String, ctx: Ctx) -> Result<Response, ApiErro
         .delete_user(&ctx.settings, &username, ctx.now)
         .await?;
     tracing::info!(target: "audit", event = "user_deleted", username = %username.to_ascii_lowercase(), actor = %actor);
-    Ok(super::no_content())
+    Ok(no_content())
 }
 
 pub async fn revoke(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
@@ -208,7 +173,7 @@ pub async fn list_revocations(
         None => None,
     };
     let (entries, next) = ctx.state.authority.list_revocations(after, limit).await?;
-    let entries: Vec<_> = entries.iter().map(revocation_view).collect();
+    let entries: Vec<_> = entries.iter().map(RevocationView::from).collect();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "revocations": entries, "next": next.map(|n| n.to_string()) }),
@@ -246,7 +211,7 @@ pub async fn user_sessions(username: String, ctx: Ctx) -> Result<Response, ApiEr
         .state
         .authority
         .sessions(&percent_decode(&username), ctx.now)?;
-    Ok(super::public::sessions_response(&sessions, None))
+    Ok(sessions_response(&sessions, None))
 }
 
 /// Prometheus metrics. Open on a loopback admin listener (the socket really bound or

@@ -4,62 +4,57 @@
 //! answer errors as HTML pages.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use http::header::{AUTHORIZATION, HeaderValue, LOCATION, SET_COOKIE};
 use http::{Method, StatusCode};
 use serde::Deserialize;
-use warp::Filter;
-use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use super::audit::{RefreshOutcome, RefreshVia, attempt_login, client, record_refresh};
 use super::cookies::{
     check_login_form_origin, check_same_site, clear_cookie, cookie, refresh_cookie_name, set_cookie,
 };
 use super::error::ApiError;
 use super::pages::{LoginForm, add_page_headers, error_page, login_page};
-use super::public::{attempt_login, client};
-use super::request::{Accepts, Ctx, RawBody, ctx_with_body, decode_optional_body, query};
-use crate::app::AppState;
+use super::reply::no_content;
+use super::request::{Accepts, Ctx, RawBody, decode_optional_body};
 use crate::auth::AuthError;
 use crate::auth::password::Password;
 use crate::auth::redirect::{RedirectTarget, check_redirect};
 use crate::auth::service::{RefreshToken, Refreshed, TokenPair};
 
-/// `/login` and `/logout`, every method: the handlers answer `404` while cookies are
-/// disabled and `405` (as a page) for a method they do not take, so neither path ever
-/// reaches the JSON fallback.
-pub fn routes(state: Arc<AppState>) -> BoxedFilter<(Response,)> {
-    let login = warp::path!("login")
-        .and(ctx_with_body(state.clone()))
-        .and(query())
-        .then(login);
-    let logout = warp::path!("logout")
-        .and(ctx_with_body(state))
-        .and(query())
-        .then(logout);
-    login.or(logout).unify().boxed()
-}
-
-async fn login(ctx: Ctx, raw: RawBody, query: HashMap<String, String>) -> Response {
+/// `/login`, every method: `404` while cookies are disabled and `405` (as a page, with
+/// `allow`) for a method it does not take, so the path never reaches the JSON fallback.
+pub async fn login(
+    ctx: Ctx,
+    raw: RawBody,
+    query: HashMap<String, String>,
+    allow: &'static str,
+) -> Response {
     if !ctx.settings.config.cookie.enabled {
         return ApiError::not_found().into_response();
     }
     let result = match ctx.method {
         Method::GET => login_page_or_refresh(&ctx, &query).await,
         Method::POST => login_submit(&ctx, raw, &query).await,
-        _ => Err(ApiError::method_not_allowed("GET, POST")),
+        _ => Err(ApiError::method_not_allowed(allow)),
     };
     result.unwrap_or_else(error_page)
 }
 
-async fn logout(ctx: Ctx, raw: RawBody, query: HashMap<String, String>) -> Response {
+/// `/logout`, every method, as [`login`] does.
+pub async fn logout(
+    ctx: Ctx,
+    raw: RawBody,
+    query: HashMap<String, String>,
+    allow: &'static str,
+) -> Response {
     if !ctx.settings.config.cookie.enabled {
         return ApiError::not_found().into_response();
     }
     let result = match ctx.method {
         Method::POST => logout_submit(&ctx, raw, &query).await,
-        _ => Err(ApiError::method_not_allowed("POST")),
+        _ => Err(ApiError::method_not_allowed(allow)),
     };
     result.unwrap_or_else(error_page)
 }
@@ -137,15 +132,16 @@ async fn login_page_or_refresh(
         .refresh(&ctx.settings, &presented, config.refresh_grace, ctx.now)
         .await;
     let outcome = match &result {
-        Ok(Refreshed::Rotated(_)) => "success",
-        Ok(Refreshed::Grace { .. }) => "grace",
-        Err(AuthError::InvalidGrant(_)) => "invalid_grant",
-        Err(_) => "error",
+        Ok(Refreshed::Rotated(pair)) => RefreshOutcome::Rotated {
+            username: &pair.username,
+            sid: &pair.sid,
+        },
+        Ok(Refreshed::Grace { username, sid, .. }) => RefreshOutcome::Grace { username, sid },
+        Err(err) => RefreshOutcome::Failed(err),
     };
-    metrics::counter!(crate::metrics::REFRESHES, "outcome" => outcome).increment(1);
+    record_refresh(ctx, RefreshVia::Cookie, outcome);
     match result {
         Ok(Refreshed::Rotated(pair)) => {
-            tracing::info!(target: "audit", event = "refresh", via = "cookie", username = %pair.username, sid = %pair.sid, client = %client(ctx), outcome = "success");
             let mut response = see_other(rd.as_ref());
             set_session_cookies(ctx, &mut response, &pair);
             Ok(response)
@@ -153,10 +149,8 @@ async fn login_page_or_refresh(
         Ok(Refreshed::Grace {
             access_token,
             expires_in,
-            username,
-            sid,
+            ..
         }) => {
-            tracing::info!(target: "audit", event = "refresh", via = "cookie", username = %username, sid = %sid, client = %client(ctx), outcome = "grace");
             let mut response = see_other(rd.as_ref());
             response.headers_mut().append(
                 SET_COOKIE,
@@ -164,8 +158,7 @@ async fn login_page_or_refresh(
             );
             Ok(response)
         }
-        Err(AuthError::InvalidGrant(reason)) => {
-            tracing::info!(target: "audit", event = "refresh", via = "cookie", client = %client(ctx), outcome = "failure", reason = %reason);
+        Err(AuthError::InvalidGrant(_)) => {
             // The cookies name a dead session: drop them and ask for the password.
             let mut response = login_page(StatusCode::OK, &form);
             clear_session_cookies(ctx, &mut response);
@@ -333,7 +326,7 @@ async fn logout_submit(
     let mut response = match &rd {
         Some(rd) => see_other(Some(rd)),
         None => {
-            let mut response = super::no_content();
+            let mut response = no_content();
             add_page_headers(&mut response);
             response
         }

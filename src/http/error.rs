@@ -133,7 +133,7 @@ impl ApiError {
         let headers = response.headers_mut();
         headers.insert(
             CONTENT_TYPE,
-            HeaderValue::from_static(super::JSON_CONTENT_TYPE),
+            HeaderValue::from_static(super::reply::JSON_CONTENT_TYPE),
         );
         if let Some(presented) = self.bearer_challenge {
             let challenge = if presented {

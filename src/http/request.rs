@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use warp::Filter;
 
 use super::error::ApiError;
-use crate::app::AppState;
-use crate::auth::Settings;
+use crate::auth::{Principal, Settings};
+use crate::state::AppState;
 use crate::store::UnixSeconds;
 
 /// The peer address of the connection, put into the request by the server loop.
@@ -50,7 +50,7 @@ impl Ctx {
     ) -> Ctx {
         Ctx {
             settings: state.settings(),
-            now: crate::app::unix_now(),
+            now: state.clock().now(),
             state,
             headers: parts.headers,
             peer,
@@ -91,6 +91,16 @@ impl Ctx {
         })
     }
 
+    /// The caller of a bearer-protected route: the access token of [`Ctx::access_token`],
+    /// verified.
+    pub fn principal(&self) -> Result<Principal, ApiError> {
+        Ok(self.state.authority.authenticate(
+            &self.settings,
+            self.access_token()?.token,
+            self.now,
+        )?)
+    }
+
     /// The bearer token of the `Authorization` header.
     pub fn bearer(&self) -> Result<&str, ApiError> {
         let Some(value) = self.headers.get(AUTHORIZATION) else {
@@ -123,7 +133,7 @@ pub fn ctx(state: Arc<AppState>) -> impl Filter<Extract = (Ctx,), Error = Infall
         .map(
             |state: Arc<AppState>, headers, peer: Option<PeerAddr>, method| Ctx {
                 settings: state.settings(),
-                now: crate::app::unix_now(),
+                now: state.clock().now(),
                 state,
                 headers,
                 peer: peer.map(|p| p.0),

@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 use warp::reply::Response;
 
 use super::Routes;
+use crate::clock::Clock;
 
 /// How long a client may take to send a request's head, counted from the connection's
 /// start or its previous answer (so it also bounds idle keep-alive connections).
@@ -82,7 +83,7 @@ pub async fn serve(
         // Per connection, so that the per-request clones touch no counter shared with
         // other connections (and other cores).
         let routes = Arc::new(routes.clone());
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(routes.clock().clone()));
         let service = {
             let activity = activity.clone();
             hyper::service::service_fn(move |request| {
@@ -125,6 +126,7 @@ async fn reached(phase: &mut watch::Receiver<Phase>, at_least: Phase) {
 /// of its next request within [`HEADER_READ_TIMEOUT`] of connecting or of its previous
 /// answer. That bounds slowloris clients and idle keep-alive connections alike.
 struct Activity {
+    clock: Clock,
     opened: Instant,
     /// Requests being answered.
     busy: AtomicU64,
@@ -133,9 +135,10 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(clock: Clock) -> Activity {
         Activity {
-            opened: Instant::now(),
+            opened: clock.instant(),
+            clock,
             busy: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
         }
@@ -168,7 +171,7 @@ impl Activity {
                 biased;
                 output = &mut connection => return Some(output),
                 () = &mut timer => {
-                    let now = Instant::now();
+                    let now = self.clock.instant();
                     match self.deadline() {
                         Some(deadline) if deadline <= now => return None,
                         Some(deadline) => timer.as_mut().reset(deadline.into()),
@@ -186,7 +189,7 @@ struct Answering(Arc<Activity>);
 impl Drop for Answering {
     fn drop(&mut self) {
         let activity = &self.0;
-        let ms = activity.opened.elapsed().as_millis() as u64;
+        let ms = (activity.clock.instant() - activity.opened).as_millis() as u64;
         activity.idle_since_ms.store(ms, Ordering::Relaxed);
         activity.busy.fetch_sub(1, Ordering::Relaxed);
     }
@@ -207,7 +210,7 @@ async fn handle(
         .cloned()
         .unwrap_or_else(new_request_id);
     let route = routes.label(request.uri().path());
-    let started = Instant::now();
+    let started = routes.clock().instant();
     if routes.is_direct(&request) {
         // `/v1/verify` runs for every protected request of every app behind authd, and
         // the request span was a tenth of its cost. Nothing on its path logs at INFO or
@@ -222,15 +225,17 @@ async fn handle(
                     Some(_) => internal.into_response(),
                     None => request_span(&request_id).in_scope(|| internal.into_response()),
                 });
+        let elapsed = routes.clock().instant() - started;
         return Ok(finished(
-            response, request_id, started, answering, listener, route,
+            response, request_id, elapsed, answering, listener, route,
         ));
     }
     let span = request_span(&request_id);
     async move {
         let response = routes.answer(request, peer).await;
+        let elapsed = routes.clock().instant() - started;
         Ok(finished(
-            response, request_id, started, answering, listener, route,
+            response, request_id, elapsed, answering, listener, route,
         ))
     }
     .instrument(span)
@@ -246,13 +251,12 @@ fn request_span(request_id: &HeaderValue) -> tracing::Span {
 fn finished(
     mut response: Response,
     request_id: HeaderValue,
-    started: Instant,
+    elapsed: Duration,
     answering: Answering,
     listener: &'static str,
     route: &'static str,
 ) -> Response {
     response.headers_mut().insert(REQUEST_ID, request_id);
-    let elapsed = started.elapsed();
     drop(answering);
     crate::metrics::record_request(listener, route, response.status().as_u16(), elapsed);
     tracing::debug!(

@@ -42,13 +42,25 @@ async fn a_v1_store_opens_and_every_record_in_it_still_works() {
     let made_at = tokens["made_at"].as_i64().unwrap();
     let dir = tempfile::tempdir().unwrap();
     copy_data(&fixture().join("data"), &dir.path().join("data"));
-    let app = TestApp::start_in_with_clock(dir.path(), &[], Clock::manual(made_at + 60)).await;
+    // The v1 layout: keys and admin token inside the data folder.
+    let keys = dir.path().join("data/keys").display().to_string();
+    let admin_token = dir.path().join("data/admin.token").display().to_string();
+    let overrides = [
+        ("AUTHD__JWT__KEYS_DIR", keys.as_str()),
+        ("AUTHD__ADMIN__TOKEN_FILE", admin_token.as_str()),
+    ];
+    let app =
+        TestApp::start_in_with_clock(dir.path(), &overrides, Clock::manual(made_at + 60)).await;
     let token = |path: &str| tokens.pointer(path).unwrap().as_str().unwrap().to_owned();
 
     // Users and their passwords.
     let password = tokens["password"].as_str().unwrap();
     for name in ["alice", "bob", "erin"] {
-        assert_eq!(app.try_login(name, password).await.status(), StatusCode::OK, "{name}");
+        assert_eq!(
+            app.try_login(name, password).await.status(),
+            StatusCode::OK,
+            "{name}"
+        );
     }
     assert_error(
         app.try_login("carol", password).await,
@@ -64,7 +76,8 @@ async fn a_v1_store_opens_and_every_record_in_it_still_works() {
     .await;
 
     // Access tokens: live ones pass, each kind of revocation still blocks.
-    assert_eq!(app.verify(&token("/bob/access_token")).await.status(), StatusCode::OK);
+    let bob = app.verify(&token("/bob/access_token")).await;
+    assert_eq!(bob.status(), StatusCode::OK, "{:?}", bob.text().await);
     for blocked in [
         "/alice_revoked_jti/access_token",
         "/alice_logged_out/access_token",
@@ -82,16 +95,25 @@ async fn a_v1_store_opens_and_every_record_in_it_still_works() {
     assert_eq!(response.status(), StatusCode::OK);
     let renewed: Value = response.json().await.unwrap();
     assert_eq!(
-        app.verify(renewed["access_token"].as_str().unwrap()).await.status(),
+        app.verify(renewed["access_token"].as_str().unwrap())
+            .await
+            .status(),
         StatusCode::OK
     );
-    let alice = app.refresh(&token("/alice_revoked_jti/refresh_token")).await;
+    let alice = app
+        .refresh(&token("/alice_revoked_jti/refresh_token"))
+        .await;
     assert_eq!(alice.status(), StatusCode::OK, "only the jti was revoked");
     for dead in [
         "/alice_logged_out/refresh_token",
         "/erin_before_revoke_all/refresh_token",
     ] {
-        assert_error(app.refresh(&token(dead)).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+        assert_error(
+            app.refresh(&token(dead)).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        )
+        .await;
     }
     // The token rotated in v1 is still known as rotated: presenting it is reuse.
     assert_error(
@@ -101,7 +123,9 @@ async fn a_v1_store_opens_and_every_record_in_it_still_works() {
     )
     .await;
     assert_eq!(
-        app.verify(renewed["access_token"].as_str().unwrap()).await.status(),
+        app.verify(renewed["access_token"].as_str().unwrap())
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED,
         "reuse ends the session"
     );

@@ -70,6 +70,16 @@ impl TestApp {
         TestApp::run(dir, config, InheritedListeners::default()).await
     }
 
+    /// Starts a daemon on an existing folder, on `clock` instead of the system's.
+    pub async fn start_in_with_clock(
+        dir: &Path,
+        overrides: &[(&str, &str)],
+        clock: authd::clock::Clock,
+    ) -> TestApp {
+        let config = in_process_config(dir, overrides);
+        TestApp::run_on_clock(dir, config, InheritedListeners::default(), clock).await
+    }
+
     /// Starts a daemon configured by `file` alone (no overrides), so that [`TestApp::reload`]
     /// re-reads exactly what the test wrote there. `dir` is the test's folder (`TestApp::dir`).
     pub async fn start_with_config_file(dir: &Path, file: &Path) -> TestApp {
@@ -80,8 +90,17 @@ impl TestApp {
     /// Builds the daemon (binding its listeners, port 0 unless given), runs it on a task,
     /// and reads the admin token it wrote.
     async fn run(dir: &Path, config: Config, listeners: InheritedListeners) -> TestApp {
+        TestApp::run_on_clock(dir, config, listeners, authd::clock::Clock::system()).await
+    }
+
+    async fn run_on_clock(
+        dir: &Path,
+        config: Config,
+        listeners: InheritedListeners,
+        clock: authd::clock::Clock,
+    ) -> TestApp {
         let token_file = config.admin.token_file.clone();
-        let app = App::build_with(config, listeners).await.unwrap();
+        let app = App::build_on_clock(config, listeners, clock).await.unwrap();
         let public = format!("http://{}", app.public_addr().unwrap());
         let admin = format!("http://{}", app.admin_addr().unwrap());
         let (control, control_rx) = mpsc::channel(4);

@@ -3,7 +3,6 @@
 //! still exactly as checked.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use super::{ATTEMPTS, AuthError, Authority, RefreshToken, TokenPair, refresh_ttl};
 use crate::auth::Settings;
@@ -31,7 +30,8 @@ impl Authority {
         let attempt = Attempt::new(username, client);
         // The throttle measures its window on the monotonic clock: `now` has whole
         // seconds only and follows wall-clock jumps.
-        self.throttle.check(limits, &attempt, Instant::now())?;
+        self.throttle
+            .check(limits, &attempt, self.clock.instant())?;
         let checked = self.check_credentials(settings, username, password).await;
         let outcome = match &checked {
             Ok(_) => Some(Outcome::Success),
@@ -43,7 +43,7 @@ impl Authority {
         if let Some(outcome) = outcome {
             // Checks the limits again: concurrent attempts may have reached one meanwhile.
             self.throttle
-                .record(limits, &attempt, outcome, Instant::now())?;
+                .record(limits, &attempt, outcome, self.clock.instant())?;
         }
         let (user, needs_rehash) = checked?;
         let user = if needs_rehash {
@@ -285,7 +285,7 @@ mod tests {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
         let before = domain.authority.store.user("alice").unwrap();
-        let cheaper = Domain::with(&[("argon2_memory_kib", "128")]).await;
+        let cheaper = Domain::with(&[("AUTHD__PASSWORD__ARGON2_MEMORY_KIB", "128")]).await;
         // The same account, logged into under other parameters.
         domain
             .authority

@@ -28,6 +28,7 @@ pub use verify::Principal;
 use super::Settings;
 use super::password::Hasher;
 use super::throttle::LoginThrottle;
+use crate::clock::Clock;
 use crate::store::{
     NewRevocation, RefreshHash, RevocationKind, RevocationRecord, Store, StoreError, Txn,
     UnixSeconds, UserRecord,
@@ -77,20 +78,24 @@ pub struct TokenPair {
 }
 
 /// The domain service: the store, the bounded hashing pool and the login throttle (which
-/// lives as long as the daemon; its limits come from each call's settings snapshot).
+/// lives as long as the daemon; its limits come from each call's settings snapshot). The
+/// clock gives the throttle its monotonic instants; wall-clock `now` is each call's
+/// parameter.
 #[derive(Debug, Clone)]
 pub struct Authority {
     store: Store,
     hasher: Hasher,
     throttle: Arc<LoginThrottle>,
+    clock: Clock,
 }
 
 impl Authority {
-    pub fn new(store: Store, hasher: Hasher) -> Authority {
+    pub fn new(store: Store, hasher: Hasher, clock: Clock) -> Authority {
         Authority {
             store,
             hasher,
             throttle: Arc::new(LoginThrottle::new()),
+            clock,
         }
     }
 

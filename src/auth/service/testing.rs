@@ -3,50 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::sync::Arc;
 
 use super::{Authority, TokenPair};
 use crate::auth::Settings;
 use crate::auth::password::{Hasher, Password};
-use crate::config::Config;
-use crate::store::{Store, UnixSeconds};
+use crate::store::UnixSeconds;
+
+pub(crate) use crate::testing::PASSWORD;
 
 /// The time every domain test starts at.
-pub(crate) const NOW: UnixSeconds = 1_800_000_000;
-
-pub(crate) const PASSWORD: &str = "correct horse battery";
+pub(crate) const NOW: UnixSeconds = crate::testing::START;
 
 pub(crate) struct Domain {
     pub authority: Authority,
-    pub settings: Settings,
+    pub settings: Arc<Settings>,
     _dir: tempfile::TempDir,
-}
-
-/// The shipped `config.toml` with cheap argon2 and the given `[section] key = value`
-/// overrides, as the file `dir/config.toml`.
-fn write_config(dir: &Path, overrides: &[(&str, &str)]) -> std::path::PathBuf {
-    let shipped =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml")).unwrap();
-    let all = [("argon2_memory_kib", "64"), ("argon2_iterations", "1")];
-    let text = all
-        .iter()
-        .chain(overrides)
-        .fold(shipped, |text, (key, value)| {
-            let prefix = format!("{key} = ");
-            text.lines()
-                .map(|line| {
-                    if line.starts_with(&prefix) {
-                        format!("{prefix}{value}")
-                    } else {
-                        line.to_owned()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        });
-    let file = dir.join("config.toml");
-    std::fs::write(&file, text).unwrap();
-    file
 }
 
 impl Domain {
@@ -54,27 +26,16 @@ impl Domain {
         Domain::with(&[]).await
     }
 
-    /// A domain whose configuration differs from the shipped one by `overrides`.
+    /// A domain whose configuration differs from the shipped one by `overrides`
+    /// (`AUTHD__SECTION__KEY`, value).
     pub(crate) async fn with(overrides: &[(&str, &str)]) -> Domain {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::load(&write_config(dir.path(), overrides)).unwrap();
-        crate::files::create_private_dir(&config.storage.path).unwrap();
-        crate::auth::keys::ensure_key(
-            &config.jwt.keys_dir,
-            config.jwt.algorithm,
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW as u64),
-        )
-        .unwrap();
-        crate::auth::admin_token::AdminToken::create_if_missing(&config.admin.token_file).unwrap();
-        let store = Store::open_sled(&config.storage.path).await.unwrap();
-        let settings = Settings::load(config).unwrap();
+        let parts = crate::testing::parts(overrides).await;
         Domain {
-            authority: Authority::new(store, Hasher::new(1)),
-            settings,
-            _dir: dir,
+            authority: Authority::new(parts.store, Hasher::new(1), parts.clock),
+            settings: Arc::new(parts.settings),
+            _dir: parts.dir,
         }
     }
-
     pub(crate) async fn create_user(&self, username: &str, roles: &[&str]) {
         self.authority
             .create_user(

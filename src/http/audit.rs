@@ -1,0 +1,110 @@
+//! The audit lines and outcome counters of logins and refreshes, shared by the API routes
+//! (`POST /v1/login`, `POST /v1/token/refresh`) and the browser's (`POST /login`, the
+//! silent refresh of `GET /login`), so that both count and log an attempt the same way.
+
+use super::request::Ctx;
+use crate::auth::AuthError;
+use crate::auth::password::Password;
+use crate::auth::service::TokenPair;
+use crate::metrics::{LOGINS, REFRESHES, count_outcome};
+
+/// The client address for audit lines (`-` when unknown).
+pub fn client(ctx: &Ctx) -> String {
+    ctx.client_ip()
+        .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+}
+
+/// A login attempt through the (throttled) domain, counted in the metrics and audited.
+pub async fn attempt_login(
+    ctx: &Ctx,
+    username: &str,
+    password: &Password,
+) -> Result<TokenPair, AuthError> {
+    let client_ip = ctx.client_ip();
+    let result = ctx
+        .state
+        .authority
+        .login(&ctx.settings, username, password, client_ip, ctx.now)
+        .await;
+    let shown: String = username.chars().take(64).collect();
+    let client = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(AuthError::TooManyRequests { .. }) => "throttled",
+        Err(AuthError::AccountDisabled) => "disabled",
+        Err(AuthError::InvalidCredentials) => "invalid_credentials",
+        Err(_) => "error",
+    };
+    count_outcome(LOGINS, outcome);
+    match &result {
+        Ok(pair) => {
+            tracing::info!(target: "audit", event = "login", username = %pair.username, sid = %pair.sid, client = %client, outcome = "success")
+        }
+        Err(err @ AuthError::TooManyRequests { .. }) => {
+            tracing::info!(target: "audit", event = "login", username = ?shown, client = %client, outcome = "throttled", reason = %err)
+        }
+        Err(err) => {
+            tracing::info!(target: "audit", event = "login", username = ?shown, client = %client, outcome = "failure", reason = %err)
+        }
+    }
+    result
+}
+
+/// How a refresh token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshVia {
+    /// In the body of `POST /v1/token/refresh`.
+    Body,
+    /// In the browser's refresh cookie.
+    Cookie,
+}
+
+/// What became of a refresh.
+#[derive(Debug)]
+pub enum RefreshOutcome<'a> {
+    /// A new token pair: the refresh token rotated.
+    Rotated {
+        username: &'a str,
+        sid: &'a str,
+    },
+    /// A browser's refresh within the grace after a rotation: a new access token only.
+    Grace {
+        username: &'a str,
+        sid: &'a str,
+    },
+    Failed(&'a AuthError),
+}
+
+/// Counts a refresh and writes its audit line.
+pub fn record_refresh(ctx: &Ctx, via: RefreshVia, outcome: RefreshOutcome<'_>) {
+    let label = match &outcome {
+        RefreshOutcome::Rotated { .. } => "success",
+        RefreshOutcome::Grace { .. } => "grace",
+        RefreshOutcome::Failed(AuthError::InvalidGrant(_)) => "invalid_grant",
+        RefreshOutcome::Failed(_) => "error",
+    };
+    count_outcome(REFRESHES, label);
+    let client = client(ctx);
+    match (via, outcome) {
+        (
+            RefreshVia::Body,
+            RefreshOutcome::Rotated { username, sid } | RefreshOutcome::Grace { username, sid },
+        ) => {
+            tracing::info!(target: "audit", event = "refresh", username = %username, sid = %sid, client = %client, outcome = label)
+        }
+        (RefreshVia::Body, RefreshOutcome::Failed(err)) => {
+            tracing::info!(target: "audit", event = "refresh", client = %client, outcome = "failure", reason = %err)
+        }
+        (
+            RefreshVia::Cookie,
+            RefreshOutcome::Rotated { username, sid } | RefreshOutcome::Grace { username, sid },
+        ) => {
+            tracing::info!(target: "audit", event = "refresh", via = "cookie", username = %username, sid = %sid, client = %client, outcome = label)
+        }
+        (RefreshVia::Cookie, RefreshOutcome::Failed(err @ AuthError::InvalidGrant(_))) => {
+            tracing::info!(target: "audit", event = "refresh", via = "cookie", client = %client, outcome = "failure", reason = %err)
+        }
+        // Any other error is internal: it is logged where it becomes the `500`.
+        (RefreshVia::Cookie, RefreshOutcome::Failed(_)) => {}
+    }
+}

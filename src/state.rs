@@ -1,0 +1,67 @@
+//! The shared state of a running daemon — the domain service, the current settings
+//! snapshot, the clock and the draining flag — made from ready parts, so that handlers and
+//! tasks can be built (and tested) without binding sockets or opening files.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::auth::{Authority, Settings};
+use crate::clock::Clock;
+
+/// What every request and background task of a daemon shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub authority: Authority,
+    /// Where the admin listener really listens (a passed socket may differ from the
+    /// configuration): decides whether `/metrics` needs a credential.
+    pub admin_addr: SocketAddr,
+    settings: ArcSwap<Settings>,
+    draining: AtomicBool,
+    clock: Clock,
+}
+
+impl AppState {
+    /// The state of a daemon serving `settings` through `authority`, not draining.
+    pub fn new(
+        authority: Authority,
+        settings: Settings,
+        admin_addr: SocketAddr,
+        clock: Clock,
+    ) -> AppState {
+        AppState {
+            authority,
+            admin_addr,
+            settings: ArcSwap::from_pointee(settings),
+            draining: AtomicBool::new(false),
+            clock,
+        }
+    }
+
+    /// The current settings snapshot; a request takes it once and keeps it.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Replaces the settings snapshot (a reload); requests already running keep theirs.
+    pub fn swap_settings(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Whether the daemon is shutting down (`/readyz` answers `503`).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks the daemon as shutting down; there is no way back.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The daemon's clock: the only source of "now" for requests and tasks.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
