@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench hot_path` (or `-- token_verify` for one group).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Benchmarks measure real time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::hint::black_box;
 use std::path::Path;

@@ -11,6 +11,9 @@
 //!
 //! Both print one `key=value` line per result so that scripts can parse them.
 
+// A benchmark tool: it times real work on the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

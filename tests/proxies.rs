@@ -6,7 +6,8 @@
 //! are skipped with a note on a developer's machine, so `cargo test` works on a fresh
 //! clone, but fail in CI (`CI` set), where a missing proxy means a broken install step.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Real proxies and a real browser, on real time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};

@@ -8,7 +8,8 @@
 //! (the harness in `tests/common`). Tests that need a systemd tool skip with a note
 //! where it is missing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Real processes, real signals, real time: these tests read the clock as any client would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 

@@ -355,7 +355,7 @@ fn lock_end(failures: &VecDeque<Instant>, limit: usize, window: Duration) -> Opt
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
     use super::*;
 

@@ -2,7 +2,8 @@
 //! `config.toml`, overridden only where a test must differ, spoken to over HTTP through
 //! the shared harness (`tests/common`: `TestApp` and one helper per endpoint).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// The daemon under test runs on the system clock, and so do the tests' own expectations.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -2,7 +2,13 @@
 //! `App::run` with a control channel instead of signals), with its own data folder, spoken
 //! to through [`Api`].
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// Tests wait on real time (deadlines for the daemon under test), as a client would.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods
+)]
 
 use std::collections::HashMap;
 use std::ops::Deref;
