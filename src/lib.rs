@@ -4,9 +4,14 @@
 //!
 //! Layout:
 //! - [`config`]: the TOML file + `AUTHD__…` overrides → a validated [`config::Config`].
-//! - [`auth`]: the domain — passwords, keys, tokens, users, sessions, revocation. No HTTP.
-//! - [`store`]: the only module that knows sled and bincode.
-//! - [`http`]: routes, handlers, the error → response mapping, the listener loop.
+//! - [`auth`]: the domain — passwords, keys, tokens, throttling, and in [`auth::service`]
+//!   the operations (login, refresh, verify, sessions, users, revocations). No HTTP.
+//! - [`store`]: the store the domain calls — typed reads and conditional commits over a
+//!   [`store::Backend`] (sled today, in [`store::sled`], the only module that knows sled and
+//!   bincode), and the in-memory [`store::View`] the hot path reads, fed by the backend's
+//!   ordered change stream.
+//! - [`http`]: one route table per listener, handlers by route family (tokens, account,
+//!   verify, browser, admin, health), the error → response mapping, the listener loop.
 //! - [`activation`]: listeners passed by systemd socket activation.
 //! - [`app`]: the composition root — build (files, store, listeners, state) and run
 //!   (serve, reload, drain, flush). Only [`signals`] names it, for [`app::Control`].
@@ -20,6 +25,9 @@
 //! - [`files`], [`random`]: private files and folders (0600/0700); the OS random source.
 //! - [`cli`]: the admin commands (`authd user`, `revoke`, `revocations`), a client of the
 //!   running daemon's admin listener.
+//!
+//! The import graph has no cycles: `app` is the top, `http` and `tasks` sit on `state`,
+//! which sits on `auth`, which sits on `store`.
 
 pub mod activation;
 pub mod app;
