@@ -213,15 +213,7 @@ mod tests {
     async fn a_disabled_account_is_refused_after_its_password_checks() {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
-        let changes = crate::auth::service::UserChanges {
-            disabled: Some(true),
-            ..Default::default()
-        };
-        domain
-            .authority
-            .update_user(&domain.settings, "alice", changes, NOW)
-            .await
-            .unwrap();
+        domain.disable("alice").await;
         let result = domain
             .authority
             .login(&domain.settings, "alice", &password(PASSWORD), None, NOW)
@@ -259,15 +251,15 @@ mod tests {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
         let checked = domain.authority.store.user("alice").unwrap();
-        let changes = crate::auth::service::UserChanges {
-            roles: Some(vec!["ops".into()]),
-            ..Default::default()
-        };
         domain
-            .authority
-            .update_user(&domain.settings, "alice", changes, NOW)
-            .await
-            .unwrap();
+            .update(
+                "alice",
+                crate::auth::service::UserChanges {
+                    roles: Some(vec!["ops".into()]),
+                    ..Default::default()
+                },
+            )
+            .await;
         let pair = domain
             .authority
             .start_session(&domain.settings, checked, NOW)

@@ -325,15 +325,7 @@ mod flow_tests {
         );
         let unknown = refresh(&domain, &RefreshToken::new("nope".into()), 0, NOW).await;
         assert!(matches!(unknown, Err(AuthError::InvalidGrant(UNKNOWN))));
-        let changes = crate::auth::service::UserChanges {
-            disabled: Some(true),
-            ..Default::default()
-        };
-        domain
-            .authority
-            .update_user(&domain.settings, "alice", changes, NOW)
-            .await
-            .unwrap();
+        domain.disable("alice").await;
         let disabled = refresh(&domain, &pair.refresh_token, 0, NOW).await;
         assert!(matches!(disabled, Err(AuthError::InvalidGrant(UNKNOWN))));
     }

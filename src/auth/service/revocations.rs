@@ -103,26 +103,18 @@ mod tests {
     use super::super::testing::{Domain, NOW};
     use super::*;
 
-    async fn revoke(
-        domain: &Domain,
-        target: RevocationTarget,
-        now: UnixSeconds,
-    ) -> RevocationRecord {
-        domain
-            .authority
-            .revoke(&domain.settings, target, None, now)
-            .await
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn revoking_a_jti_or_sid_again_keeps_the_first_entry() {
         let domain = Domain::new().await;
-        let first = revoke(&domain, RevocationTarget::Jti("j1".into()), NOW).await;
-        let again = revoke(&domain, RevocationTarget::Jti("j1".into()), NOW + 5).await;
+        let first = domain.revoke(RevocationTarget::Jti("j1".into()), NOW).await;
+        let again = domain
+            .revoke(RevocationTarget::Jti("j1".into()), NOW + 5)
+            .await;
         assert_eq!(first, again);
-        let first = revoke(&domain, RevocationTarget::Sid("s1".into()), NOW).await;
-        let again = revoke(&domain, RevocationTarget::Sid("s1".into()), NOW + 5).await;
+        let first = domain.revoke(RevocationTarget::Sid("s1".into()), NOW).await;
+        let again = domain
+            .revoke(RevocationTarget::Sid("s1".into()), NOW + 5)
+            .await;
         assert_eq!(first, again);
         let (entries, next) = domain.authority.list_revocations(None, 10).await.unwrap();
         assert_eq!(entries.len(), 2);
@@ -133,10 +125,14 @@ mod tests {
     async fn revoking_a_username_again_is_a_new_revoke_all_listed_last() {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
-        revoke(&domain, RevocationTarget::Jti("j1".into()), NOW).await;
-        let first = revoke(&domain, RevocationTarget::Username("alice".into()), NOW).await;
+        domain.revoke(RevocationTarget::Jti("j1".into()), NOW).await;
+        let first = domain
+            .revoke(RevocationTarget::Username("alice".into()), NOW)
+            .await;
         let session = domain.login("alice").await;
-        let second = revoke(&domain, RevocationTarget::Username("alice".into()), NOW + 1).await;
+        let second = domain
+            .revoke(RevocationTarget::Username("alice".into()), NOW + 1)
+            .await;
         assert!(second.seq > first.seq);
         assert_eq!(second.revoked_at, NOW + 1);
         assert!(
@@ -168,7 +164,9 @@ mod tests {
     async fn the_list_pages_in_commit_order() {
         let domain = Domain::new().await;
         for i in 0..5 {
-            revoke(&domain, RevocationTarget::Jti(format!("j{i}")), NOW).await;
+            domain
+                .revoke(RevocationTarget::Jti(format!("j{i}")), NOW)
+                .await;
         }
         let (page, next) = domain.authority.list_revocations(None, 2).await.unwrap();
         assert_eq!(
@@ -189,9 +187,13 @@ mod tests {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
         let pair = domain.login("alice").await;
-        let old = revoke(&domain, RevocationTarget::Jti("old".into()), NOW).await;
+        let old = domain
+            .revoke(RevocationTarget::Jti("old".into()), NOW)
+            .await;
         let later = NOW + 2_000_000;
-        revoke(&domain, RevocationTarget::Jti("new".into()), later).await;
+        domain
+            .revoke(RevocationTarget::Jti("new".into()), later)
+            .await;
         let counts = domain
             .authority
             .purge_expired(old.expires_at + 1)

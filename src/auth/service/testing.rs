@@ -65,4 +65,33 @@ impl Domain {
     pub(crate) async fn login(&self, username: &str) -> TokenPair {
         self.login_at(username, NOW).await
     }
+
+    /// Applies an admin's `changes` to `username`.
+    pub(crate) async fn update(&self, username: &str, changes: super::UserChanges) {
+        self.authority
+            .update_user(&self.settings, username, changes, NOW)
+            .await
+            .unwrap();
+    }
+
+    /// Disables `username` (a revoke-all).
+    pub(crate) async fn disable(&self, username: &str) {
+        let changes = super::UserChanges {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        self.update(username, changes).await;
+    }
+
+    /// Revokes `target` at `now`.
+    pub(crate) async fn revoke(
+        &self,
+        target: super::RevocationTarget,
+        now: UnixSeconds,
+    ) -> crate::store::RevocationRecord {
+        self.authority
+            .revoke(&self.settings, target, None, now)
+            .await
+            .unwrap()
+    }
 }

@@ -79,7 +79,7 @@ impl Authority {
 mod tests {
     use super::super::testing::{Domain, NOW};
     use super::*;
-    use crate::auth::service::{RevocationTarget, UserChanges};
+    use crate::auth::service::RevocationTarget;
     use crate::auth::token::TokenError;
 
     fn refusal(domain: &Domain, token: &str, now: UnixSeconds) -> TokenRejection {
@@ -115,11 +115,7 @@ mod tests {
             .claims
             .jti
             .clone();
-        domain
-            .authority
-            .revoke(&domain.settings, RevocationTarget::Jti(jti), None, NOW)
-            .await
-            .unwrap();
+        domain.revoke(RevocationTarget::Jti(jti), NOW).await;
         assert_eq!(
             refusal(&domain, &alice.access_token, NOW),
             TokenRejection::Revoked
@@ -127,30 +123,15 @@ mod tests {
 
         let bob = domain.login("bob").await;
         domain
-            .authority
-            .revoke(
-                &domain.settings,
-                RevocationTarget::Sid(bob.sid.clone()),
-                None,
-                NOW,
-            )
-            .await
-            .unwrap();
+            .revoke(RevocationTarget::Sid(bob.sid.clone()), NOW)
+            .await;
         assert_eq!(
             refusal(&domain, &bob.access_token, NOW),
             TokenRejection::Revoked
         );
 
         let carol = domain.login("carol").await;
-        let disable = UserChanges {
-            disabled: Some(true),
-            ..Default::default()
-        };
-        domain
-            .authority
-            .update_user(&domain.settings, "carol", disable, NOW)
-            .await
-            .unwrap();
+        domain.disable("carol").await;
         assert_eq!(
             refusal(&domain, &carol.access_token, NOW),
             TokenRejection::Disabled
@@ -158,15 +139,8 @@ mod tests {
 
         let dave = domain.login("dave").await;
         domain
-            .authority
-            .revoke(
-                &domain.settings,
-                RevocationTarget::Username("dave".into()),
-                None,
-                NOW,
-            )
-            .await
-            .unwrap();
+            .revoke(RevocationTarget::Username("dave".into()), NOW)
+            .await;
         assert_eq!(
             refusal(&domain, &dave.access_token, NOW),
             TokenRejection::Revoked
