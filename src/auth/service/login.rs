@@ -105,7 +105,7 @@ impl Authority {
     /// Stores the new session, on condition that the account still has the password hash
     /// and generation that were checked: a login that raced a password change or a
     /// revoke-all leaves no session (`InvalidCredentials`, not counted).
-    async fn start_session(
+    pub(super) async fn start_session(
         &self,
         settings: &Settings,
         checked: Shared<UserRecord>,

@@ -80,7 +80,9 @@ impl Authority {
     }
 
     /// Changes the caller's password after checking the current one; every other session
-    /// of the user ends, in the same commit. A wrong current password changes nothing.
+    /// of the user ends, in the same commit (each listed one with a sid entry; one that a
+    /// racing login committed meanwhile by the account's new generation). A wrong current
+    /// password changes nothing.
     pub async fn change_password(
         &self,
         settings: &Settings,
@@ -116,11 +118,27 @@ impl Authority {
                 }
                 _ => return Err(AuthError::InvalidToken(TokenRejection::UserGone)),
             };
+            // The generation moves on, so a session begun under the old password ends even
+            // if it was committed after the sessions below were listed; the caller's own
+            // session moves to the new generation in the same commit and lives on.
             let mut updated = (*user.record).clone();
             updated.password_hash = new_hash.clone();
+            updated.generation += 1;
+            let own = self
+                .store
+                .session(&principal.claims.sid)
+                .filter(|s| {
+                    s.record.account_id == user.record.account_id
+                        && s.record.generation == user.record.generation
+                })
+                .ok_or(AuthError::InvalidToken(TokenRejection::Revoked))?;
+            let mut moved = (*own.record).clone();
+            moved.generation = updated.generation;
             let mut txn = Txn::default();
             txn.expect_user(principal.username(), Some(&user))
-                .put_user(updated);
+                .expect(Key::Session(moved.sid.clone()), Some(own.version))
+                .put_user(updated)
+                .put_session(moved);
             for session in self.sessions(principal.username(), now)? {
                 if session.sid == principal.claims.sid {
                     continue;
@@ -151,5 +169,82 @@ impl Authority {
             }
         }
         Err(StoreError::Conflict.into())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::testing::{Domain, NOW, PASSWORD};
+    use super::*;
+
+    #[tokio::test]
+    async fn a_password_change_ends_every_other_session_even_one_committed_after_the_listing() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let mine = domain.login("alice").await;
+        let other = domain.login("alice").await;
+        let principal = domain
+            .authority
+            .authenticate(&domain.settings, &mine.access_token, NOW)
+            .unwrap();
+        let before = domain.authority.store.user("alice").unwrap();
+        domain
+            .authority
+            .change_password(
+                &domain.settings,
+                &principal,
+                &Password::new(PASSWORD.into()),
+                &Password::new("a brand new password".into()),
+                NOW,
+            )
+            .await
+            .unwrap();
+        // What a login that checked the old password leaves when its commit lands between
+        // the change's listing of sessions and the change's commit: a session of the old
+        // generation that no sid entry names. It must be dead all the same.
+        let racing_sid = "racing-session".to_owned();
+        let mut txn = Txn::default();
+        txn.put_session(SessionRecord {
+            sid: racing_sid.clone(),
+            username: "alice".into(),
+            account_id: before.record.account_id,
+            generation: before.record.generation,
+            created_at: NOW,
+            last_refreshed_at: NOW,
+            expires_at: NOW + 3600,
+            access_expires_at: NOW + 900,
+        });
+        domain.authority.store.commit(txn).await.unwrap();
+        let racing = domain
+            .settings
+            .tokens
+            .issue(&domain.settings.keys, "alice", &racing_sid, &[], NOW)
+            .unwrap();
+        for dead in [&other.access_token, &racing.token] {
+            assert!(
+                domain
+                    .authority
+                    .authenticate(&domain.settings, dead, NOW)
+                    .is_err()
+            );
+        }
+        domain
+            .authority
+            .authenticate(&domain.settings, &mine.access_token, NOW)
+            .unwrap();
+        let left: Vec<_> = domain
+            .authority
+            .sessions("alice", NOW)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.sid)
+            .collect();
+        assert_eq!(left, vec![mine.sid.clone()]);
+        let (entries, _) = domain.authority.list_revocations(None, 10).await.unwrap();
+        assert!(
+            entries.iter().any(|e| e.id == other.sid),
+            "the listed session's sid entry"
+        );
     }
 }
