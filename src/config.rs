@@ -347,6 +347,24 @@ mod tests {
     }
 
     #[test]
+    fn the_new_login_keys_are_read_and_checked_from_file_and_environment() {
+        let (dir, problems) = problems(
+            "[login]\nknown_for = \"a month\"\n",
+            &[("AUTHD__LOGIN__MAX_FAILURES_PER_USER", "0")],
+        );
+        assert_eq!(
+            problems,
+            [
+                "login.max_failures_per_user in AUTHD__LOGIN__MAX_FAILURES_PER_USER: must be at least 1, got 0".to_owned(),
+                format!(
+                    "login.known_for in {}: invalid duration \"a month\": expected number at 0 (use e.g. \"30s\", \"15m\", \"14d\")",
+                    file_name(&dir)
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn a_bad_duration_in_the_file_names_key_and_file() {
         let (dir, problems) = problems("[login]\nwindow = \"soon\"\n[jwt]\nleeway = 30\n", &[]);
 
