@@ -67,7 +67,7 @@ pub struct LoginConfig {
     pub max_failures_per_user: u32,
     /// Failures per client address (IPv6: per /64) within `window`.
     pub max_failures_per_ip: u32,
-    /// A pair that logged in within this is held only to its own pair limit; zero: never.
+    /// A pair that logged in within this is exempt from the per-username limit; zero: none is.
     pub known_for: Duration,
     pub window: Duration,
     /// Bounds each throttle table: pairs, usernames, addresses and known pairs.

@@ -1,9 +1,9 @@
 //! Login throttling (API.md "Login throttling", rev 4): failed logins are counted per
 //! (username, client address) pair, per username over all addresses and per address, in a
 //! sliding window; attempts past a limit are refused with the time until they would be
-//! counted again. Pairs that logged in recently are held only to their own limit. Memory is
-//! bounded by `login.max_tracked` entries per table; time is always a parameter, so the
-//! rules can be tested exactly.
+//! counted again. Pairs that logged in recently are exempt from the per-username limit.
+//! Memory is bounded by `login.max_tracked` entries per table; time is always a parameter,
+//! so the rules can be tested exactly.
 
 mod known;
 mod table;
@@ -214,19 +214,20 @@ impl Tables {
     }
 
     /// The longest wait of the pair's, the username's and the address's, if any is locked.
-    /// A known pair is held to its own limit only: failures elsewhere — spread over many
-    /// addresses against its username, or against other usernames from its address —
-    /// cannot lock it out.
+    /// A known pair is not held to the username's limit: failures spread over many other
+    /// addresses cannot lock the user out of where it logs in from. Its address's limit
+    /// still applies (that one guards against an address spraying usernames).
     fn wait(&self, attempt: &Attempt, now: Instant) -> Result<(), Throttled> {
         let pair = attempt.pair();
-        let mut wait = self.pairs.wait(&pair, now);
-        if !self.known.contains(&pair) {
-            let user = self.users.wait(&attempt.user, now);
-            let address = attempt
-                .address
-                .and_then(|address| self.addresses.wait(&address, now));
-            wait = wait.max(user).max(address);
-        }
+        let user = if self.known.contains(&pair) {
+            None
+        } else {
+            self.users.wait(&attempt.user, now)
+        };
+        let address = attempt
+            .address
+            .and_then(|address| self.addresses.wait(&address, now));
+        let wait = self.pairs.wait(&pair, now).max(user).max(address);
         match wait {
             Some(retry_after) => Err(Throttled { retry_after }),
             None => Ok(()),

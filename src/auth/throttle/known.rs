@@ -1,5 +1,5 @@
 //! The (username, address) pairs that logged in successfully within `login.known_for`:
-//! they are held only to their own pair limit, so failures spread over other addresses
+//! they are not held to the per-username limit, so failures spread over other addresses
 //! cannot lock a user out of where it already logs in from. Bounded like the failure
 //! tables: when full, the pair whose last success is oldest is forgotten first.
 

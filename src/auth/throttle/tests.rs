@@ -514,7 +514,7 @@ fn the_per_user_limit_counts_every_address_and_locks_the_user_everywhere() {
 }
 
 #[test]
-fn a_known_pair_is_held_only_to_its_own_limit() {
+fn a_known_pair_is_not_held_to_the_per_user_limit_but_to_its_own() {
     let throttle = LoginThrottle::new();
     let limits = limits(5, 100, 50, 1000);
     let t0 = Instant::now();
@@ -546,16 +546,19 @@ fn a_known_pair_is_held_only_to_its_own_limit() {
 }
 
 #[test]
-fn a_known_pair_is_not_held_to_its_address_limit_either() {
+fn a_known_pair_is_still_held_to_its_address_limit() {
     let throttle = LoginThrottle::new();
     let limits = limits(5, 100, 3, 1000);
     let t0 = Instant::now();
     succeed(&throttle, &limits, "alice", "192.0.2.1", t0);
     for name in ["u1", "u2", "u3"] {
-        fail(&throttle, &limits, name, "192.0.2.1", t0);
+        fail(&throttle, &limits, name, "192.0.2.1", t0 + secs(10));
     }
-    assert!(check(&throttle, &limits, "bob", "192.0.2.1", t0).is_err());
-    succeed(&throttle, &limits, "alice", "192.0.2.1", t0);
+    // The address sprayed usernames: it is locked for everybody, alice included.
+    let refused = check(&throttle, &limits, "alice", "192.0.2.1", t0 + secs(20)).unwrap_err();
+    assert_eq!(refused.retry_after, secs(890));
+    assert!(check(&throttle, &limits, "bob", "192.0.2.1", t0 + secs(20)).is_err());
+    assert!(check(&throttle, &limits, "alice", "192.0.2.2", t0 + secs(20)).is_ok());
 }
 
 #[test]
