@@ -61,9 +61,16 @@ pub struct PasswordConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoginConfig {
+    /// Failures per (username, client address) pair within `window`.
     pub max_failures: u32,
+    /// Failures per username, over all addresses, within `window`.
+    pub max_failures_per_user: u32,
+    /// Failures per client address (IPv6: per /64) within `window`.
     pub max_failures_per_ip: u32,
+    /// A pair that logged in within this is exempt from the per-username limit; zero: none is.
+    pub known_for: Duration,
     pub window: Duration,
+    /// Bounds each throttle table: pairs, usernames, addresses and known pairs.
     pub max_tracked: usize,
 }
 
@@ -230,7 +237,9 @@ mod tests {
         assert_eq!(config.password.argon2_iterations, 2);
         assert_eq!(config.password.argon2_parallelism, 1);
         assert_eq!(config.login.max_failures, 5);
+        assert_eq!(config.login.max_failures_per_user, 100);
         assert_eq!(config.login.max_failures_per_ip, 50);
+        assert_eq!(config.login.known_for, Duration::from_secs(30 * 86_400));
         assert_eq!(config.login.window, Duration::from_secs(900));
         assert_eq!(config.login.max_tracked, 100_000);
         assert_eq!(config.admin.token_file, base.join("data/admin.token"));
@@ -335,6 +344,24 @@ mod tests {
             "{problems:?}"
         );
         assert!(!problems[0].contains(&file_name(&dir)), "{problems:?}");
+    }
+
+    #[test]
+    fn the_new_login_keys_are_read_and_checked_from_file_and_environment() {
+        let (dir, problems) = problems(
+            "[login]\nknown_for = \"a month\"\n",
+            &[("AUTHD__LOGIN__MAX_FAILURES_PER_USER", "0")],
+        );
+        assert_eq!(
+            problems,
+            [
+                "login.max_failures_per_user in AUTHD__LOGIN__MAX_FAILURES_PER_USER: must be at least 1, got 0".to_owned(),
+                format!(
+                    "login.known_for in {}: invalid duration \"a month\": expected number at 0 (use e.g. \"30s\", \"15m\", \"14d\")",
+                    file_name(&dir)
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -218,7 +218,17 @@ impl<'e> Loader<'e> {
         };
         let login = LoginConfig {
             max_failures: self.int("login.max_failures", 5, 1..=u64::from(u32::MAX)),
+            max_failures_per_user: self.int(
+                "login.max_failures_per_user",
+                100,
+                1..=u64::from(u32::MAX),
+            ),
             max_failures_per_ip: self.int("login.max_failures_per_ip", 50, 1..=u64::from(u32::MAX)),
+            known_for: self.duration(
+                "login.known_for",
+                Duration::from_secs(30 * 86_400),
+                Duration::ZERO,
+            ),
             window: self.duration(
                 "login.window",
                 Duration::from_secs(15 * 60),

@@ -1,15 +1,17 @@
 //! `authd check-config`'s warnings: settings that are valid but probably not what was
-//! meant — today, browser sessions whose cookies could never reach the apps.
+//! meant — browser sessions whose cookies could never reach the apps, and a per-username
+//! login limit that one address alone reaches.
 
 use super::Config;
 use crate::auth::redirect::{host_within, url_host};
 
 impl Config {
     /// Settings that are valid but probably not what was meant, one sentence each, for
-    /// `authd check-config`. Today: browser sessions whose cookies could not reach the apps.
+    /// `authd check-config`: browser sessions whose cookies could not reach the apps, and
+    /// login limits that let one address lock a user out everywhere.
     pub fn warnings(&self) -> Vec<String> {
         let cookie = &self.cookie;
-        let mut warnings = Vec::new();
+        let mut warnings = self.login_warnings();
         if !cookie.enabled {
             return warnings;
         }
@@ -61,6 +63,19 @@ impl Config {
             }
         }
         warnings
+    }
+
+    /// The per-username limit exists for attacks spread over many addresses; at or below
+    /// the pair limit, one address alone reaches it and locks the user out everywhere.
+    fn login_warnings(&self) -> Vec<String> {
+        let login = &self.login;
+        if login.max_failures_per_user > login.max_failures {
+            return Vec::new();
+        }
+        vec![format!(
+            "login.max_failures_per_user ({}) is not above login.max_failures ({}): one address alone can lock a user out from every address",
+            login.max_failures_per_user, login.max_failures
+        )]
     }
 }
 
@@ -143,5 +158,31 @@ mod tests {
             &["example.com"],
         );
         assert!(c.warnings()[0].contains("Secure"), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn a_per_user_limit_not_above_the_pair_limit_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[login]\nmax_failures = 5\nmax_failures_per_user = 5\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Default::default()).unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("login.max_failures_per_user (5)"),
+            "{warnings:?}"
+        );
+
+        std::fs::write(
+            &file,
+            "[login]\nmax_failures = 5\nmax_failures_per_user = 6\n",
+        )
+        .unwrap();
+        let config = Config::load_with_env(&file, Default::default()).unwrap();
+        assert_eq!(config.warnings(), Vec::<String>::new());
     }
 }

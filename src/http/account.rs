@@ -69,6 +69,7 @@ pub async fn change_password(ctx: Ctx, raw: RawBody) -> Result<Response, ApiErro
             &principal,
             &Password::new(body.current_password),
             &Password::new(body.new_password),
+            ctx.client_ip(),
             ctx.now,
         )
         .await;

@@ -18,4 +18,4 @@ mod metrics;
 mod revocation;
 mod sessions;
 mod throttle;
-mod upgrade;
+// mod upgrade; (parked on this branch: needs the clock of the http work; enabled at merge)

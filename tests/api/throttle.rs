@@ -1,6 +1,7 @@
-//! Login throttling (API.md "Login throttling"): per username, per client address (through
-//! `X-Forwarded-For` only from trusted proxies), what is counted and what is not, and a
-//! spray of usernames against the bounded table.
+//! Login throttling (API.md "Login throttling", rev 4): per (username, address) pair, per
+//! username over all addresses, per client address (through `X-Forwarded-For` only from
+//! trusted proxies), the exemption of pairs known from a success, password-change guesses,
+//! what is counted and what is not, and a spray of usernames against the bounded tables.
 
 use std::time::{Duration, Instant};
 
@@ -117,26 +118,43 @@ async fn an_unknown_user_is_throttled_exactly_like_a_known_one() {
 }
 
 #[tokio::test]
-async fn a_success_resets_the_username_count() {
-    let app = TestApp::spawn_with(&[("AUTHD__LOGIN__MAX_FAILURES", "3")]).await;
+async fn a_success_resets_its_own_pair_only() {
+    let app = TestApp::spawn_with(&[
+        ("AUTHD__SERVER__TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("AUTHD__LOGIN__MAX_FAILURES", "3"),
+    ])
+    .await;
     app.add_user("alice", &[]).await;
+    let (home, away) = (Some("192.0.2.10"), Some("192.0.2.20"));
 
-    for _ in 0..2 {
+    for from in [home, home, away, away] {
         assert_status(
-            app.try_login("alice", "wrong password").await,
+            login_via(&app, "alice", "wrong password", from).await,
             StatusCode::UNAUTHORIZED,
         )
         .await;
     }
-    app.login("alice").await;
+    assert_status(
+        login_via(&app, "alice", PASSWORD, home).await,
+        StatusCode::OK,
+    )
+    .await;
+    // At home the count started over: three more failures before the lock, not one.
     for _ in 0..3 {
         assert_status(
-            app.try_login("alice", "wrong password").await,
+            login_via(&app, "alice", "wrong password", home).await,
             StatusCode::UNAUTHORIZED,
         )
         .await;
     }
-    assert_throttled(app.try_login("alice", PASSWORD).await, 900).await;
+    assert_throttled(login_via(&app, "alice", PASSWORD, home).await, 900).await;
+    // Elsewhere it did not: the third failure there locks that pair.
+    assert_status(
+        login_via(&app, "alice", "wrong password", away).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_throttled(login_via(&app, "alice", PASSWORD, away).await, 900).await;
 }
 
 #[tokio::test]
@@ -289,6 +307,7 @@ async fn a_spray_of_usernames_neither_unlocks_a_locked_user_nor_slows_logins() {
     let app = TestApp::spawn_with(&[
         ("AUTHD__SERVER__TRUSTED_PROXIES", "127.0.0.1/32"),
         ("AUTHD__LOGIN__MAX_FAILURES", "3"),
+        ("AUTHD__LOGIN__MAX_FAILURES_PER_USER", "3"),
         ("AUTHD__LOGIN__MAX_TRACKED", "1000"),
     ])
     .await;
@@ -336,8 +355,14 @@ async fn a_spray_of_usernames_neither_unlocks_a_locked_user_nor_slows_logins() {
         "every sprayed attempt is an ordinary failure"
     );
 
-    // The victim is still locked, from any address, and everybody else logs in at once.
+    // The victim is still locked, its pair and its username from any address, and
+    // everybody else logs in at once.
     let fresh = Some("192.0.2.99");
+    assert_throttled(
+        login_via(&app, "victim", PASSWORD, Some("192.0.2.1")).await,
+        900,
+    )
+    .await;
     assert_throttled(login_via(&app, "victim", PASSWORD, fresh).await, 900).await;
     let started = Instant::now();
     assert_status(
@@ -354,6 +379,179 @@ async fn a_spray_of_usernames_neither_unlocks_a_locked_user_nor_slows_logins() {
         sprayed < Duration::from_secs(60),
         "the spray took {sprayed:?}"
     );
+}
+
+#[tokio::test]
+async fn a_locked_pair_does_not_lock_the_victim_out_from_another_address() {
+    let app = TestApp::spawn_with(&[("AUTHD__SERVER__TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    app.add_user("alice", &[]).await;
+    let (attacker, victim) = (Some("198.51.100.66"), Some("192.0.2.10"));
+
+    // The attacker guesses alice's password until its pair (alice, attacker) locks...
+    for _ in 0..5 {
+        assert_status(
+            login_via(&app, "alice", "guess", attacker).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+    let refused = login_via(&app, "alice", PASSWORD, attacker).await;
+    let seconds = retry_after(&refused);
+    assert!((895..=900).contains(&seconds), "Retry-After {seconds}");
+    assert_throttled(refused, 900).await;
+
+    // ...which does not stop alice, who logs in from her own address...
+    assert_status(
+        login_via(&app, "alice", PASSWORD, victim).await,
+        StatusCode::OK,
+    )
+    .await;
+    // ...even right after a typo of her own there.
+    assert_status(
+        login_via(&app, "alice", "typo", victim).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_status(
+        login_via(&app, "Alice", PASSWORD, victim).await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn failures_spread_over_many_addresses_lock_the_username_everywhere() {
+    let app = TestApp::spawn_with(&[
+        ("AUTHD__SERVER__TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("AUTHD__LOGIN__MAX_FAILURES", "3"),
+        ("AUTHD__LOGIN__MAX_FAILURES_PER_USER", "12"),
+    ])
+    .await;
+    app.add_user("alice", &[]).await;
+    app.add_user("bob", &[]).await;
+
+    // Four addresses, three guesses each: no pair and no address is over its own limit
+    // before the last guess, but together they reach the username's 12.
+    for address in 1..=4 {
+        let from = format!("203.0.113.{address}");
+        for _ in 0..3 {
+            assert_status(
+                login_via(&app, "alice", "guess", Some(&from)).await,
+                StatusCode::UNAUTHORIZED,
+            )
+            .await;
+        }
+    }
+    // Locked for every address, the right password included, and not for bob.
+    for from in ["192.0.2.77", "203.0.113.9", "2001:db8::1"] {
+        assert_throttled(login_via(&app, "alice", PASSWORD, Some(from)).await, 900).await;
+    }
+    assert_status(
+        login_via(&app, "bob", PASSWORD, Some("203.0.113.1")).await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_distributed_attack_cannot_lock_a_user_out_of_where_it_logged_in_before() {
+    // Shipped limits: 5 per pair, 100 per username, known_for 30 days.
+    let app = TestApp::spawn_with(&[("AUTHD__SERVER__TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    app.add_user("alice", &[]).await;
+    let home = Some("192.0.2.10");
+    assert_status(
+        login_via(&app, "alice", PASSWORD, home).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    // 20 addresses × 5 guesses: every attacking pair locks, and alice's 100 are reached.
+    for address in 1..=20 {
+        let from = format!("198.51.100.{address}");
+        for _ in 0..5 {
+            assert_status(
+                login_via(&app, "alice", "guess", Some(&from)).await,
+                StatusCode::UNAUTHORIZED,
+            )
+            .await;
+        }
+        assert_throttled(login_via(&app, "alice", "guess", Some(&from)).await, 900).await;
+    }
+    assert_throttled(
+        login_via(&app, "alice", PASSWORD, Some("192.0.2.11")).await,
+        900,
+    )
+    .await;
+
+    // From home alice still logs in.
+    assert_status(
+        login_via(&app, "alice", PASSWORD, home).await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+/// `POST /v1/password` with `access_token`, as forwarded by a proxy for `forwarded_for`.
+async fn change_password_via(
+    app: &TestApp,
+    access_token: &str,
+    current_password: &str,
+    forwarded_for: &str,
+) -> reqwest::Response {
+    app.public_request(Method::POST, "/v1/password")
+        .bearer_auth(access_token)
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"current_password": current_password, "new_password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+}
+
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+#[tokio::test]
+async fn guessing_the_current_password_with_a_stolen_token_is_throttled() {
+    let app = TestApp::spawn_with(&[("AUTHD__SERVER__TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    app.add_user("alice", &[]).await;
+    let (thief, home) = ("198.51.100.66", "192.0.2.10");
+    let alice = login_via(&app, "alice", PASSWORD, Some(home)).await;
+    let alice: Value = alice.json().await.unwrap();
+    let stolen = login_via(&app, "alice", PASSWORD, Some(home)).await;
+    let stolen: Value = stolen.json().await.unwrap();
+    let stolen = stolen["access_token"].as_str().unwrap();
+
+    for _ in 0..5 {
+        let response = change_password_via(&app, stolen, "a guess", thief).await;
+        assert_error(response, StatusCode::FORBIDDEN, "invalid_credentials").await;
+    }
+    assert_throttled(
+        change_password_via(&app, stolen, "another guess", thief).await,
+        900,
+    )
+    .await;
+    // Once throttled, the right current password is refused too...
+    assert_throttled(
+        change_password_via(&app, stolen, PASSWORD, thief).await,
+        900,
+    )
+    .await;
+    // ...and so is a login of that pair: the guesses were failed logins.
+    assert_throttled(login_via(&app, "alice", PASSWORD, Some(thief)).await, 900).await;
+
+    // Nothing changed: the old password still works, the new one does not, and alice's
+    // other session is alive.
+    assert_status(
+        login_via(&app, "alice", NEW_PASSWORD, Some(home)).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_status(
+        login_via(&app, "alice", PASSWORD, Some(home)).await,
+        StatusCode::OK,
+    )
+    .await;
+    let verified = app.verify(alice["access_token"].as_str().unwrap()).await;
+    assert_eq!(verified.status(), StatusCode::OK);
 }
 
 /// Spreads sequence numbers over the 32-bit range (a bijection), so names look random.

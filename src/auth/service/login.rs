@@ -16,8 +16,9 @@ use crate::store::{
 impl Authority {
     /// Checks the credentials and starts a session. Unknown users and malformed names
     /// cost one argon2 verification, like a wrong password. Attempts are throttled per
-    /// username and per `client` address (API.md "Login throttling"): a throttled attempt
-    /// is refused before any hashing, and only wrong credentials are counted.
+    /// (username, `client` address) pair, per username and per address (API.md "Login
+    /// throttling"): a throttled attempt is refused before any hashing, only wrong
+    /// credentials are counted, and a success resets its own pair only.
     pub async fn login(
         &self,
         settings: &Settings,
@@ -287,5 +288,39 @@ mod tests {
         let after = domain.authority.store.user("alice").unwrap();
         assert_ne!(before.record.password_hash, after.record.password_hash);
         assert!(after.record.password_hash.contains("m=128"));
+    }
+
+    #[tokio::test]
+    async fn a_locked_pair_leaves_the_user_free_to_log_in_from_another_address() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let login = |pass: &'static str, client: &'static str| {
+            let domain = &domain;
+            async move {
+                domain
+                    .authority
+                    .login(
+                        &domain.settings,
+                        "alice",
+                        &password(pass),
+                        Some(client.parse().unwrap()),
+                        NOW,
+                    )
+                    .await
+            }
+        };
+        for _ in 0..domain.settings.config.login.max_failures {
+            let result = login("a wrong guess", "198.51.100.66").await;
+            assert!(
+                matches!(result, Err(AuthError::InvalidCredentials)),
+                "{result:?}"
+            );
+        }
+        let result = login(PASSWORD, "198.51.100.66").await;
+        assert!(
+            matches!(result, Err(AuthError::TooManyRequests { .. })),
+            "{result:?}"
+        );
+        login(PASSWORD, "192.0.2.1").await.unwrap();
     }
 }

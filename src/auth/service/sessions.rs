@@ -1,12 +1,15 @@
 //! The caller's own sessions: logout (one or all), listing, ending one, and changing the
 //! password (which ends every other session).
 
+use std::net::IpAddr;
+
 use super::{
     ATTEMPTS, AuthError, Authority, Principal, TokenRejection, user_not_found, user_revocation,
 };
 use crate::auth::Settings;
 use crate::auth::names::Username;
 use crate::auth::password::{Password, Verification};
+use crate::auth::throttle::{Attempt, Outcome};
 use crate::store::{Key, RevocationRecord, SessionRecord, StoreError, Txn, UnixSeconds};
 
 impl Authority {
@@ -82,27 +85,42 @@ impl Authority {
     /// Changes the caller's password after checking the current one; every other session
     /// of the user ends, in the same commit (each listed one with a sid entry; one that a
     /// racing login committed meanwhile by the account's new generation). A wrong current
-    /// password changes nothing.
+    /// password changes nothing and counts as a failed login of the user from `client`
+    /// (API.md "Login throttling"); while that pair, the username or the address is
+    /// throttled, nothing is hashed or changed.
     pub async fn change_password(
         &self,
         settings: &Settings,
         principal: &Principal,
         current: &Password,
         new: &Password,
+        client: Option<IpAddr>,
         now: UnixSeconds,
     ) -> Result<(), AuthError> {
+        let limits = &settings.config.login;
+        let attempt = Attempt::new(principal.username(), client);
+        // A stolen access token must not become an unthrottled password oracle; checked
+        // first, so a throttled guess costs no hashing. Monotonic clock as in `login`.
+        self.throttle
+            .check(limits, &attempt, self.clock.instant())?;
         super::users::check_password(settings, new)?;
         let user = self
             .store
             .user(principal.username())
             .ok_or(AuthError::InvalidToken(TokenRejection::UserGone))?;
-        match self
+        let verification = self
             .hasher
             .verify(&settings.cost, current, &user.record.password_hash)
-            .await?
-        {
-            Verification::Match { .. } => {}
-            Verification::Mismatch => return Err(AuthError::WrongCurrentPassword),
+            .await?;
+        let outcome = match verification {
+            Verification::Match { .. } => Outcome::Success,
+            Verification::Mismatch => Outcome::Failure,
+        };
+        // Checks the limits again, as a login does: concurrent guesses reveal no more.
+        self.throttle
+            .record(limits, &attempt, outcome, self.clock.instant())?;
+        if outcome == Outcome::Failure {
+            return Err(AuthError::WrongCurrentPassword);
         }
         let new_hash = self.hasher.hash(&settings.cost, new).await?;
         let checked = user;
@@ -196,6 +214,7 @@ mod tests {
                 &principal,
                 &Password::new(PASSWORD.into()),
                 &Password::new("a brand new password".into()),
+                None,
                 NOW,
             )
             .await
@@ -246,5 +265,102 @@ mod tests {
             entries.iter().any(|e| e.id == other.sid),
             "the listed session's sid entry"
         );
+    }
+
+    const NEW_PASSWORD: &str = "a brand new passphrase";
+
+    fn password(text: &str) -> Password {
+        Password::new(text.into())
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn guessing_the_current_password_is_throttled_per_pair_and_changes_nothing() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let pair = domain.login("alice").await;
+        let thief = domain
+            .authority
+            .authenticate(&domain.settings, &pair.access_token, NOW)
+            .unwrap();
+        let hash_before = domain
+            .authority
+            .store
+            .user("alice")
+            .unwrap()
+            .record
+            .password_hash
+            .clone();
+        let change = |current: &'static str, client: &'static str| {
+            let (domain, thief) = (&domain, &thief);
+            async move {
+                domain
+                    .authority
+                    .change_password(
+                        &domain.settings,
+                        thief,
+                        &password(current),
+                        &password(NEW_PASSWORD),
+                        ip(client),
+                        NOW,
+                    )
+                    .await
+            }
+        };
+
+        let max_failures = domain.settings.config.login.max_failures;
+        for guess in 0..max_failures {
+            let result = change("a wrong guess", "198.51.100.66").await;
+            assert!(
+                matches!(result, Err(AuthError::WrongCurrentPassword)),
+                "{guess}: {result:?}"
+            );
+        }
+        for current in ["another guess", PASSWORD] {
+            let result = change(current, "198.51.100.66").await;
+            assert!(
+                matches!(result, Err(AuthError::TooManyRequests { .. })),
+                "{result:?}"
+            );
+        }
+        let hash_after = domain
+            .authority
+            .store
+            .user("alice")
+            .unwrap()
+            .record
+            .password_hash
+            .clone();
+        assert_eq!(hash_before, hash_after, "nothing changed");
+        // The guesses counted as failed logins of that pair: logging in from there is refused too.
+        let login = domain
+            .authority
+            .login(
+                &domain.settings,
+                "alice",
+                &password(PASSWORD),
+                ip("198.51.100.66"),
+                NOW,
+            )
+            .await;
+        assert!(
+            matches!(login, Err(AuthError::TooManyRequests { .. })),
+            "{login:?}"
+        );
+
+        // Only that pair: from elsewhere the right current password still works.
+        change(PASSWORD, "192.0.2.1").await.unwrap();
+        let hash_changed = domain
+            .authority
+            .store
+            .user("alice")
+            .unwrap()
+            .record
+            .password_hash
+            .clone();
+        assert_ne!(hash_before, hash_changed);
     }
 }
