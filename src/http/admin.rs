@@ -226,9 +226,15 @@ pub async fn metrics(ctx: Ctx) -> Result<Response, ApiError> {
         metrics::gauge!(crate::metrics::REVOCATION_ENTRIES).set(entries as f64);
     }
     metrics::gauge!(crate::metrics::HASH_QUEUE_DEPTH).set(authority.hasher().queue_depth() as f64);
-    let (usernames, addresses) = authority.throttle().tracked();
-    metrics::gauge!(crate::metrics::THROTTLE_TRACKED, "table" => "usernames").set(usernames as f64);
-    metrics::gauge!(crate::metrics::THROTTLE_TRACKED, "table" => "addresses").set(addresses as f64);
+    let sizes = authority.throttle().sizes();
+    for (table, size) in [
+        ("pairs", sizes.pairs),
+        ("usernames", sizes.usernames),
+        ("addresses", sizes.addresses),
+        ("known_pairs", sizes.known_pairs),
+    ] {
+        metrics::gauge!(crate::metrics::THROTTLE_TRACKED, "table" => table).set(size as f64);
+    }
     let mut response = Response::new(crate::metrics::render().into());
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
