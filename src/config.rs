@@ -98,6 +98,14 @@ pub struct CookieConfig {
     pub refresh_grace: Duration,
 }
 
+/// The longest `jwt.access_ttl` accepted (API.md rev 4). It also bounds what a verifier
+/// accepts as a token's lifetime and how long an unknown jti or sid stays revoked.
+pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest `jwt.leeway` accepted (API.md rev 4): no configuration, now or after any
+/// reload or restart, accepts a token for longer than its `exp` plus this.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
+
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -120,6 +128,8 @@ impl Config {
 
 mod loader;
 mod warnings;
+
+pub use warnings::RS256_WARNING;
 
 /// The keys that differ between `old` and `new` but only take effect after a restart.
 pub fn restart_required_changes(old: &Config, new: &Config) -> Vec<&'static str> {

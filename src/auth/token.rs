@@ -77,6 +77,12 @@ pub enum TokenError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    #[error("token lifetime (exp - iat) is longer than authd ever issues")]
+    LifetimeTooLong,
+    #[error("token expires before it was issued")]
+    ExpiresBeforeIssued,
+    #[error("token issue time is before 1970")]
+    IssuedBeforeEpoch,
 }
 
 impl TokenError {
@@ -93,6 +99,9 @@ impl TokenError {
             TokenError::WrongIssuerOrAudience => "wrong_issuer_or_audience",
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",
+            TokenError::LifetimeTooLong => "lifetime_too_long",
+            TokenError::ExpiresBeforeIssued => "expires_before_issued",
+            TokenError::IssuedBeforeEpoch => "issued_before_epoch",
         }
     }
 }
@@ -225,11 +234,7 @@ impl TokenRules {
         if claims.nbf > now + self.leeway || claims.iat > now + self.leeway {
             return Err(TokenError::NotYetValid);
         }
-        // authd never issues a token that lives longer than `access_ttl`: an absurd lifetime
-        // (a far-future `exp`, a negative `iat`) is not one of ours, whatever its signature.
-        if claims.iat < 0 || claims.exp.saturating_sub(claims.iat) > self.access_ttl + self.leeway {
-            return Err(TokenError::Malformed);
-        }
+        check_lifetime(&claims)?;
         Ok(claims)
     }
 
@@ -275,6 +280,27 @@ impl TokenRules {
         }
         Ok(data.claims)
     }
+}
+
+/// The longest lifetime (`exp - iat`) authd has ever been able to issue: the bound on
+/// `jwt.access_ttl`. Not the current `access_ttl`: a reload that shortens it leaves the
+/// tokens issued before valid until their own `exp` (API.md "Signals and lifecycle").
+const MAX_LIFETIME: i64 = crate::config::MAX_ACCESS_TTL.as_secs() as i64;
+
+/// Refuses lifetimes authd never issued, whatever the signature says: a far-future `exp`
+/// (e.g. `i64::MAX`, minted with a leaked key), an `exp` before `iat`, a negative `iat`.
+fn check_lifetime(claims: &Claims) -> Result<(), TokenError> {
+    if claims.iat < 0 {
+        return Err(TokenError::IssuedBeforeEpoch);
+    }
+    if claims.exp < claims.iat {
+        return Err(TokenError::ExpiresBeforeIssued);
+    }
+    // No overflow: `iat >= 0` and `exp >= iat`.
+    if claims.exp - claims.iat > MAX_LIFETIME {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    Ok(())
 }
 
 fn seconds(duration: std::time::Duration) -> i64 {

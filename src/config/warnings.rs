@@ -1,13 +1,29 @@
-//! `authd check-config`'s warnings: settings that are valid but probably not what was
-//! meant — today, browser sessions whose cookies could never reach the apps.
+//! `authd check-config`'s warnings (which `serve` also logs at start and on each reload):
+//! settings that are valid but probably not what was meant — RS256 signing, browser
+//! sessions whose cookies could never reach the apps.
 
 use super::Config;
+use crate::auth::keys::KeyAlgorithm;
 use crate::auth::redirect::{host_within, url_host};
+
+/// The warning for `jwt.algorithm = "RS256"`: it keeps working, but its keys are large and
+/// slow, and PKCS#1 v1.5 signatures are the scheme the other algorithms were chosen over.
+pub const RS256_WARNING: &str = "jwt.algorithm is RS256: it works, but EdDSA (or ES256)      gives smaller, faster keys and signatures without RSA's PKCS#1 v1.5 padding;      switch with `authd keygen --alg EdDSA`, jwt.algorithm = \"EdDSA\" and a reload";
 
 impl Config {
     /// Settings that are valid but probably not what was meant, one sentence each, for
-    /// `authd check-config`. Today: browser sessions whose cookies could not reach the apps.
+    /// `authd check-config`, and for `serve` to log as warnings at start and after every
+    /// reload: RS256 signing, browser sessions whose cookies could not reach the apps.
     pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.jwt.algorithm == KeyAlgorithm::RS256 {
+            warnings.push(RS256_WARNING.to_owned());
+        }
+        warnings.extend(self.cookie_warnings());
+        warnings
+    }
+
+    fn cookie_warnings(&self) -> Vec<String> {
         let cookie = &self.cookie;
         let mut warnings = Vec::new();
         if !cookie.enabled {

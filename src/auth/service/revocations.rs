@@ -1,7 +1,9 @@
 //! The admin's revocations: by jti, by token, by sid, by username (a revoke-all), the
 //! list, and purging entries that no longer block anything.
 
-use super::{AuthError, Authority, user_not_found, user_revocation};
+use super::{
+    AuthError, Authority, blocked_until, longest_token_lifetime, user_not_found, user_revocation,
+};
 use crate::auth::Settings;
 use crate::auth::names::Username;
 use crate::store::{NewRevocation, PurgeCounts, RevocationKind, RevocationRecord, UnixSeconds};
@@ -25,14 +27,15 @@ impl Authority {
         reason: Option<String>,
         now: UnixSeconds,
     ) -> Result<RevocationRecord, AuthError> {
-        let access_window = settings.tokens.access_ttl() + settings.tokens.leeway();
         match target {
+            // An unknown jti: its token, if any, expires at the latest when the longest
+            // token issued now would.
             RevocationTarget::Jti(jti) => {
                 let revocation = NewRevocation {
                     kind: RevocationKind::Jti,
                     id: check_id(jti, "jti")?,
                     revoked_at: now,
-                    expires_at: now + access_window,
+                    expires_at: longest_token_lifetime(now),
                     reason,
                 };
                 self.record_once(&revocation, |_| {}).await
@@ -46,7 +49,7 @@ impl Authority {
                     kind: RevocationKind::Jti,
                     id: claims.jti,
                     revoked_at: now,
-                    expires_at: claims.exp.max(now).saturating_add(settings.tokens.leeway()),
+                    expires_at: blocked_until(claims.exp, now),
                     reason,
                 };
                 self.record_once(&revocation, |_| {}).await
