@@ -243,4 +243,104 @@ mod tests {
         assert_eq!(mode(&folder), 0o700);
         assert_eq!(mode(&path), 0o600);
     }
+
+    #[cfg(unix)]
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_or_write_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        write_private_file_new(&path, b"x").unwrap();
+        assert!(check_secret_file(&path).is_ok());
+
+        for mode in [0o640, 0o604, 0o620, 0o602] {
+            set_mode(&path, mode);
+            let problem = check_secret_file(&path).unwrap_err();
+            assert!(matches!(problem, FileProblem::SharedFile { .. }), "{mode:o}");
+            assert_eq!(problem.path(), path);
+            assert!(problem.to_string().contains(&path.display().to_string()));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_others_can_write_to_is_refused_and_a_readable_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("data");
+        create_private_dir(&folder).unwrap();
+        set_mode(&folder, 0o755);
+        assert!(check_private_dir(&folder).is_ok());
+
+        for mode in [0o770, 0o707, 0o1777] {
+            set_mode(&folder, mode);
+            let problem = check_private_dir(&folder).unwrap_err();
+            assert!(matches!(problem, FileProblem::SharedDir { .. }), "{mode:o}");
+            assert!(problem.to_string().contains(&folder.display().to_string()));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_links_to_entries_of_the_same_folder_pass() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        create_private_dir(&keys).unwrap();
+        write_private_file_new(&keys.join("a.key"), b"x").unwrap();
+        write_private_file_new(&dir.path().join("outside.key"), b"x").unwrap();
+        let links = [
+            ("same.key", PathBuf::from("a.key"), true),
+            ("dot.key", PathBuf::from("./a.key"), true),
+            ("absolute.key", keys.join("a.key"), true),
+            ("up.key", PathBuf::from("../outside.key"), false),
+            ("away.key", dir.path().join("outside.key"), false),
+            ("etc.key", PathBuf::from("/etc/passwd"), false),
+            ("dangling.key", PathBuf::from("/nowhere/at/all"), false),
+            ("self.key", PathBuf::from("."), false),
+            ("plain", PathBuf::from("a.key"), true),
+        ];
+        for (name, target, _) in &links {
+            symlink(target, keys.join(name)).unwrap();
+        }
+
+        for (name, target, allowed) in links {
+            let path = keys.join(name);
+            let result = check_link_stays_inside(&keys, &path);
+            assert_eq!(result.is_ok(), allowed, "{name} -> {}", target.display());
+            if let Err(problem) = result {
+                assert!(matches!(problem, FileProblem::SymlinkOut { .. }));
+                assert!(problem.to_string().contains(&path.display().to_string()));
+            }
+        }
+        assert!(check_link_stays_inside(&keys, &keys.join("a.key")).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_needs_32_bytes_after_trimming_and_an_owner_only_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        write_private_file_new(&short, format!("  {}\n", "x".repeat(31)).as_bytes()).unwrap();
+        let long = dir.path().join("long");
+        write_private_file_new(&long, format!("\n{}\n", "y".repeat(32)).as_bytes()).unwrap();
+
+        let problem = read_token_file(&short).unwrap_err();
+        assert!(
+            matches!(problem, FileProblem::ShortToken { len: 31, min: 32, .. }),
+            "{problem}"
+        );
+        assert!(problem.to_string().contains(&short.display().to_string()));
+        assert_eq!(read_token_file(&long).unwrap(), "y".repeat(32));
+
+        set_mode(&long, 0o644);
+        assert!(matches!(
+            read_token_file(&long).unwrap_err(),
+            FileProblem::SharedFile { .. }
+        ));
+    }
 }

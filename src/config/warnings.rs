@@ -160,4 +160,23 @@ mod tests {
         );
         assert!(c.warnings()[0].contains("Secure"), "{:?}", c.warnings());
     }
+
+    #[test]
+    fn rs256_signing_is_warned_about_and_the_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "").unwrap();
+        let with = |alg: &str| {
+            let env = [("AUTHD__JWT__ALGORITHM".to_owned(), alg.to_owned())]
+                .into_iter()
+                .collect();
+            Config::load_with_env(&file, env).unwrap().warnings()
+        };
+
+        assert_eq!(with("RS256"), [RS256_WARNING]);
+        assert!(RS256_WARNING.contains("EdDSA"));
+        for alg in ["HS256", "EdDSA", "ES256"] {
+            assert_eq!(with(alg), Vec::<String>::new(), "{alg}");
+        }
+    }
 }

@@ -251,4 +251,39 @@ mod tests {
 
         assert!(matches!(err, KeyError::DuplicateKid { .. }), "{err}");
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_keys_folder_others_can_write_to_is_rejected_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_key(dir.path(), KeyAlgorithm::EdDSA, t0()).unwrap();
+        set_mode(dir.path(), 0o770);
+
+        let err = KeySet::load(dir.path(), KeyAlgorithm::EdDSA, None).unwrap_err();
+
+        assert!(matches!(err, KeyError::File(_)), "{err}");
+        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+        set_mode(dir.path(), 0o755);
+        assert!(KeySet::load(dir.path(), KeyAlgorithm::EdDSA, None).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_out_of_the_keys_folder_is_rejected_and_one_within_it_is_not() {
+        let outside = tempfile::tempdir().unwrap();
+        let foreign = generate_key(outside.path(), KeyAlgorithm::HS256, t0()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let own = generate_key(dir.path(), KeyAlgorithm::HS256, t0()).unwrap();
+        std::os::unix::fs::symlink(format!("{own}.key"), dir.path().join("alias.key")).unwrap();
+        // A link to a key of the folder itself is that key under a second kid.
+        let set = KeySet::load(dir.path(), KeyAlgorithm::HS256, None).unwrap();
+        assert_eq!(set.kids(), [own.as_str(), "alias"]);
+
+        let link = dir.path().join("planted.key");
+        std::os::unix::fs::symlink(outside.path().join(format!("{foreign}.key")), &link).unwrap();
+        let err = KeySet::load(dir.path(), KeyAlgorithm::HS256, None).unwrap_err();
+
+        assert!(matches!(err, KeyError::File(_)), "{err}");
+        assert!(err.to_string().contains(&link.display().to_string()), "{err}");
+    }
 }
