@@ -707,15 +707,25 @@ mod tests {
         let base = dir.path().canonicalize().unwrap();
         assert_eq!(problems.len(), 3, "{problems:#?}");
         let expected = [
-            format!("storage.path in {}: {}", file_name(&dir), base.join("state").display()),
-            format!("jwt.keys_dir in AUTHD__JWT__KEYS_DIR: {}", base.join("keys").display()),
+            format!(
+                "storage.path in {}: {}",
+                file_name(&dir),
+                base.join("state").display()
+            ),
+            format!(
+                "jwt.keys_dir in AUTHD__JWT__KEYS_DIR: {}",
+                base.join("keys").display()
+            ),
             format!(
                 "admin.token_file in AUTHD__ADMIN__TOKEN_FILE: {}",
                 base.join("admin.token").display()
             ),
         ];
         for (problem, start) in problems.iter().zip(&expected) {
-            assert!(problem.starts_with(start.as_str()), "{problem:?} / {start:?}");
+            assert!(
+                problem.starts_with(start.as_str()),
+                "{problem:?} / {start:?}"
+            );
         }
 
         set_mode(&state, 0o755);

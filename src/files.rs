@@ -69,7 +69,11 @@ pub enum FileProblem {
          (surrounding whitespace does not count)",
         path.display()
     )]
-    ShortToken { path: PathBuf, len: usize, min: usize },
+    ShortToken {
+        path: PathBuf,
+        len: usize,
+        min: usize,
+    },
     #[error("cannot read {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -143,7 +147,11 @@ pub fn check_link_stays_inside(dir: &Path, path: &Path) -> Result<(), FileProble
         path: path.to_owned(),
         source,
     };
-    if !fs::symlink_metadata(path).map_err(io_error)?.file_type().is_symlink() {
+    if !fs::symlink_metadata(path)
+        .map_err(io_error)?
+        .file_type()
+        .is_symlink()
+    {
         return Ok(());
     }
     let target = fs::read_link(path).map_err(io_error)?;
@@ -261,7 +269,10 @@ mod tests {
         for mode in [0o640, 0o604, 0o620, 0o602] {
             set_mode(&path, mode);
             let problem = check_secret_file(&path).unwrap_err();
-            assert!(matches!(problem, FileProblem::SharedFile { .. }), "{mode:o}");
+            assert!(
+                matches!(problem, FileProblem::SharedFile { .. }),
+                "{mode:o}"
+            );
             assert_eq!(problem.path(), path);
             assert!(problem.to_string().contains(&path.display().to_string()));
         }
@@ -331,7 +342,14 @@ mod tests {
 
         let problem = read_token_file(&short).unwrap_err();
         assert!(
-            matches!(problem, FileProblem::ShortToken { len: 31, min: 32, .. }),
+            matches!(
+                problem,
+                FileProblem::ShortToken {
+                    len: 31,
+                    min: 32,
+                    ..
+                }
+            ),
             "{problem}"
         );
         assert!(problem.to_string().contains(&short.display().to_string()));

@@ -577,9 +577,12 @@ async fn check_config_accepts_a_private_setup() {
     assert!(run.stderr.is_empty(), "no warning: {run:?}");
 }
 
+/// Spoils one file of a [`private_setup`] folder and returns its path.
+type BreakIt = fn(&Path) -> PathBuf;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_fails_naming_each_file_others_could_use() {
-    let cases: [(&str, fn(&Path) -> PathBuf, &str); 4] = [
+    let cases: [(&str, BreakIt, &str); 4] = [
         (
             "group-writable keys folder",
             |dir| {

@@ -366,7 +366,9 @@ mod tests {
         assert!(reloaded.verify(&keys, &issued.token, T + 9 * 60).is_ok());
         assert!(reloaded.verify(&keys, &issued.token, T + 600 + 30).is_ok());
         assert_eq!(
-            reloaded.verify(&keys, &issued.token, T + 600 + 31).unwrap_err(),
+            reloaded
+                .verify(&keys, &issued.token, T + 600 + 31)
+                .unwrap_err(),
             TokenError::Expired
         );
     }

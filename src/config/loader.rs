@@ -672,11 +672,12 @@ impl<'e> Loader<'e> {
         }
     }
 
-    /// API.md "Keys" (rev 4): folders and secret files others could write or read. Only
-    /// what exists is checked (a first start creates them private); a file that cannot be
-    /// read is left to the code that reads it, which names it too. The keys folder's
-    /// files, links and mode are checked where the keys are read (`KeySet::load`), which
-    /// `check-config`, start-up and reload all do.
+    /// API.md "Keys" (rev 4): folders and secret files others could write or read, each
+    /// problem naming the key and the path. Only what exists is checked (a first start
+    /// creates them private); a file that cannot be read is left to the code that reads
+    /// it, which names it too. Key files and links in the keys folder are checked where
+    /// the keys are read (`KeySet::load`), which `check-config`, start-up and reload all
+    /// do; being part of every load, these checks make a reload keep the old settings.
     fn check_files(&mut self, storage: &StorageConfig, jwt: &JwtConfig, admin: &AdminConfig) {
         use crate::files::{FileProblem, check_private_dir, read_token_file};
         fn present<T>(result: Result<T, FileProblem>) -> Result<(), FileProblem> {

@@ -6,9 +6,12 @@ use super::Config;
 use crate::auth::keys::KeyAlgorithm;
 use crate::auth::redirect::{host_within, url_host};
 
-/// The warning for `jwt.algorithm = "RS256"`: it keeps working, but its keys are large and
-/// slow, and PKCS#1 v1.5 signatures are the scheme the other algorithms were chosen over.
-pub const RS256_WARNING: &str = "jwt.algorithm is RS256: it works, but EdDSA (or ES256)      gives smaller, faster keys and signatures without RSA's PKCS#1 v1.5 padding;      switch with `authd keygen --alg EdDSA`, jwt.algorithm = \"EdDSA\" and a reload";
+/// The warning for `jwt.algorithm = "RS256"`: it keeps working, but authd signs on demand
+/// with the `rsa` crate, whose private-key operations are not constant-time (README
+/// "Security").
+pub const RS256_WARNING: &str = "jwt.algorithm is RS256: it works, but authd signs it with \
+     the rsa crate, whose signing is not constant-time (RUSTSEC-2023-0071); use EdDSA (or \
+     ES256): `authd keygen --alg EdDSA`, then jwt.algorithm = \"EdDSA\" and a reload";
 
 impl Config {
     /// Settings that are valid but probably not what was meant, one sentence each, for

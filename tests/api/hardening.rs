@@ -615,7 +615,7 @@ async fn a_signed_token_with_an_empty_jti_or_sid_is_401_invalid_token() {
 #[tokio::test]
 async fn a_signed_token_with_exp_at_the_end_of_time_is_refused_and_crashes_nothing() {
     // Only a holder of the signing key can make one; authd never issues a lifetime beyond
-    // `access_ttl`, so verify refuses it, and the daemon's arithmetic on `exp` neither
+    // the 24 h cap on `access_ttl`, so verify refuses it, and the daemon's arithmetic on `exp` neither
     // panics nor wraps (a wrapped revocation would be purged at once), in verify and in
     // `POST /admin/v1/revocations {"token"}`.
     let app = TestApp::spawn().await;
@@ -839,15 +839,13 @@ async fn first_start_creates_the_data_folder_0700_and_key_and_token_files_0600()
 #[cfg(unix)]
 async fn start_error(dir: &std::path::Path, overrides: &[(&str, &str)]) -> String {
     let mut env = crate::common::in_process_env(dir);
-    for (key, value) in shipped_layout(dir).into_iter().chain(
-        overrides
-            .iter()
-            .map(|(k, v)| (*k, (*v).to_owned())),
-    ) {
+    for (key, value) in shipped_layout(dir)
+        .into_iter()
+        .chain(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())))
+    {
         env.insert(key.to_owned(), value);
     }
-    let config = match authd::config::Config::load_with_env(&crate::common::shipped_config(), env)
-    {
+    let config = match authd::config::Config::load_with_env(&crate::common::shipped_config(), env) {
         Ok(config) => config,
         Err(err) => return err.to_string(),
     };
@@ -889,7 +887,10 @@ async fn a_group_readable_admin_token_file_stops_the_start_naming_it() {
         )),
         "{message}"
     );
-    assert!(!message.contains("a-hand-written"), "never the token: {message}");
+    assert!(
+        !message.contains("a-hand-written"),
+        "never the token: {message}"
+    );
 }
 
 #[cfg(unix)]
@@ -903,10 +904,16 @@ async fn an_admin_token_under_32_bytes_stops_the_start_naming_it() {
     let message = start_error(dir.path(), &[]).await;
 
     assert!(
-        message.contains(&format!("{} holds a token of 31 bytes", token_file.display())),
+        message.contains(&format!(
+            "{} holds a token of 31 bytes",
+            token_file.display()
+        )),
         "{message}"
     );
-    assert!(!message.contains(&"s".repeat(31)), "never the token: {message}");
+    assert!(
+        !message.contains(&"s".repeat(31)),
+        "never the token: {message}"
+    );
 }
 
 #[cfg(unix)]
@@ -923,7 +930,10 @@ async fn a_data_folder_others_can_write_to_stops_the_start_naming_it() {
 
     assert!(message.contains("storage.path"), "{message}");
     assert!(
-        message.contains(&format!("{} is writable by group or others", data.display())),
+        message.contains(&format!(
+            "{} is writable by group or others",
+            data.display()
+        )),
         "{message}"
     );
 }
@@ -946,7 +956,10 @@ async fn reload_with_a_group_readable_admin_token_keeps_the_old_configuration() 
     app.reload_settled().await;
     let accepted = app.login("alice").await;
 
-    assert_eq!(refused["expires_in"], 900, "the running configuration stays");
+    assert_eq!(
+        refused["expires_in"], 900,
+        "the running configuration stays"
+    );
     assert_eq!(app.list_users("").await.status(), StatusCode::OK);
     assert_eq!(accepted["expires_in"], 300, "the fixed file reloads");
 }

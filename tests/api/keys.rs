@@ -527,8 +527,7 @@ async fn a_group_readable_key_file_stops_the_start_naming_the_file() {
 /// own error, or `App::build`'s. Panics when it starts.
 async fn start_error(dir: &Path) -> String {
     let env = crate::common::in_process_env(dir);
-    let config = match authd::config::Config::load_with_env(&crate::common::shipped_config(), env)
-    {
+    let config = match authd::config::Config::load_with_env(&crate::common::shipped_config(), env) {
         Ok(config) => config,
         Err(err) => return err.to_string(),
     };
@@ -550,7 +549,10 @@ async fn a_keys_folder_others_can_write_to_stops_the_start_naming_it() {
 
     assert!(message.contains("jwt.keys_dir"), "{message}");
     assert!(
-        message.contains(&format!("{} is writable by group or others", keys_dir.display())),
+        message.contains(&format!(
+            "{} is writable by group or others",
+            keys_dir.display()
+        )),
         "{message}"
     );
 }
@@ -570,7 +572,10 @@ async fn a_symlink_out_of_the_keys_folder_stops_the_start_naming_it() {
     let message = start_error(tempdir.path()).await;
 
     assert!(
-        message.contains(&format!("{} is a symbolic link pointing outside", link.display())),
+        message.contains(&format!(
+            "{} is a symbolic link pointing outside",
+            link.display()
+        )),
         "{message}"
     );
 }
@@ -589,7 +594,10 @@ async fn reload_with_a_keys_folder_others_can_write_to_keeps_the_old_configurati
     app.reload_settled().await;
     let accepted = app.login("alice").await;
 
-    assert_eq!(refused["expires_in"], 900, "the running configuration stays");
+    assert_eq!(
+        refused["expires_in"], 900,
+        "the running configuration stays"
+    );
     assert_accepted(app, &before, "a token of the running configuration").await;
     assert_eq!(accepted["expires_in"], 300, "the fixed folder reloads");
 }
@@ -607,9 +615,16 @@ async fn reload_with_a_symlink_out_of_the_keys_folder_keeps_the_old_configuratio
     daemon.reconfigure(&[("access_ttl", "\"5m\"")]).await;
     let refused = app.login("alice").await;
 
-    assert_eq!(refused["expires_in"], 900, "the running configuration stays");
+    assert_eq!(
+        refused["expires_in"], 900,
+        "the running configuration stays"
+    );
     let token = refused["access_token"].as_str().unwrap();
-    assert_ne!(header_kid(token), "zz-planted", "the planted key never signs");
+    assert_ne!(
+        header_kid(token),
+        "zz-planted",
+        "the planted key never signs"
+    );
 }
 
 // ----- access_ttl across a reload (rev 4) -----
@@ -622,12 +637,18 @@ async fn a_token_issued_under_a_10m_access_ttl_stays_valid_after_a_reload_to_1m(
     let app = &daemon.app;
     app.add_user("alice", &[]).await;
     let before = app.access_token("alice", PASSWORD).await;
-    let lifetime = claims(&before)["exp"].as_i64().unwrap() - claims(&before)["iat"].as_i64().unwrap();
+    let lifetime =
+        claims(&before)["exp"].as_i64().unwrap() - claims(&before)["iat"].as_i64().unwrap();
 
     daemon.reconfigure(&[("access_ttl", "\"1m\"")]).await;
     let after = app.login("alice").await;
 
     assert_eq!(lifetime, 600);
     assert_eq!(after["expires_in"], 60, "the reload took effect");
-    assert_accepted(app, &before, "a 10-minute token after the reload to 1 minute").await;
+    assert_accepted(
+        app,
+        &before,
+        "a 10-minute token after the reload to 1 minute",
+    )
+    .await;
 }

@@ -701,8 +701,17 @@ async fn a_revoked_tokens_entry_lives_until_exp_plus_the_largest_leeway_whatever
     assert_eq!(revoked.status(), StatusCode::OK);
     let entry = listed_entry(&app, claims(&token)["jti"].as_str().unwrap()).await;
 
-    assert_eq!(unix_seconds(&entry["expires_at"]), exp + LARGEST_LEEWAY, "{entry}");
-    assert_error(app.verify(&token).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    assert_eq!(
+        unix_seconds(&entry["expires_at"]),
+        exp + LARGEST_LEEWAY,
+        "{entry}"
+    );
+    assert_error(
+        app.verify(&token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
 }
 
 #[tokio::test]

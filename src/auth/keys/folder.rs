@@ -262,7 +262,10 @@ mod tests {
         let err = KeySet::load(dir.path(), KeyAlgorithm::EdDSA, None).unwrap_err();
 
         assert!(matches!(err, KeyError::File(_)), "{err}");
-        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
         set_mode(dir.path(), 0o755);
         assert!(KeySet::load(dir.path(), KeyAlgorithm::EdDSA, None).is_ok());
     }
@@ -284,6 +287,9 @@ mod tests {
         let err = KeySet::load(dir.path(), KeyAlgorithm::HS256, None).unwrap_err();
 
         assert!(matches!(err, KeyError::File(_)), "{err}");
-        assert!(err.to_string().contains(&link.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&link.display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -27,8 +27,8 @@ pub use verify::Principal;
 
 use super::Settings;
 use super::password::Hasher;
-use crate::config::{MAX_ACCESS_TTL, MAX_LEEWAY};
 use super::throttle::LoginThrottle;
+use crate::config::{MAX_ACCESS_TTL, MAX_LEEWAY};
 use crate::store::{
     NewRevocation, RefreshHash, RevocationKind, RevocationRecord, Store, StoreError, Txn,
     UnixSeconds, UserRecord,

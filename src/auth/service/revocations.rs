@@ -258,7 +258,12 @@ mod tests {
 
         let entry = domain
             .authority
-            .revoke(&lowered, RevocationTarget::Token(pair.access_token.clone()), None, NOW)
+            .revoke(
+                &lowered,
+                RevocationTarget::Token(pair.access_token.clone()),
+                None,
+                NOW,
+            )
             .await
             .unwrap();
 
@@ -316,7 +321,12 @@ mod tests {
 
         let entry = domain
             .authority
-            .revoke(&one_minute, RevocationTarget::Sid(pair.sid.clone()), None, NOW + 10)
+            .revoke(
+                &one_minute,
+                RevocationTarget::Sid(pair.sid.clone()),
+                None,
+                NOW + 10,
+            )
             .await
             .unwrap();
 
@@ -335,7 +345,12 @@ mod tests {
 
         let entry = domain
             .authority
-            .revoke(&short, RevocationTarget::Username("alice".into()), None, NOW)
+            .revoke(
+                &short,
+                RevocationTarget::Username("alice".into()),
+                None,
+                NOW,
+            )
             .await
             .unwrap();
         let default = revoke(&domain, RevocationTarget::Username("alice".into()), NOW).await;
@@ -350,7 +365,10 @@ mod tests {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
 
-        assert_eq!(domain.authority.account_name("Alice").as_deref(), Some("alice"));
+        assert_eq!(
+            domain.authority.account_name("Alice").as_deref(),
+            Some("alice")
+        );
         assert_eq!(domain.authority.account_name("hunter2-correct-horse"), None);
         assert_eq!(domain.authority.account_name("not a name!"), None);
     }
