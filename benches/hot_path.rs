@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authd::auth::keys::{KeyAlgorithm, KeySet, generate_key};
+use authd::random::random_id;
 use authd::auth::token::TokenRules;
 use authd::config::JwtConfig;
-use authd::random::random_id;
 use authd::store::{
     NewRevocation, RefreshRecord, RevocationKind, SessionRecord, Store, Txn, UnixSeconds,
     UserRecord,
