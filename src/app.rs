@@ -76,6 +76,7 @@ impl App {
         let admin = listener(inherited.admin, config.server.admin_listen).await?;
         let config_file = config.file.clone();
         let settings = tokio::task::spawn_blocking(move || Settings::load(config)).await??;
+        log_warnings(&settings.config);
         crate::metrics::install();
         let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
         let state = Arc::new(AppState::new(
@@ -276,6 +277,7 @@ async fn reload(state: &AppState, config_file: &std::path::Path) -> &'static str
                 // Validated with the configuration, so this does not happen.
                 tracing::error!(error = %err, "cannot apply log.level");
             }
+            log_warnings(&state.settings().config);
             tracing::info!("configuration reloaded");
             "serving (reloaded)"
         }
@@ -287,5 +289,12 @@ async fn reload(state: &AppState, config_file: &std::path::Path) -> &'static str
             tracing::error!(error = %err, "reload failed");
             "serving (last reload failed, see the log)"
         }
+    }
+}
+
+/// What `check-config` warns about, in the log (at start and after every reload).
+fn log_warnings(config: &Config) {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
 }

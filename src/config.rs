@@ -105,6 +105,14 @@ pub struct CookieConfig {
     pub refresh_grace: Duration,
 }
 
+/// The longest `jwt.access_ttl` accepted (API.md rev 4). It also bounds what a verifier
+/// accepts as a token's lifetime and how long an unknown jti or sid stays revoked.
+pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest `jwt.leeway` accepted (API.md rev 4): no configuration, now or after any
+/// reload or restart, accepts a token for longer than its `exp` plus this.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
+
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -127,6 +135,8 @@ impl Config {
 
 mod loader;
 mod warnings;
+
+pub use warnings::RS256_WARNING;
 
 /// The keys that differ between `old` and `new` but only take effect after a restart.
 pub fn restart_required_changes(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -668,5 +678,94 @@ mod tests {
     #[test]
     fn env_var_names_follow_the_key() {
         assert_eq!(env_var_name("jwt.access_ttl"), "AUTHD__JWT__ACCESS_TTL");
+    }
+
+    #[test]
+    fn access_ttl_over_24h_and_leeway_over_5m_are_refused_naming_key_and_source() {
+        let (dir, problems) = problems(
+            "[jwt]\naccess_ttl = \"25h\"\n",
+            &[("AUTHD__JWT__LEEWAY", "6m")],
+        );
+
+        assert_eq!(
+            problems,
+            [
+                format!(
+                    "jwt.access_ttl in {}: must be at most 1day, got \"25h\"",
+                    file_name(&dir)
+                ),
+                "jwt.leeway in AUTHD__JWT__LEEWAY: must be at most 5m, got \"6m\"".to_owned(),
+            ]
+        );
+
+        let (_dir, result) = load("[jwt]\naccess_ttl = \"24h\"\nleeway = \"5m\"\n", &[]);
+        let jwt = result.unwrap().jwt;
+        assert_eq!((jwt.access_ttl, jwt.leeway), (MAX_ACCESS_TTL, MAX_LEEWAY));
+    }
+
+    #[cfg(unix)]
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn folders_others_can_write_and_a_shared_or_short_admin_token_are_refused() {
+        let (dir, file) = config_file("[storage]\npath = \"state\"\n");
+        let state = dir.path().join("state");
+        let keys = dir.path().join("keys");
+        let token = dir.path().join("admin.token");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::write(&token, format!("{}\n", "t".repeat(40))).unwrap();
+        set_mode(&state, 0o770);
+        set_mode(&keys, 0o757);
+        set_mode(&token, 0o640);
+        let env = env(&[
+            ("AUTHD__JWT__KEYS_DIR", "keys"),
+            ("AUTHD__ADMIN__TOKEN_FILE", "admin.token"),
+        ]);
+
+        let problems = Config::load_with_env(&file, env.clone())
+            .unwrap_err()
+            .problems;
+
+        let base = dir.path().canonicalize().unwrap();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        let expected = [
+            format!(
+                "storage.path in {}: {}",
+                file_name(&dir),
+                base.join("state").display()
+            ),
+            format!(
+                "jwt.keys_dir in AUTHD__JWT__KEYS_DIR: {}",
+                base.join("keys").display()
+            ),
+            format!(
+                "admin.token_file in AUTHD__ADMIN__TOKEN_FILE: {}",
+                base.join("admin.token").display()
+            ),
+        ];
+        for (problem, start) in problems.iter().zip(&expected) {
+            assert!(
+                problem.starts_with(start.as_str()),
+                "{problem:?} / {start:?}"
+            );
+        }
+
+        set_mode(&state, 0o755);
+        set_mode(&keys, 0o700);
+        set_mode(&token, 0o600);
+        std::fs::write(&token, format!("  {}  \n", "t".repeat(31))).unwrap();
+        let problems = Config::load_with_env(&file, env.clone())
+            .unwrap_err()
+            .problems;
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("31 bytes"), "{problems:?}");
+
+        std::fs::write(&token, "t".repeat(32)).unwrap();
+        assert!(Config::load_with_env(&file, env).is_ok());
     }
 }

@@ -93,6 +93,13 @@ fn admin_addr(app: &TestApp) -> SocketAddr {
     app.admin.trim_start_matches("http://").parse().unwrap()
 }
 
+/// Writes a secret file the way an operator must: readable by its owner only.
+fn write_secret(path: &Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn write_cli_config(file: &Path, admin_listen: SocketAddr, token_file: &Path) {
     let text = format!(
         "[server]\nadmin_listen = {:?}\n\n[admin]\ntoken_file = {:?}\n",
@@ -438,7 +445,7 @@ fn daemon_user(listed: &Value, name: &str) -> Value {
 async fn a_wrong_admin_token_is_reported_without_showing_it() {
     let daemon = Daemon::start().await;
     let wrong_file = daemon.dir.join("wrong.token");
-    std::fs::write(&wrong_file, "  not-the-admin-token\n").unwrap();
+    write_secret(&wrong_file, "  not-the-admin-token-but-as-long-as-one\n");
     let config = daemon.dir.join("wrong.toml");
     write_cli_config(&config, admin_addr(&daemon), &wrong_file);
 
@@ -470,7 +477,7 @@ async fn a_wrong_admin_token_is_reported_without_showing_it() {
 async fn a_daemon_that_is_not_running_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, "some-admin-token\n").unwrap();
+    write_secret(&token_file, "some-admin-token-long-enough-for-the-rules\n");
     // A port that was just free: nothing listens there once the listener is dropped.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -522,4 +529,154 @@ async fn unusable_local_settings_fail_before_any_request() {
     assert!(!run.success, "two targets are refused: {run:?}");
     let run = run_authd(&["revoke"], "", Some(&config)).await;
     assert!(!run.success, "a target is required: {run:?}");
+}
+
+// ----- check-config: files, bounds, RS256 (rev 4) -----
+
+/// A configuration folder with its data folder, keys folder (one HS256 key) and admin token
+/// all private, and `config.toml` holding `extra` after the paths.
+fn private_setup(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    authd::auth::keys::generate_key(
+        &data.join("keys"),
+        authd::auth::keys::KeyAlgorithm::HS256,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    write_secret(&data.join("admin.token"), &format!("{}\n", "t".repeat(43)));
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, extra).unwrap();
+    (dir, config)
+}
+
+async fn check_config(config: &Path) -> Run {
+    run_authd(
+        &["check-config", "--config", config.to_str().unwrap()],
+        "",
+        None,
+    )
+    .await
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_accepts_a_private_setup() {
+    let (_dir, config) = private_setup("");
+
+    let run = check_config(&config).await;
+
+    assert!(run.success, "{run:?}");
+    assert!(run.stderr.is_empty(), "no warning: {run:?}");
+}
+
+/// Spoils one file of a [`private_setup`] folder and returns its path.
+type BreakIt = fn(&Path) -> PathBuf;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_fails_naming_each_file_others_could_use() {
+    let cases: [(&str, BreakIt, &str); 4] = [
+        (
+            "group-writable keys folder",
+            |dir| {
+                let keys = dir.join("data/keys");
+                set_mode(&keys, 0o770);
+                keys
+            },
+            "is writable by group or others",
+        ),
+        (
+            "group-readable admin token",
+            |dir| {
+                let token = dir.join("data/admin.token");
+                set_mode(&token, 0o640);
+                token
+            },
+            "is readable or writable by group or others",
+        ),
+        (
+            "short admin token",
+            |dir| {
+                let token = dir.join("data/admin.token");
+                write_secret(&token, "  too-short  \n");
+                token
+            },
+            "holds a token of 9 bytes",
+        ),
+        (
+            "symlink out of the keys folder",
+            |dir| {
+                let outside = dir.join("elsewhere.key");
+                write_secret(&outside, "not even read");
+                let link = dir.join("data/keys/zz.key");
+                std::os::unix::fs::symlink(&outside, &link).unwrap();
+                link
+            },
+            "is a symbolic link pointing outside",
+        ),
+    ];
+    for (what, break_it, says) in cases {
+        let (dir, config) = private_setup("");
+        let base = dir.path().canonicalize().unwrap();
+        let path = break_it(&base);
+
+        let run = check_config(&config).await;
+
+        assert_eq!(run.code, Some(1), "{what}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!("{} {says}", path.display())),
+            "{what}: {run:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_refuses_an_access_ttl_over_24h_and_a_leeway_over_5m() {
+    let (dir, config) = private_setup("[jwt]\naccess_ttl = \"25h\"\nleeway = \"6m\"\n");
+    let file = dir.path().canonicalize().unwrap().join("config.toml");
+
+    let run = check_config(&config).await;
+
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "jwt.access_ttl in {}: must be at most 1day, got \"25h\"",
+            file.display()
+        )),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "jwt.leeway in {}: must be at most 5m, got \"6m\"",
+            file.display()
+        )),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_warns_when_rs256_signs_and_still_accepts_it() {
+    let (dir, config) = private_setup("[jwt]\nalgorithm = \"RS256\"\n");
+    authd::auth::keys::generate_key(
+        &dir.path().join("data/keys"),
+        authd::auth::keys::KeyAlgorithm::RS256,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+
+    let run = check_config(&config).await;
+
+    assert!(run.success, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("warning: {}", authd::config::RS256_WARNING)),
+        "{run:?}"
+    );
 }

@@ -418,6 +418,10 @@ struct Step {
 /// Runs create user, login, verify, refresh, refresh reuse, logout, revoke by token, admin
 /// password change and logins with the old and new password against a daemon logging at
 /// `debug` in `format`; then checks the whole stderr for secrets and request ids.
+/// What users paste into the username field by mistake: a valid-looking name and one that is
+/// not a username at all.
+const PASTED_INTO_USERNAME: [&str; 2] = ["correct.horse.pasted.here", "Tr0ub4dor&3-pasted"];
+
 async fn full_cycle_leaves_no_secret_in_the_log(format: &str) {
     let dir = tempfile::tempdir().unwrap();
     write_config(
@@ -528,6 +532,17 @@ async fn full_cycle_leaves_no_secret_in_the_log(format: &str) {
     answer(login(id, FIRST_PASSWORD), StatusCode::UNAUTHORIZED).await;
     let id = step("test-req-wrong-password", Some(("login", "failure")));
     answer(login(id, WRONG_PASSWORD), StatusCode::UNAUTHORIZED).await;
+    // Passwords typed into the username field: only existing accounts are named.
+    for pasted in PASTED_INTO_USERNAME {
+        let id = step("test-req-pasted-username", Some(("login", "failure")));
+        let request = client
+            .post(format!("{public}/v1/login"))
+            .header("X-Request-Id", id)
+            .json(&json!({"username": pasted, "password": WRONG_PASSWORD}));
+        answer(request, StatusCode::UNAUTHORIZED).await;
+        secrets.push(pasted.to_lowercase());
+        secrets.push((*pasted).to_owned());
+    }
     let id = step("test-req-login-4", Some(("login", "success")));
     let fourth = answer(login(id, SECOND_PASSWORD), StatusCode::OK).await;
     let id = step("test-req-verify-4", None);
@@ -577,6 +592,14 @@ async fn full_cycle_leaves_no_secret_in_the_log(format: &str) {
             );
         }
     }
+    let wrong = lines
+        .iter()
+        .find(|l| l.contains("test-req-wrong-password") && l.contains("audit"))
+        .unwrap();
+    assert!(
+        wrong.contains("alice"),
+        "an existing account is named: {wrong}"
+    );
     let audit_lines: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("\"target\":\"audit\"") || l.contains(" audit: "))

@@ -1,6 +1,7 @@
 //! The admin API token: a random secret created at first start in `admin.token_file`
 //! (mode 0600, never overwritten), read back with surrounding whitespace ignored and
-//! compared in constant time.
+//! compared in constant time. A file group or others can read or write, or a token under
+//! 32 bytes, is refused (API.md rev 4): start-up stops and a reload keeps the old token.
 
 use std::path::Path;
 
@@ -20,34 +21,20 @@ impl std::fmt::Debug for AdminToken {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminTokenError {
-    #[error("cannot read admin token file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("admin.token_file: {0}")]
+    File(#[from] files::FileProblem),
     #[error("cannot create admin token file {path}: {source}")]
     Create {
         path: String,
         source: std::io::Error,
     },
-    #[error("admin token file {path} is empty")]
-    Empty { path: String },
 }
 
 impl AdminToken {
-    /// Reads the token from `path`.
+    /// Reads the token from `path`: an owner-only file holding at least 32 bytes once
+    /// surrounding whitespace is trimmed.
     pub fn read(path: &Path) -> Result<AdminToken, AdminTokenError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AdminTokenError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(AdminTokenError::Empty {
-                path: path.display().to_string(),
-            });
-        }
-        Ok(AdminToken(token.to_owned()))
+        Ok(AdminToken(files::read_token_file(path)?))
     }
 
     /// Creates `path` with a fresh random token unless it exists; `true` when created.

@@ -77,6 +77,12 @@ pub enum TokenError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    #[error("token lifetime (exp - iat) is longer than authd ever issues")]
+    LifetimeTooLong,
+    #[error("token issue time is before 1970")]
+    IssuedBeforeEpoch,
+    #[error("token has an empty jti or sid")]
+    EmptyId,
 }
 
 impl TokenError {
@@ -93,6 +99,9 @@ impl TokenError {
             TokenError::WrongIssuerOrAudience => "wrong_issuer_or_audience",
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",
+            TokenError::LifetimeTooLong => "lifetime_too_long",
+            TokenError::IssuedBeforeEpoch => "issued_before_epoch",
+            TokenError::EmptyId => "empty_id",
         }
     }
 }
@@ -225,11 +234,7 @@ impl TokenRules {
         if claims.nbf > now + self.leeway || claims.iat > now + self.leeway {
             return Err(TokenError::NotYetValid);
         }
-        // authd never issues a token that lives longer than `access_ttl`: an absurd lifetime
-        // (a far-future `exp`, a negative `iat`) is not one of ours, whatever its signature.
-        if claims.iat < 0 || claims.exp.saturating_sub(claims.iat) > self.access_ttl + self.leeway {
-            return Err(TokenError::Malformed);
-        }
+        check_lifetime(&claims)?;
         Ok(claims)
     }
 
@@ -271,12 +276,119 @@ impl TokenRules {
             })?;
         // An empty jti or sid could never be revoked on its own: it counts as missing.
         if data.claims.jti.is_empty() || data.claims.sid.is_empty() {
-            return Err(TokenError::Malformed);
+            return Err(TokenError::EmptyId);
         }
         Ok(data.claims)
     }
 }
 
+/// The longest lifetime (`exp - iat`) authd has ever been able to issue: the bound on
+/// `jwt.access_ttl`. Not the current `access_ttl`: a reload that shortens it leaves the
+/// tokens issued before valid until their own `exp` (API.md "Signals and lifecycle").
+const MAX_LIFETIME: i64 = crate::config::MAX_ACCESS_TTL.as_secs() as i64;
+
+/// Refuses lifetimes authd never issued, whatever the signature says: a far-future `exp`
+/// (e.g. `i64::MAX`, minted with a leaked key), a negative `iat`. (An `exp` before `iat`
+/// only shortens a token, and the expiry check has already judged it.)
+fn check_lifetime(claims: &Claims) -> Result<(), TokenError> {
+    if claims.iat < 0 {
+        return Err(TokenError::IssuedBeforeEpoch);
+    }
+    // No overflow: `iat >= 0`.
+    if claims.exp.saturating_sub(claims.iat) > MAX_LIFETIME {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    Ok(())
+}
+
 fn seconds(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::UNIX_EPOCH;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::auth::keys::generate_key;
+    use crate::config::Config;
+
+    const T: UnixSeconds = 1_800_000_000;
+
+    /// A key set with one HS256 key, and the `[jwt]` settings with `access_ttl` and `leeway`.
+    fn setup(dir: &std::path::Path, access_ttl: &str, leeway: &str) -> (KeySet, JwtConfig) {
+        let keys_dir = dir.join("keys");
+        if !keys_dir.exists() {
+            generate_key(&keys_dir, KeyAlgorithm::HS256, UNIX_EPOCH).unwrap();
+        }
+        let file = dir.join("config.toml");
+        std::fs::write(&file, "").unwrap();
+        let env: HashMap<String, String> = [
+            ("AUTHD__JWT__KEYS_DIR", keys_dir.display().to_string()),
+            ("AUTHD__JWT__ACCESS_TTL", access_ttl.to_owned()),
+            ("AUTHD__JWT__LEEWAY", leeway.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let jwt = Config::load_with_env(&file, env).unwrap().jwt;
+        let keys = KeySet::load(&keys_dir, KeyAlgorithm::HS256, None).unwrap();
+        (keys, jwt)
+    }
+
+    /// A token signed with the real key, carrying `iat` and `exp` as given.
+    fn signed(keys: &KeySet, iat: i64, exp: i64) -> String {
+        let key = keys.signing_key();
+        let mut header = Header::new(key.alg.jwt_algorithm());
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(key.kid.clone());
+        let claims = json!({"iss": "authd", "aud": "authd", "sub": "alice", "iat": iat,
+            "nbf": iat, "exp": exp, "jti": "j", "sid": "s", "roles": []});
+        jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+    }
+
+    #[test]
+    fn a_token_issued_before_a_reload_that_shortened_access_ttl_lives_until_its_own_exp() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, before) = setup(dir.path(), "10m", "30s");
+        let (_, after) = setup(dir.path(), "1m", "30s");
+        let issued = TokenRules::new(&before)
+            .issue(&keys, "alice", "s", &[], T)
+            .unwrap();
+        let reloaded = TokenRules::new(&after);
+
+        assert!(reloaded.verify(&keys, &issued.token, T + 9 * 60).is_ok());
+        assert!(reloaded.verify(&keys, &issued.token, T + 600 + 30).is_ok());
+        assert_eq!(
+            reloaded
+                .verify(&keys, &issued.token, T + 600 + 31)
+                .unwrap_err(),
+            TokenError::Expired
+        );
+    }
+
+    #[test]
+    fn lifetimes_authd_never_issues_are_refused_saying_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, jwt) = setup(dir.path(), "1m", "30s");
+        let rules = TokenRules::new(&jwt);
+        let day = 24 * 60 * 60;
+
+        let longest = signed(&keys, T, T + day);
+        assert!(rules.verify(&keys, &longest, T).is_ok(), "24 h is the cap");
+        let cases = [
+            (signed(&keys, T, T + day + 1), TokenError::LifetimeTooLong),
+            (signed(&keys, T, i64::MAX), TokenError::LifetimeTooLong),
+            (signed(&keys, -5, T + 10), TokenError::IssuedBeforeEpoch),
+        ];
+        for (token, expected) in cases {
+            let refused = rules.verify(&keys, &token, T).unwrap_err();
+            assert_eq!(refused, expected);
+            assert_ne!(refused.to_string(), TokenError::Malformed.to_string());
+        }
+    }
 }

@@ -12,7 +12,8 @@ use ::config::{FileFormat, Map, Source, Value, ValueKind};
 
 use super::{
     AdminConfig, Config, ConfigError, CookieConfig, ENV_PREFIX, ENV_SEPARATOR, JwtConfig,
-    LogConfig, LogFormat, LoginConfig, PasswordConfig, ServerConfig, StorageConfig,
+    LogConfig, LogFormat, LoginConfig, MAX_ACCESS_TTL, MAX_LEEWAY, PasswordConfig, ServerConfig,
+    StorageConfig,
 };
 use crate::auth::keys::KeyAlgorithm;
 
@@ -193,17 +194,23 @@ impl<'e> Loader<'e> {
             audience: self.non_empty("jwt.audience", "authd"),
             algorithm: self.algorithm("jwt.algorithm"),
             signing_kid: self.signing_kid("jwt.signing_kid"),
-            access_ttl: self.duration(
+            access_ttl: self.bounded_duration(
                 "jwt.access_ttl",
                 Duration::from_secs(15 * 60),
                 Duration::from_secs(1),
+                MAX_ACCESS_TTL,
             ),
             refresh_ttl: self.duration(
                 "jwt.refresh_ttl",
                 Duration::from_secs(14 * 86_400),
                 Duration::from_secs(1),
             ),
-            leeway: self.duration("jwt.leeway", Duration::from_secs(30), Duration::ZERO),
+            leeway: self.bounded_duration(
+                "jwt.leeway",
+                Duration::from_secs(30),
+                Duration::ZERO,
+                MAX_LEEWAY,
+            ),
             keys_dir: self.path("jwt.keys_dir", "data/keys"),
         };
         let password = PasswordConfig {
@@ -258,6 +265,7 @@ impl<'e> Loader<'e> {
         };
         self.check_listeners(&server);
         self.check_argon2(&password);
+        self.check_files(&storage, &jwt, &admin);
 
         let mut problems = self.unknown_keys();
         problems.append(&mut self.problems);
@@ -454,6 +462,16 @@ impl<'e> Loader<'e> {
     }
 
     fn duration(&mut self, key: &'static str, default: Duration, min: Duration) -> Duration {
+        self.bounded_duration(key, default, min, MAX_DURATION)
+    }
+
+    fn bounded_duration(
+        &mut self,
+        key: &'static str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
         self.read(key, default, |raw| {
             let text = match raw {
                 Raw::Text(text) => text.to_string(),
@@ -477,10 +495,10 @@ impl<'e> Loader<'e> {
                     humantime::format_duration(min)
                 ));
             }
-            if duration > MAX_DURATION {
+            if duration > max {
                 return Err(format!(
                     "must be at most {}, got {text:?}",
-                    humantime::format_duration(MAX_DURATION)
+                    humantime::format_duration(max)
                 ));
             }
             Ok(duration)
@@ -661,6 +679,38 @@ impl<'e> Loader<'e> {
                 server.listen
             );
             self.problem("server.admin_listen", &message);
+        }
+    }
+
+    /// API.md "Keys" (rev 4): folders and secret files others could write or read, each
+    /// problem naming the key and the path. Only what exists is checked (a first start
+    /// creates them private); a file that cannot be read is left to the code that reads
+    /// it, which names it too. Key files and links in the keys folder are checked where
+    /// the keys are read (`KeySet::load`), which `check-config`, start-up and reload all
+    /// do; being part of every load, these checks make a reload keep the old settings.
+    fn check_files(&mut self, storage: &StorageConfig, jwt: &JwtConfig, admin: &AdminConfig) {
+        use crate::files::{FileProblem, check_private_dir, read_token_file};
+        fn present<T>(result: Result<T, FileProblem>) -> Result<(), FileProblem> {
+            match result {
+                Err(FileProblem::Io { .. }) | Ok(_) => Ok(()),
+                Err(problem) => Err(problem),
+            }
+        }
+        let checks = [
+            ("storage.path", present(check_private_dir(&storage.path))),
+            ("jwt.keys_dir", present(check_private_dir(&jwt.keys_dir))),
+            (
+                "admin.token_file",
+                present(read_token_file(&admin.token_file)),
+            ),
+        ];
+        for (key, result) in checks {
+            if self.bad.contains(key) {
+                continue;
+            }
+            if let Err(problem) = result {
+                self.problem(key, &problem.to_string());
+            }
         }
     }
 

@@ -1,15 +1,34 @@
-//! `authd check-config`'s warnings: settings that are valid but probably not what was
-//! meant — browser sessions whose cookies could never reach the apps, and a per-username
-//! login limit that one address alone reaches.
+//! `authd check-config`'s warnings (which `serve` also logs at start and on each reload):
+//! settings that are valid but probably not what was meant — RS256 signing, browser
+//! sessions whose cookies could never reach the apps, and a per-username login limit that
+//! one address alone reaches.
 
 use super::Config;
+use crate::auth::keys::KeyAlgorithm;
 use crate::auth::redirect::{host_within, url_host};
+
+/// The warning for `jwt.algorithm = "RS256"`: it keeps working, but authd signs on demand
+/// with the `rsa` crate, whose private-key operations are not constant-time (README
+/// "Security").
+pub const RS256_WARNING: &str = "jwt.algorithm is RS256: it works, but authd signs it with \
+     the rsa crate, whose signing is not constant-time (RUSTSEC-2023-0071); use EdDSA (or \
+     ES256): `authd keygen --alg EdDSA`, then jwt.algorithm = \"EdDSA\" and a reload";
 
 impl Config {
     /// Settings that are valid but probably not what was meant, one sentence each, for
-    /// `authd check-config`: browser sessions whose cookies could not reach the apps, and
+    /// `authd check-config`, and for `serve` to log as warnings at start and after every
+    /// reload: RS256 signing, browser sessions whose cookies could not reach the apps, and
     /// login limits that let one address lock a user out everywhere.
     pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.jwt.algorithm == KeyAlgorithm::RS256 {
+            warnings.push(RS256_WARNING.to_owned());
+        }
+        warnings.extend(self.cookie_warnings());
+        warnings
+    }
+
+    fn cookie_warnings(&self) -> Vec<String> {
         let cookie = &self.cookie;
         let mut warnings = self.login_warnings();
         if !cookie.enabled {
@@ -184,5 +203,24 @@ mod tests {
         .unwrap();
         let config = Config::load_with_env(&file, Default::default()).unwrap();
         assert_eq!(config.warnings(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rs256_signing_is_warned_about_and_the_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "").unwrap();
+        let with = |alg: &str| {
+            let env = [("AUTHD__JWT__ALGORITHM".to_owned(), alg.to_owned())]
+                .into_iter()
+                .collect();
+            Config::load_with_env(&file, env).unwrap().warnings()
+        };
+
+        assert_eq!(with("RS256"), [RS256_WARNING]);
+        assert!(RS256_WARNING.contains("EdDSA"));
+        for alg in ["HS256", "EdDSA", "ES256"] {
+            assert_eq!(with(alg), Vec::<String>::new(), "{alg}");
+        }
     }
 }

@@ -26,7 +26,10 @@ pub async fn attempt_login(
         .authority
         .login(&ctx.settings, username, password, client_ip, ctx.now)
         .await;
-    let shown: String = username.chars().take(64).collect();
+    // Only an existing account's name reaches the log: what was typed into the username
+    // field may be a password (API.md Conventions).
+    let shown = ctx.state.authority.account_name(username);
+    let shown = shown.as_deref().unwrap_or("-");
     let client = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
     let outcome = match &result {
         Ok(_) => "success",
@@ -41,10 +44,10 @@ pub async fn attempt_login(
             tracing::info!(target: "audit", event = "login", username = %pair.username, sid = %pair.sid, client = %client, outcome = "success")
         }
         Err(err @ AuthError::TooManyRequests { .. }) => {
-            tracing::info!(target: "audit", event = "login", username = ?shown, client = %client, outcome = "throttled", reason = %err)
+            tracing::info!(target: "audit", event = "login", username = %shown, client = %client, outcome = "throttled", reason = %err)
         }
         Err(err) => {
-            tracing::info!(target: "audit", event = "login", username = ?shown, client = %client, outcome = "failure", reason = %err)
+            tracing::info!(target: "audit", event = "login", username = %shown, client = %client, outcome = "failure", reason = %err)
         }
     }
     result

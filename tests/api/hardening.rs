@@ -615,7 +615,7 @@ async fn a_signed_token_with_an_empty_jti_or_sid_is_401_invalid_token() {
 #[tokio::test]
 async fn a_signed_token_with_exp_at_the_end_of_time_is_refused_and_crashes_nothing() {
     // Only a holder of the signing key can make one; authd never issues a lifetime beyond
-    // `access_ttl`, so verify refuses it, and the daemon's arithmetic on `exp` neither
+    // the 24 h cap on `access_ttl`, so verify refuses it, and the daemon's arithmetic on `exp` neither
     // panics nor wraps (a wrapped revocation would be purged at once), in verify and in
     // `POST /admin/v1/revocations {"token"}`.
     let app = TestApp::spawn().await;
@@ -834,26 +834,132 @@ async fn first_start_creates_the_data_folder_0700_and_key_and_token_files_0600()
     app.stop().await;
 }
 
+/// Why a daemon on the shipped layout in `dir` (with `overrides`) does not start: the
+/// configuration's own error, or `App::build`'s. Panics when it starts.
 #[cfg(unix)]
-#[tokio::test]
-async fn a_group_readable_admin_token_file_is_still_accepted() {
-    // API.md demands the refusal for key files only (tests/api/keys.rs); the admin token
-    // file is created 0600 but its mode is not checked when read. This pins that behaviour.
+async fn start_error(dir: &std::path::Path, overrides: &[(&str, &str)]) -> String {
+    let mut env = crate::common::in_process_env(dir);
+    for (key, value) in shipped_layout(dir)
+        .into_iter()
+        .chain(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())))
+    {
+        env.insert(key.to_owned(), value);
+    }
+    let config = match authd::config::Config::load_with_env(&crate::common::shipped_config(), env) {
+        Ok(config) => config,
+        Err(err) => return err.to_string(),
+    };
+    match authd::app::App::build(config).await {
+        Ok(_) => panic!("the daemon started"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+/// The shipped layout's data folder (0700) with an admin token file holding `token`.
+#[cfg(unix)]
+fn data_with_admin_token(dir: &std::path::Path, token: &str, mode: u32) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let layout = shipped_layout(dir.path());
-    let overrides: Vec<(&str, &str)> = layout.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
     let token_file = data.join("admin.token");
-    std::fs::write(&token_file, "a-hand-written-admin-token-of-enough-length\n").unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(mode)).unwrap();
+    token_file
+}
 
-    let app = TestApp::start_in(dir.path(), &overrides).await;
+const LONG_ENOUGH_TOKEN: &str = "a-hand-written-admin-token-of-enough-length\n";
 
-    let users = app.list_users("").await;
-    assert_eq!(users.status(), StatusCode::OK);
-    assert_eq!(mode(&token_file), 0o640, "the mode is left as it is");
-    app.stop().await;
+#[cfg(unix)]
+#[tokio::test]
+async fn a_group_readable_admin_token_file_stops_the_start_naming_it() {
+    // Anyone in the group could read the admin credential and manage every account.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = data_with_admin_token(dir.path(), LONG_ENOUGH_TOKEN, 0o640);
+
+    let message = start_error(dir.path(), &[]).await;
+
+    assert!(message.contains("admin.token_file"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "{} is readable or writable by group or others (mode 0640)",
+            token_file.display()
+        )),
+        "{message}"
+    );
+    assert!(
+        !message.contains("a-hand-written"),
+        "never the token: {message}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_admin_token_under_32_bytes_stops_the_start_naming_it() {
+    // A short hand-written token can be guessed; surrounding whitespace does not count.
+    let dir = tempfile::tempdir().unwrap();
+    let short = format!("  {}  \n", "s".repeat(31));
+    let token_file = data_with_admin_token(dir.path(), &short, 0o600);
+
+    let message = start_error(dir.path(), &[]).await;
+
+    assert!(
+        message.contains(&format!(
+            "{} holds a token of 31 bytes",
+            token_file.display()
+        )),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&"s".repeat(31)),
+        "never the token: {message}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_data_folder_others_can_write_to_stops_the_start_naming_it() {
+    // Whoever can write to the store's folder can replace the store.
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    data_with_admin_token(dir.path(), LONG_ENOUGH_TOKEN, 0o600);
+    let data = dir.path().join("data");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    let message = start_error(dir.path(), &[]).await;
+
+    assert!(message.contains("storage.path"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "{} is writable by group or others",
+            data.display()
+        )),
+        "{message}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn reload_with_a_group_readable_admin_token_keeps_the_old_configuration() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = crate::common::write_config(dir.path(), &crate::common::config_text("15m"));
+    let app = TestApp::start_with_config_file(dir.path(), &file).await;
+    app.add_user("alice", &[]).await;
+    let token_file = dir.path().join("data/admin.token");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    crate::common::write_config(dir.path(), &crate::common::config_text("5m"));
+    app.reload_settled().await;
+    let refused = app.login("alice").await;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    app.reload_settled().await;
+    let accepted = app.login("alice").await;
+
+    assert_eq!(
+        refused["expires_in"], 900,
+        "the running configuration stays"
+    );
+    assert_eq!(app.list_users("").await.status(), StatusCode::OK);
+    assert_eq!(accepted["expires_in"], 300, "the fixed file reloads");
 }

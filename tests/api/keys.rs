@@ -520,3 +520,135 @@ async fn a_group_readable_key_file_stops_the_start_naming_the_file() {
         key_file.display()
     );
 }
+
+// ----- the keys folder (rev 4) -----
+
+/// Why a daemon on the shipped configuration in `dir` does not start: the configuration's
+/// own error, or `App::build`'s. Panics when it starts.
+async fn start_error(dir: &Path) -> String {
+    let env = crate::common::in_process_env(dir);
+    let config = match authd::config::Config::load_with_env(&crate::common::shipped_config(), env) {
+        Ok(config) => config,
+        Err(err) => return err.to_string(),
+    };
+    match authd::app::App::build(config).await {
+        Ok(_) => panic!("the daemon started"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+#[tokio::test]
+async fn a_keys_folder_others_can_write_to_stops_the_start_naming_it() {
+    // Whoever can write to the folder can drop in a key of their own and sign tokens.
+    let tempdir = tempfile::tempdir().unwrap();
+    let keys_dir = tempdir.path().join("keys");
+    generate_key(&keys_dir, KeyAlgorithm::HS256, SystemTime::now()).unwrap();
+    std::fs::set_permissions(&keys_dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+
+    let message = start_error(tempdir.path()).await;
+
+    assert!(message.contains("jwt.keys_dir"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "{} is writable by group or others",
+            keys_dir.display()
+        )),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_symlink_out_of_the_keys_folder_stops_the_start_naming_it() {
+    // A link planted in the folder would make authd read (and trust) a key kept elsewhere,
+    // whose mode nobody checks: refused without following it.
+    let tempdir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let keys_dir = tempdir.path().join("keys");
+    generate_key(&keys_dir, KeyAlgorithm::HS256, SystemTime::now()).unwrap();
+    let foreign = generate_key(elsewhere.path(), KeyAlgorithm::HS256, SystemTime::now()).unwrap();
+    let link = keys_dir.join("zz-planted.key");
+    std::os::unix::fs::symlink(elsewhere.path().join(format!("{foreign}.key")), &link).unwrap();
+
+    let message = start_error(tempdir.path()).await;
+
+    assert!(
+        message.contains(&format!(
+            "{} is a symbolic link pointing outside",
+            link.display()
+        )),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn reload_with_a_keys_folder_others_can_write_to_keeps_the_old_configuration() {
+    let daemon = FileConfigured::start(&[]).await;
+    let app = &daemon.app;
+    app.add_user("alice", &[]).await;
+    let before = app.access_token("alice", PASSWORD).await;
+    std::fs::set_permissions(daemon.keys_dir(), std::fs::Permissions::from_mode(0o775)).unwrap();
+
+    daemon.reconfigure(&[("access_ttl", "\"5m\"")]).await;
+    let refused = app.login("alice").await;
+    std::fs::set_permissions(daemon.keys_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    app.reload_settled().await;
+    let accepted = app.login("alice").await;
+
+    assert_eq!(
+        refused["expires_in"], 900,
+        "the running configuration stays"
+    );
+    assert_accepted(app, &before, "a token of the running configuration").await;
+    assert_eq!(accepted["expires_in"], 300, "the fixed folder reloads");
+}
+
+#[tokio::test]
+async fn reload_with_a_symlink_out_of_the_keys_folder_keeps_the_old_configuration() {
+    let daemon = FileConfigured::start(&[]).await;
+    let app = &daemon.app;
+    app.add_user("alice", &[]).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let foreign = generate_key(elsewhere.path(), KeyAlgorithm::HS256, SystemTime::now()).unwrap();
+    let link = daemon.keys_dir().join("zz-planted.key");
+    std::os::unix::fs::symlink(elsewhere.path().join(format!("{foreign}.key")), &link).unwrap();
+
+    daemon.reconfigure(&[("access_ttl", "\"5m\"")]).await;
+    let refused = app.login("alice").await;
+
+    assert_eq!(
+        refused["expires_in"], 900,
+        "the running configuration stays"
+    );
+    let token = refused["access_token"].as_str().unwrap();
+    assert_ne!(
+        header_kid(token),
+        "zz-planted",
+        "the planted key never signs"
+    );
+}
+
+// ----- access_ttl across a reload (rev 4) -----
+
+#[tokio::test]
+async fn a_token_issued_under_a_10m_access_ttl_stays_valid_after_a_reload_to_1m() {
+    // Tokens issued before a reload that shortens access_ttl live until their own exp
+    // (API.md "Signals and lifecycle"): the lifetime cap is the 24 h bound, not today's ttl.
+    let daemon = FileConfigured::start(&[("access_ttl", "\"10m\"")]).await;
+    let app = &daemon.app;
+    app.add_user("alice", &[]).await;
+    let before = app.access_token("alice", PASSWORD).await;
+    let lifetime =
+        claims(&before)["exp"].as_i64().unwrap() - claims(&before)["iat"].as_i64().unwrap();
+
+    daemon.reconfigure(&[("access_ttl", "\"1m\"")]).await;
+    let after = app.login("alice").await;
+
+    assert_eq!(lifetime, 600);
+    assert_eq!(after["expires_in"], 60, "the reload took effect");
+    assert_accepted(
+        app,
+        &before,
+        "a 10-minute token after the reload to 1 minute",
+    )
+    .await;
+}

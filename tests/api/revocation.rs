@@ -658,3 +658,154 @@ async fn sessions_ended_by_their_user_are_listed_as_sid_entries_and_logout_all_a
         ]
     );
 }
+
+// ----- how long entries live (rev 4) -----
+
+/// The listed entry of `id`, from the first page.
+async fn listed_entry(app: &TestApp, id: &str) -> Value {
+    let listed: Value = app.list_revocations("").await.json().await.unwrap();
+    listed["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["id"] == id)
+        .unwrap_or_else(|| panic!("{id} in {listed}"))
+        .clone()
+}
+
+fn unix_seconds(rfc3339: &Value) -> i64 {
+    let time = humantime::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap();
+    let since = time.duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(since.as_secs()).unwrap()
+}
+
+/// The largest `jwt.leeway` any configuration may have.
+const LARGEST_LEEWAY: i64 = 5 * 60;
+
+#[tokio::test]
+async fn a_revoked_tokens_entry_lives_until_exp_plus_the_largest_leeway_whatever_the_reloads() {
+    // The attack: a token issued under leeway 5m, revoked after a reload to 0s, would get an
+    // entry ending at its exp; purged then, and with the leeway back at 5m, the revoked
+    // token would be accepted again for 5 minutes. The entry must outlive every leeway.
+    let dir = tempfile::tempdir().unwrap();
+    let config = |leeway: &str| crate::common::config_with(&[("leeway", leeway)]);
+    let file = crate::common::write_config(dir.path(), &config("\"5m\""));
+    let app = TestApp::start_with_config_file(dir.path(), &file).await;
+    app.add_user("alice", &[]).await;
+    let token = app.access_token("alice", PASSWORD).await;
+    let exp = claims(&token)["exp"].as_i64().unwrap();
+
+    crate::common::write_config(dir.path(), &config("\"0s\""));
+    app.reload_settled().await;
+    let revoked = app.revoke(json!({"token": token})).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let entry = listed_entry(&app, claims(&token)["jti"].as_str().unwrap()).await;
+
+    assert_eq!(
+        unix_seconds(&entry["expires_at"]),
+        exp + LARGEST_LEEWAY,
+        "{entry}"
+    );
+    assert_error(
+        app.verify(&token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_jti_is_kept_for_the_longest_lifetime_a_token_can_have() {
+    // A token authd knows nothing about may have been issued just now under the largest
+    // access_ttl a configuration allows (24 h); a short access_ttl today proves nothing.
+    let app = TestApp::spawn_with(&[("AUTHD__JWT__ACCESS_TTL", "1m")]).await;
+    let before = std::time::SystemTime::now();
+
+    let revoked = app.revoke(json!({"jti": "seen-nowhere"})).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let entry = listed_entry(&app, "seen-nowhere").await;
+
+    let revoked_at = unix_seconds(&entry["revoked_at"]);
+    let started = i64::try_from(
+        before
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    assert!(revoked_at >= started, "{entry}");
+    assert_eq!(
+        unix_seconds(&entry["expires_at"]),
+        revoked_at + 24 * 60 * 60 + LARGEST_LEEWAY,
+        "{entry}"
+    );
+}
+
+/// The ids of the listed revocation entries, with their `expires_at` in seconds.
+async fn listed(app: &TestApp) -> Vec<(String, i64)> {
+    let page: Value = app.list_revocations("").await.json().await.unwrap();
+    page["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let expires = humantime::parse_rfc3339(entry["expires_at"].as_str().unwrap()).unwrap();
+            let seconds = expires
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            (entry["id"].as_str().unwrap().to_owned(), seconds as i64)
+        })
+        .collect()
+}
+
+/// Polls the list until it holds exactly `ids` (bounded).
+async fn wait_for_listed(app: &TestApp, ids: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now: Vec<String> = listed(app).await.into_iter().map(|(id, _)| id).collect();
+        if now == ids {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list stayed {now:?}, expected {ids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The background purge, end to end: on a daemon whose clock the test holds, an entry goes
+/// once the clock passes its `expires_at`, and one that still blocks something stays (the
+/// purge runs every second with these lifetimes).
+#[tokio::test]
+async fn revocation_entries_are_purged_in_the_background_once_they_block_nothing() {
+    let clock = authd::clock::Clock::manual(1_800_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start_in_with_clock(
+        dir.path(),
+        &[
+            ("AUTHD__JWT__ACCESS_TTL", "1s"),
+            ("AUTHD__JWT__REFRESH_TTL", "2s"),
+            ("AUTHD__JWT__LEEWAY", "0s"),
+        ],
+        clock.clone(),
+    )
+    .await;
+    app.add_user("alice", &[]).await;
+    let token = app.access_token("alice", PASSWORD).await;
+    let jti = claims(&token)["jti"].as_str().unwrap().to_owned();
+    for body in [json!({"jti": "unknown-jti"}), json!({"token": token})] {
+        assert_eq!(app.revoke(body).await.status(), StatusCode::OK);
+    }
+    let entries = listed(&app).await;
+    let expiry = |id: &str| entries.iter().find(|(e, _)| e == id).unwrap().1;
+    let (token_expiry, unknown_expiry) = (expiry(&jti), expiry("unknown-jti"));
+    assert!(token_expiry < unknown_expiry);
+
+    // Past the token's entry, not the unknown jti's: only the first goes.
+    clock.set(token_expiry + 1);
+    wait_for_listed(&app, &["unknown-jti"]).await;
+    clock.set(unknown_expiry + 1);
+    wait_for_listed(&app, &[]).await;
+}

@@ -1,6 +1,7 @@
 //! The keys folder: which entries are key files (`<kid>.key`, `<kid>.pem`; anything else
-//! is ignored), the checks on each file before it is read (regular, owner-only, small),
-//! and reading them all into keys with unique kids.
+//! is ignored), the checks on the folder (nobody but its owner may write to it, no symlink
+//! in it points outside it) and on each file before it is read (regular, owner-only,
+//! small), and reading them all into keys with unique kids.
 
 use std::fs;
 use std::io::Read as _;
@@ -10,6 +11,7 @@ use p256::pkcs8::der::zeroize::Zeroizing;
 
 use super::parse::{parse_hmac, parse_pkcs8, self_test};
 use super::{Key, KeyError};
+use crate::files;
 
 /// Key files are small; anything larger is not a key file.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
@@ -30,9 +32,14 @@ pub(super) fn read_keys(dir: &Path) -> Result<Vec<Key>, KeyError> {
         path: dir.to_owned(),
         source,
     };
+    // Whoever can write to the folder can swap the signing key.
+    files::check_private_dir(dir).map_err(file_problem)?;
     let mut files = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error)? {
         let path = entry.map_err(io_error)?.path();
+        // Every entry, key file or not: a link out of the folder is either a key kept
+        // where its mode is not ours to check, or a way to make authd read another file.
+        files::check_link_stays_inside(dir, &path).map_err(file_problem)?;
         if let Some(file) = key_file(&path)? {
             files.push(file);
         }
@@ -54,6 +61,15 @@ pub(super) fn read_keys(dir: &Path) -> Result<Vec<Key>, KeyError> {
     }
     keys.sort_by(|(a, _), (b, _)| a.kid.cmp(&b.kid));
     Ok(keys.into_iter().map(|(key, _)| key).collect())
+}
+
+/// A failed check as a key error; an I/O failure stays one (a missing folder is how
+/// `ensure_key` learns that it must create it).
+fn file_problem(problem: files::FileProblem) -> KeyError {
+    match problem {
+        files::FileProblem::Io { path, source } => KeyError::Io { path, source },
+        other => KeyError::File(other),
+    }
 }
 
 /// What kind of key file a name says it is.
@@ -234,5 +250,46 @@ mod tests {
         let err = KeySet::load(dir.path(), KeyAlgorithm::EdDSA, None).unwrap_err();
 
         assert!(matches!(err, KeyError::DuplicateKid { .. }), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_keys_folder_others_can_write_to_is_rejected_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_key(dir.path(), KeyAlgorithm::EdDSA, t0()).unwrap();
+        set_mode(dir.path(), 0o770);
+
+        let err = KeySet::load(dir.path(), KeyAlgorithm::EdDSA, None).unwrap_err();
+
+        assert!(matches!(err, KeyError::File(_)), "{err}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+        set_mode(dir.path(), 0o755);
+        assert!(KeySet::load(dir.path(), KeyAlgorithm::EdDSA, None).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_out_of_the_keys_folder_is_rejected_and_one_within_it_is_not() {
+        let outside = tempfile::tempdir().unwrap();
+        let foreign = generate_key(outside.path(), KeyAlgorithm::HS256, t0()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let own = generate_key(dir.path(), KeyAlgorithm::HS256, t0()).unwrap();
+        std::os::unix::fs::symlink(format!("{own}.key"), dir.path().join("alias.key")).unwrap();
+        // A link to a key of the folder itself is that key under a second kid.
+        let set = KeySet::load(dir.path(), KeyAlgorithm::HS256, None).unwrap();
+        assert_eq!(set.kids(), [own.as_str(), "alias"]);
+
+        let link = dir.path().join("planted.key");
+        std::os::unix::fs::symlink(outside.path().join(format!("{foreign}.key")), &link).unwrap();
+        let err = KeySet::load(dir.path(), KeyAlgorithm::HS256, None).unwrap_err();
+
+        assert!(matches!(err, KeyError::File(_)), "{err}");
+        assert!(
+            err.to_string().contains(&link.display().to_string()),
+            "{err}"
+        );
     }
 }

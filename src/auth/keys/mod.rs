@@ -70,6 +70,8 @@ impl fmt::Debug for KeySet {
 pub enum KeyError {
     #[error("cannot access {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    #[error("jwt.keys_dir: {0}")]
+    File(crate::files::FileProblem),
     #[error("invalid key file {}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(

@@ -29,6 +29,7 @@ use super::Settings;
 use super::password::Hasher;
 use super::throttle::LoginThrottle;
 use crate::clock::Clock;
+use crate::config::{MAX_ACCESS_TTL, MAX_LEEWAY};
 use crate::store::{
     NewRevocation, RefreshHash, RevocationKind, RevocationRecord, Store, StoreError, Txn,
     UnixSeconds, UserRecord,
@@ -137,27 +138,39 @@ impl Authority {
     }
 
     /// A sid entry. Revoking deletes the session, so only its access tokens remain to be
-    /// blocked: until the latest `exp` issued in it (which a reload that shortened
-    /// `access_ttl` does not shorten), or a full `access_ttl` from now for unknown sids.
+    /// blocked: until the latest `exp` issued in it, plus the largest leeway any
+    /// configuration can have (see [`blocked_until`]). An unknown sid (never seen, or its
+    /// session already purged) gets the longest lifetime a token could have. Neither
+    /// depends on the current `access_ttl` or `leeway`, so no reload shortens it.
     fn session_revocation(
         &self,
-        settings: &Settings,
+        // Kept for the callers' sake: no setting enters an entry's lifetime any more.
+        _settings: &Settings,
         sid: &str,
         reason: &str,
         now: UnixSeconds,
     ) -> NewRevocation {
-        let issued_until = self
-            .store
-            .session(sid)
-            .map_or(0, |session| session.record.access_expires_at);
+        let expires_at = match self.store.session(sid) {
+            Some(session) => blocked_until(session.record.access_expires_at, now),
+            None => longest_token_lifetime(now),
+        };
         NewRevocation {
             kind: RevocationKind::Sid,
             id: sid.to_owned(),
             revoked_at: now,
-            expires_at: issued_until.max(now + settings.tokens.access_ttl())
-                + settings.tokens.leeway(),
+            expires_at,
             reason: (!reason.is_empty()).then(|| reason.to_owned()),
         }
+    }
+
+    /// The existing account `username` names (normalised), `None` for anything else: what a
+    /// failed login may log as its username. Whatever a client typed that names no account
+    /// (e.g. a password typed into the username field) must not reach the logs (API.md rev 4).
+    pub fn account_name(&self, username: &str) -> Option<String> {
+        let name = super::names::Username::parse(username)?;
+        self.store
+            .user(name.as_str())
+            .map(|user| user.record.username.clone())
     }
 
     /// Ends the session `sid` (if it exists) and records its sid entry. Revoking the same
@@ -229,21 +242,47 @@ fn refresh_ttl(settings: &Settings) -> i64 {
     i64::try_from(settings.config.jwt.refresh_ttl.as_secs()).unwrap_or(i64::MAX / 4)
 }
 
-/// A user entry: it blocks refresh tokens too, so it lives as long as the longest of them.
+/// A user entry. In authd the account's generation, bumped in the same commit, blocks
+/// every earlier session for good; the entry is what the list shows (and what a verifier
+/// outside authd goes by). It lives as long as anything it blocks could be accepted: the
+/// access tokens already issued (at most [`MAX_ACCESS_TTL`] from now, whatever
+/// `access_ttl` says now: a reload may have shortened it since they were issued) and the
+/// refresh tokens (`refresh_ttl`), plus the largest possible leeway.
 fn user_revocation(
     settings: &Settings,
     username: &str,
     reason: &str,
     now: UnixSeconds,
 ) -> NewRevocation {
-    let longest = refresh_ttl(settings).max(settings.tokens.access_ttl());
+    let longest = refresh_ttl(settings).max(secs(MAX_ACCESS_TTL));
     NewRevocation {
         kind: RevocationKind::User,
         id: username.to_owned(),
         revoked_at: now,
-        expires_at: now + longest + settings.tokens.leeway(),
+        expires_at: now.saturating_add(longest).saturating_add(secs(MAX_LEEWAY)),
         reason: (!reason.is_empty()).then(|| reason.to_owned()),
     }
+}
+
+/// When an entry blocking a token that expires at `exp` may go: `exp` plus the largest
+/// `jwt.leeway` any configuration can have. API.md (rev 4) asks for the largest leeway in
+/// force since the entry was made; a reload (or a restart on an edited file) can raise the
+/// leeway after the entry was written, and only the bound covers every future one. Never
+/// before `now` plus that leeway, and without overflow on a forged `exp`.
+fn blocked_until(exp: UnixSeconds, now: UnixSeconds) -> UnixSeconds {
+    exp.max(now).saturating_add(secs(MAX_LEEWAY))
+}
+
+/// When an entry for a token authd knows nothing about (an unknown jti or sid) may go: the
+/// longest lifetime a token could have. authd signs with `iat` = its own now and the
+/// verifier refuses `exp - iat` above [`MAX_ACCESS_TTL`], so no token existing now expires
+/// later than `now + MAX_ACCESS_TTL`.
+fn longest_token_lifetime(now: UnixSeconds) -> UnixSeconds {
+    blocked_until(now.saturating_add(secs(MAX_ACCESS_TTL)), now)
+}
+
+fn secs(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 4)
 }
 
 fn user_not_found(username: &str) -> AuthError {

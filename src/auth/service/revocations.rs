@@ -1,7 +1,9 @@
 //! The admin's revocations: by jti, by token, by sid, by username (a revoke-all), the
 //! list, and purging entries that no longer block anything.
 
-use super::{AuthError, Authority, user_not_found, user_revocation};
+use super::{
+    AuthError, Authority, blocked_until, longest_token_lifetime, user_not_found, user_revocation,
+};
 use crate::auth::Settings;
 use crate::auth::names::Username;
 use crate::store::{NewRevocation, PurgeCounts, RevocationKind, RevocationRecord, UnixSeconds};
@@ -25,14 +27,15 @@ impl Authority {
         reason: Option<String>,
         now: UnixSeconds,
     ) -> Result<RevocationRecord, AuthError> {
-        let access_window = settings.tokens.access_ttl() + settings.tokens.leeway();
         match target {
+            // An unknown jti: its token, if any, expires at the latest when the longest
+            // token issued now would.
             RevocationTarget::Jti(jti) => {
                 let revocation = NewRevocation {
                     kind: RevocationKind::Jti,
                     id: check_id(jti, "jti")?,
                     revoked_at: now,
-                    expires_at: now + access_window,
+                    expires_at: longest_token_lifetime(now),
                     reason,
                 };
                 self.record_once(&revocation, |_| {}).await
@@ -46,7 +49,7 @@ impl Authority {
                     kind: RevocationKind::Jti,
                     id: claims.jti,
                     revoked_at: now,
-                    expires_at: claims.exp.max(now).saturating_add(settings.tokens.leeway()),
+                    expires_at: blocked_until(claims.exp, now),
                     reason,
                 };
                 self.record_once(&revocation, |_| {}).await
@@ -100,6 +103,7 @@ fn check_id(id: String, field: &str) -> Result<String, AuthError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::TokenRejection;
     use super::super::testing::{Domain, NOW};
     use super::*;
 
@@ -223,5 +227,153 @@ mod tests {
             entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             ["new"]
         );
+    }
+
+    /// The settings of `domain` after a reload to `jwt` values (`access_ttl`, `leeway`).
+    fn reloaded(domain: &Domain, access_ttl: u64, leeway: u64) -> Settings {
+        let mut config = domain.settings.config.clone();
+        config.jwt.access_ttl = std::time::Duration::from_secs(access_ttl);
+        config.jwt.leeway = std::time::Duration::from_secs(leeway);
+        Settings::load(config).unwrap()
+    }
+
+    fn exp_of(domain: &Domain, token: &str) -> UnixSeconds {
+        domain
+            .settings
+            .tokens
+            .verify_signature(&domain.settings.keys, token)
+            .unwrap()
+            .exp
+    }
+
+    const LARGEST_LEEWAY: i64 = 300;
+    const LONGEST_TOKEN: i64 = 24 * 60 * 60;
+
+    #[tokio::test]
+    async fn a_revoked_jti_outlives_its_token_under_any_later_leeway() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let pair = domain.login("alice").await;
+        let exp = exp_of(&domain, &pair.access_token);
+        // Revoked while a reload has the leeway at 0 s ...
+        let lowered = reloaded(&domain, 900, 0);
+
+        let entry = domain
+            .authority
+            .revoke(
+                &lowered,
+                RevocationTarget::Token(pair.access_token.clone()),
+                None,
+                NOW,
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(entry.expires_at, exp + LARGEST_LEEWAY);
+        // ... then the leeway goes up to its 5 min cap: the purge just before the entry's
+        // end keeps it, so the token, accepted by the clock until exp + 5 min, stays revoked.
+        let raised = reloaded(&domain, 900, 300);
+        let late = exp + LARGEST_LEEWAY - 1;
+        domain.authority.purge_expired(late).await.unwrap();
+        let refused = domain
+            .authority
+            .authenticate(&raised, &pair.access_token, late)
+            .unwrap_err();
+        assert!(
+            matches!(refused, AuthError::InvalidToken(TokenRejection::Revoked)),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_jtis_and_sids_are_kept_for_the_longest_lifetime_a_token_can_have() {
+        let domain = Domain::new().await;
+        let shortest = reloaded(&domain, 1, 0);
+
+        for target in [
+            RevocationTarget::Jti("never-seen".into()),
+            RevocationTarget::Sid("never-seen".into()),
+        ] {
+            let entry = domain
+                .authority
+                .revoke(&shortest, target, None, NOW)
+                .await
+                .unwrap();
+            assert_eq!(entry.expires_at, NOW + LONGEST_TOKEN + LARGEST_LEEWAY);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sid_entry_outlives_tokens_issued_before_a_reload_shortened_access_ttl() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let ten_minutes = reloaded(&domain, 600, 30);
+        let pair = domain
+            .authority
+            .login(
+                &ten_minutes,
+                "alice",
+                &crate::auth::password::Password::new(super::super::testing::PASSWORD.into()),
+                None,
+                NOW,
+            )
+            .await
+            .unwrap();
+        let one_minute = reloaded(&domain, 60, 0);
+
+        let entry = domain
+            .authority
+            .revoke(
+                &one_minute,
+                RevocationTarget::Sid(pair.sid.clone()),
+                None,
+                NOW + 10,
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(exp_of(&domain, &pair.access_token), NOW + 600);
+        assert_eq!(entry.expires_at, NOW + 600 + LARGEST_LEEWAY);
+    }
+
+    #[tokio::test]
+    async fn a_user_entry_covers_a_day_of_access_tokens_whatever_access_ttl_says_now() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let mut config = domain.settings.config.clone();
+        config.jwt.refresh_ttl = std::time::Duration::from_secs(3600);
+        config.jwt.access_ttl = std::time::Duration::from_secs(60);
+        let short = Settings::load(config).unwrap();
+
+        let entry = domain
+            .authority
+            .revoke(
+                &short,
+                RevocationTarget::Username("alice".into()),
+                None,
+                NOW,
+            )
+            .await
+            .unwrap();
+        let default = domain
+            .revoke(RevocationTarget::Username("alice".into()), NOW)
+            .await;
+
+        assert_eq!(entry.expires_at, NOW + LONGEST_TOKEN + LARGEST_LEEWAY);
+        let fourteen_days = 14 * 24 * 60 * 60;
+        assert_eq!(default.expires_at, NOW + fourteen_days + LARGEST_LEEWAY);
+    }
+
+    #[tokio::test]
+    async fn account_name_names_existing_accounts_only() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+
+        assert_eq!(
+            domain.authority.account_name("Alice").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(domain.authority.account_name("hunter2-correct-horse"), None);
+        assert_eq!(domain.authority.account_name("not a name!"), None);
     }
 }
