@@ -72,6 +72,8 @@ pub struct LoginConfig {
     pub window: Duration,
     /// Bounds each throttle table: pairs, usernames, addresses and known pairs.
     pub max_tracked: usize,
+    /// Live sessions per user; a login beyond it ends the least recently refreshed one.
+    pub max_sessions_per_user: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -242,6 +242,7 @@ impl<'e> Loader<'e> {
                 Duration::from_secs(1),
             ),
             max_tracked: self.int("login.max_tracked", 100_000, 1..=defaults.max_usize),
+            max_sessions_per_user: self.int("login.max_sessions_per_user", 100, 1..=100_000),
         };
         let admin = AdminConfig {
             token_file: self.path("admin.token_file", "data/admin.token"),

@@ -533,3 +533,28 @@ async fn revocation_entries_outlive_what_they_block_by_the_bounds_not_the_curren
     }
     assert_eq!(listed.len(), 3, "{listed:?}");
 }
+
+#[tokio::test]
+async fn a_login_past_max_sessions_per_user_ends_the_oldest_session_at_once() {
+    let app = TestApp::spawn_with(&[("AUTHD__LOGIN__MAX_SESSIONS_PER_USER", "2")]).await;
+    app.add_user("alice", &[]).await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(app.access_token("alice", PASSWORD).await);
+    }
+    assert_eq!(
+        app.verify(&tokens[0]).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for live in &tokens[1..] {
+        assert_eq!(app.verify(live).await.status(), StatusCode::OK);
+    }
+    let listed: Value = app.sessions(&tokens[2]).await.json().await.unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 2);
+    let revocations: Value = app.list_revocations("").await.json().await.unwrap();
+    assert_eq!(revocations["revocations"][0]["kind"], "sid");
+    assert_eq!(
+        revocations["revocations"][0]["id"],
+        claims(&tokens[0])["sid"]
+    );
+}

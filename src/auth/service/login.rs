@@ -10,7 +10,7 @@ use crate::auth::names::Username;
 use crate::auth::password::{Password, Verification};
 use crate::auth::throttle::{Attempt, Outcome};
 use crate::store::{
-    RefreshRecord, SessionRecord, Shared, StoreError, Txn, UnixSeconds, UserRecord,
+    Key, RefreshRecord, SessionRecord, Shared, StoreError, Txn, UnixSeconds, UserRecord,
 };
 
 impl Authority {
@@ -137,6 +137,8 @@ impl Authority {
             txn.expect_user(&user.record.username, Some(&user))
                 .put_session(session)
                 .put_refresh(refresh_token.hash(), refresh);
+            self.end_sessions_over_the_cap(settings, &user.record, now, &mut txn)
+                .await?;
             match self.store.commit(txn).await {
                 Ok(_) => {
                     return self.token_pair(settings, &user.record, &sid, refresh_token, now);
@@ -152,6 +154,61 @@ impl Authority {
             };
         }
         Err(StoreError::Conflict.into())
+    }
+}
+
+impl Authority {
+    /// Adds to `txn` the end of the user's least recently refreshed live sessions (never
+    /// refreshed: by login time), as many as a new session would take past
+    /// `login.max_sessions_per_user`, each with its sid entry. Each is expected at the
+    /// version read, so a session refreshed meanwhile makes the commit retry.
+    async fn end_sessions_over_the_cap(
+        &self,
+        settings: &Settings,
+        user: &UserRecord,
+        now: UnixSeconds,
+        txn: &mut Txn,
+    ) -> Result<(), AuthError> {
+        let cap = settings.config.login.max_sessions_per_user;
+        let mut live: Vec<_> = self
+            .store
+            .sessions_of(&user.username)
+            .into_iter()
+            .filter(|s| {
+                s.record.account_id == user.account_id
+                    && s.record.generation == user.generation
+                    && s.record.expires_at > now
+            })
+            .collect();
+        let Some(excess) = (live.len() + 1).checked_sub(cap).filter(|&n| n > 0) else {
+            return Ok(());
+        };
+        live.sort_by(|a, b| {
+            let key = |s: &Shared<SessionRecord>| {
+                (
+                    s.record.last_refreshed_at,
+                    s.record.created_at,
+                    s.record.sid.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        for oldest in live.iter().take(excess) {
+            let sid = &oldest.record.sid;
+            let key = Key::Session(sid.clone());
+            txn.expect(key.clone(), Some(oldest.version)).delete(key);
+            let revocation = self.session_revocation(settings, sid, "session limit reached", now);
+            if self
+                .store
+                .revocation(revocation.kind, &revocation.id)
+                .await?
+                .is_none()
+            {
+                txn.expect(Key::Revocation(revocation.kind, sid.clone()), None)
+                    .revoke(&revocation);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -322,5 +379,47 @@ mod tests {
             "{result:?}"
         );
         login(PASSWORD, "192.0.2.1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_login_past_the_cap_ends_the_least_recently_refreshed_session() {
+        let domain = Domain::with(&[("AUTHD__LOGIN__MAX_SESSIONS_PER_USER", "3")]).await;
+        domain.create_user("alice", &[]).await;
+        let first = domain.login_at("alice", NOW).await;
+        let second = domain.login_at("alice", NOW + 1).await;
+        let third = domain.login_at("alice", NOW + 2).await;
+        // The first session is refreshed: now the second is the least recently refreshed.
+        let refreshed = domain
+            .authority
+            .refresh_pair(&domain.settings, &first.refresh_token, NOW + 3)
+            .await
+            .unwrap();
+        let fourth = domain.login_at("alice", NOW + 4).await;
+
+        let live: Vec<_> = domain
+            .authority
+            .sessions("alice", NOW + 4)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.sid)
+            .collect();
+        assert_eq!(
+            live,
+            vec![first.sid.clone(), third.sid.clone(), fourth.sid.clone()]
+        );
+        let ended = domain
+            .authority
+            .authenticate(&domain.settings, &second.access_token, NOW + 4);
+        assert!(ended.is_err(), "its tokens die at once");
+        domain
+            .authority
+            .authenticate(&domain.settings, &refreshed.access_token, NOW + 4)
+            .unwrap();
+        let (entries, _) = domain.authority.list_revocations(None, 10).await.unwrap();
+        let sids: Vec<_> = entries.iter().map(|e| (e.kind, e.id.clone())).collect();
+        assert_eq!(
+            sids,
+            vec![(crate::store::RevocationKind::Sid, second.sid.clone())]
+        );
     }
 }

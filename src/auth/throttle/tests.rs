@@ -18,6 +18,7 @@ fn limits(per_pair: u32, per_user: u32, per_ip: u32, max_tracked: usize) -> Logi
         known_for: KNOWN_FOR,
         window: WINDOW,
         max_tracked,
+        max_sessions_per_user: 100,
     }
 }
 
