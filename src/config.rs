@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Open connections one TCP peer address may hold on each listener (at least 1);
+    /// peers in `trusted_proxies` are exempt. Reloads: new connections use the new value.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +238,7 @@ mod tests {
         assert_eq!(config.server.max_body_bytes, 65_536);
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(10));
         assert!(config.server.trusted_proxies.is_empty());
+        assert_eq!(config.server.max_connections_per_ip, 256);
         assert_eq!(config.storage.path, base.join("data"));
         assert_eq!(config.jwt.issuer, "authd");
         assert_eq!(config.jwt.audience, "authd");
@@ -551,6 +555,30 @@ mod tests {
             "server.trusted_proxies in AUTHD__SERVER__TRUSTED_PROXIES: invalid network \"nope\""
         ));
         assert!(problems[1].contains("\"10.0.0.0/99\""));
+    }
+
+    #[test]
+    fn max_connections_per_ip_is_read_and_zero_is_refused() {
+        let (_dir, result) = load("[server]\nmax_connections_per_ip = 50\n", &[]);
+        assert_eq!(result.unwrap().server.max_connections_per_ip, 50);
+
+        // 0 would refuse every connection: a mistake, not a setting.
+        let (dir, in_file) = problems("[server]\nmax_connections_per_ip = 0\n", &[]);
+        let (_env_dir, in_env) = problems("", &[("AUTHD__SERVER__MAX_CONNECTIONS_PER_IP", "0")]);
+
+        assert_eq!(
+            in_file,
+            [format!(
+                "server.max_connections_per_ip in {}: must be at least 1, got 0",
+                file_name(&dir)
+            )]
+        );
+        assert_eq!(
+            in_env,
+            [
+                "server.max_connections_per_ip in AUTHD__SERVER__MAX_CONNECTIONS_PER_IP: must be at least 1, got 0"
+            ]
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub const REVOCATION_ENTRIES: &str = "authd_revocation_entries";
 pub const HASH_QUEUE_DEPTH: &str = "authd_hash_queue_depth";
 pub const THROTTLE_TRACKED: &str = "authd_login_throttle_tracked";
 pub const BUILD_INFO: &str = "authd_build_info";
+/// Connections closed unanswered at once: their peer held `server.max_connections_per_ip`.
+pub const CONNECTIONS_REFUSED: &str = "authd_connections_refused_total";
 
 /// Latency buckets in seconds: verify answers in microseconds, logins in tens of ms.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -185,6 +185,11 @@ impl<'e> Loader<'e> {
                 Duration::ZERO,
             ),
             trusted_proxies: self.cidrs("server.trusted_proxies"),
+            max_connections_per_ip: self.int(
+                "server.max_connections_per_ip",
+                256,
+                1..=defaults.max_usize,
+            ),
         };
         let storage = StorageConfig {
             path: self.path("storage.path", "data"),

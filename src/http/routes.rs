@@ -15,6 +15,7 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::request::{PeerAddr, ctx, ctx_with_body, query};
 use super::{account, admin, browser, health, tokens, verify};
+use crate::auth::Settings;
 use crate::clock::Clock;
 use crate::state::AppState;
 
@@ -318,6 +319,8 @@ fn filter_chain(state: &Arc<AppState>, table: &'static [Route]) -> BoxedFilter<(
 pub struct Routes {
     filter: BoxedFilter<(Response,)>,
     verify: Option<Arc<AppState>>,
+    /// Where the listener reads its per-connection limits (`None` for a bare filter).
+    state: Option<Arc<AppState>>,
     table: &'static [Route],
     clock: Clock,
 }
@@ -329,6 +332,7 @@ impl Routes {
         Routes {
             filter,
             verify: None,
+            state: None,
             table: &[],
             clock: Clock::system(),
         }
@@ -338,7 +342,8 @@ impl Routes {
         Routes {
             filter: filter_chain(&state, PUBLIC_ROUTES),
             clock: state.clock().clone(),
-            verify: Some(state),
+            verify: Some(state.clone()),
+            state: Some(state),
             table: PUBLIC_ROUTES,
         }
     }
@@ -348,6 +353,7 @@ impl Routes {
             filter: filter_chain(&state, ADMIN_ROUTES),
             clock: state.clock().clone(),
             verify: None,
+            state: Some(state),
             table: ADMIN_ROUTES,
         }
     }
@@ -355,6 +361,12 @@ impl Routes {
     /// The clock the listener times its requests and connections with.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The daemon's current settings snapshot, which the listener takes once per accepted
+    /// connection for its limits; `None` for [`Routes::from_filter`].
+    pub fn settings(&self) -> Option<Arc<Settings>> {
+        self.state.as_ref().map(|state| state.settings())
     }
 
     /// Whether `request` is for a route answered before the filter chain (`/v1/verify`):

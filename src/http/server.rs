@@ -1,11 +1,13 @@
-//! Runs one listener: accepts connections under a cap, serves HTTP/1.1 with hyper (header
-//! read timeout, bounded header buffer), stamps each request with its peer address and an
+//! Runs one listener: accepts connections under a cap — a global one, and one per TCP peer
+//! address (`server.max_connections_per_ip`) — serves HTTP/1.1 with hyper (header read
+//! timeout, bounded header buffer), stamps each request with its peer address and an
 //! `X-Request-Id`, and drains in-flight requests when asked to stop.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
@@ -18,6 +20,7 @@ use tracing::Instrument as _;
 use warp::reply::Response;
 
 use super::Routes;
+use super::client_addr;
 use crate::clock::Clock;
 
 /// How long a client may take to send a request's head, counted from the connection's
@@ -25,7 +28,8 @@ use crate::clock::Clock;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes buffered while reading a request head: caps header size.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
-/// Open connections per listener; more wait in the kernel's backlog.
+/// Open connections per listener; more wait in the kernel's backlog. One peer address may
+/// hold only `server.max_connections_per_ip` of them (see [`PeerTable`]).
 const MAX_CONNECTIONS: usize = 4096;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -55,6 +59,8 @@ pub async fn serve(
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers = Arc::new(PeerTable::default());
+    let refused = metrics::counter!(crate::metrics::CONNECTIONS_REFUSED, "listener" => name);
     let graceful = GracefulShutdown::new();
     let mut stopping = phase.clone();
     loop {
@@ -79,6 +85,15 @@ pub async fn serve(
                 continue;
             }
         };
+        // The canonical form, so that a dual-stack listener counts an IPv4 peer as itself.
+        let ip = peer.ip().to_canonical();
+        let Some(slot) = peers.admit(ip, peer_limit(&routes, ip)) else {
+            // Dropping the stream closes it: nothing read, nothing answered. Logged at debug
+            // only, as a flood would flood the log; the counter shows it.
+            refused.increment(1);
+            tracing::debug!(listener = name, %peer, "connection refused: too many from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         // Per connection, so that the per-request clones touch no counter shared with
         // other connections (and other cores).
@@ -99,6 +114,8 @@ pub async fn serve(
                 Some(Ok(())) => {}
                 None => tracing::debug!(%peer, "connection closed: no request head in time"),
             }
+            // However the connection ended (answered, failed, timed out), its slots return.
+            drop(slot);
             drop(permit);
         });
     }
@@ -112,6 +129,77 @@ pub async fn serve(
         _ = graceful.shutdown() => tracing::info!(listener = name, "drained"),
         _ = reached(&mut phase, Phase::Abort) => {
             tracing::warn!(listener = name, "drain cut short");
+        }
+    }
+}
+
+/// How many connections `ip` may hold, from the settings snapshot of this connection (so a
+/// reload applies to new connections): `None` — no limit of its own — for a trusted proxy,
+/// which carries many clients, and for routes without settings (a bare filter in tests).
+fn peer_limit(routes: &Routes, ip: IpAddr) -> Option<usize> {
+    let settings = routes.settings()?;
+    let server = &settings.config.server;
+    if client_addr::is_trusted(ip, &server.trusted_proxies) {
+        return None;
+    }
+    Some(server.max_connections_per_ip)
+}
+
+/// The open connections of one listener per peer address (API.md "Conventions",
+/// `server.max_connections_per_ip`), so that one client cannot take every slot of
+/// [`MAX_CONNECTIONS`]. An address is in the table only while it has a connection open, so
+/// the table never outgrows the connections themselves. Exempt peers are counted too (and
+/// never refused), so that a reload which withdraws their trust finds their true count.
+///
+/// One lock per connection opened or closed, never per request.
+#[derive(Debug, Default)]
+struct PeerTable {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PeerTable {
+    /// Counts a connection from `ip` until the returned slot drops; `None` when `ip`
+    /// already holds `limit` connections (no limit: always counted).
+    fn admit(self: &Arc<Self>, ip: IpAddr, limit: Option<usize>) -> Option<PeerSlot> {
+        let mut open = self.lock();
+        let count = open.get(&ip).copied().unwrap_or(0);
+        if limit.is_some_and(|limit| count >= limit) {
+            return None;
+        }
+        open.insert(ip, count + 1);
+        Some(PeerSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+
+    /// The counts stay consistent under a poisoned lock: each change is one map operation.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn count(&self, ip: IpAddr) -> Option<usize> {
+        self.lock().get(&ip).copied()
+    }
+}
+
+/// One open connection counted in a [`PeerTable`]; dropping it (whatever ended the
+/// connection) gives the slot back, and forgets the address with its last connection.
+#[derive(Debug)]
+struct PeerSlot {
+    table: Arc<PeerTable>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.lock();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
@@ -325,6 +413,54 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_peer_at_its_limit_is_refused_while_others_are_not() {
+        let table = Arc::new(PeerTable::default());
+        let greedy: Vec<_> = (0..3)
+            .map(|_| table.admit(ip("192.0.2.1"), Some(3)).unwrap())
+            .collect();
+
+        assert!(table.admit(ip("192.0.2.1"), Some(3)).is_none());
+        assert!(table.admit(ip("192.0.2.2"), Some(3)).is_some());
+        assert_eq!(table.count(ip("192.0.2.1")), Some(3));
+        drop(greedy);
+    }
+
+    #[test]
+    fn a_closed_connection_frees_its_slot_and_the_last_one_its_entry() {
+        let table = Arc::new(PeerTable::default());
+        let first = table.admit(ip("192.0.2.1"), Some(2)).unwrap();
+        let second = table.admit(ip("192.0.2.1"), Some(2)).unwrap();
+        assert!(table.admit(ip("192.0.2.1"), Some(2)).is_none());
+
+        drop(first);
+        let third = table.admit(ip("192.0.2.1"), Some(2)).unwrap();
+        assert_eq!(table.count(ip("192.0.2.1")), Some(2));
+        drop((second, third));
+
+        // Bounded memory: an address without open connections is forgotten.
+        assert_eq!(table.count(ip("192.0.2.1")), None);
+        assert!(table.lock().is_empty());
+    }
+
+    #[test]
+    fn an_exempt_peer_is_counted_but_never_refused() {
+        let table = Arc::new(PeerTable::default());
+        let proxy: Vec<_> = (0..10)
+            .map(|_| table.admit(ip("10.0.0.1"), None).unwrap())
+            .collect();
+
+        assert_eq!(table.count(ip("10.0.0.1")), Some(10));
+        // Trust withdrawn by a reload: its open connections already exceed the limit.
+        assert!(table.admit(ip("10.0.0.1"), Some(5)).is_none());
+        drop(proxy);
+        assert!(table.lock().is_empty());
+    }
 
     #[test]
     fn hex_has_no_leading_zeros() {
