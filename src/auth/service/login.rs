@@ -183,16 +183,9 @@ impl Authority {
         let Some(excess) = (live.len() + 1).checked_sub(cap).filter(|&n| n > 0) else {
             return Ok(());
         };
-        live.sort_by(|a, b| {
-            let key = |s: &Shared<SessionRecord>| {
-                (
-                    s.record.last_refreshed_at,
-                    s.record.created_at,
-                    s.record.sid.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+        // Whole seconds tie; the version (the revision of the session's last write: its
+        // login or its latest refresh) orders them exactly.
+        live.sort_by_key(|s| (s.record.last_refreshed_at, s.version));
         for oldest in live.iter().take(excess) {
             let sid = &oldest.record.sid;
             let key = Key::Session(sid.clone());
