@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::{ATTEMPTS, AuthError, Authority, RefreshToken, TokenPair, refresh_ttl};
+use super::{ATTEMPTS, AuthError, Authority, Channel, RefreshToken, TokenPair, refresh_ttl};
 use crate::auth::Settings;
 use crate::auth::names::Username;
 use crate::auth::password::{Password, Verification};
@@ -24,6 +24,7 @@ impl Authority {
         username: &str,
         password: &Password,
         client: Option<IpAddr>,
+        channel: Channel,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
         let limits = &settings.config.login;
@@ -51,7 +52,7 @@ impl Authority {
         } else {
             user
         };
-        self.start_session(settings, user, now).await
+        self.start_session(settings, user, channel, now).await
     }
 
     /// The enabled user `username` names, when `password` is theirs, and whether the
@@ -104,11 +105,13 @@ impl Authority {
 
     /// Stores the new session, on condition that the account still has the password hash
     /// and generation that were checked: a login that raced a password change or a
-    /// revoke-all leaves no session (`InvalidCredentials`, not counted).
+    /// revoke-all leaves no session (`InvalidCredentials`, not counted). The refresh token's
+    /// record remembers the `channel` it is handed out in.
     async fn start_session(
         &self,
         settings: &Settings,
         checked: Shared<UserRecord>,
+        channel: Channel,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
         let refresh_ttl = refresh_ttl(settings);
@@ -131,6 +134,7 @@ impl Authority {
                 issued_at: now,
                 expires_at: now + refresh_ttl,
                 rotated_at: None,
+                issued_in_cookie: channel == Channel::Cookie,
             };
             let mut txn = Txn::default();
             txn.expect_user(&user.record.username, Some(&user))
@@ -199,7 +203,14 @@ mod tests {
         ] {
             let result = domain
                 .authority
-                .login(&domain.settings, name, &password(pass), None, NOW)
+                .login(
+                    &domain.settings,
+                    name,
+                    &password(pass),
+                    None,
+                    Channel::Api,
+                    NOW,
+                )
                 .await;
             assert!(
                 matches!(result, Err(AuthError::InvalidCredentials)),
@@ -216,7 +227,14 @@ mod tests {
         domain.disable("alice").await;
         let result = domain
             .authority
-            .login(&domain.settings, "alice", &password(PASSWORD), None, NOW)
+            .login(
+                &domain.settings,
+                "alice",
+                &password(PASSWORD),
+                None,
+                Channel::Api,
+                NOW,
+            )
             .await;
         assert!(
             matches!(result, Err(AuthError::AccountDisabled)),
@@ -237,7 +255,7 @@ mod tests {
             .unwrap();
         let result = domain
             .authority
-            .start_session(&domain.settings, checked, NOW)
+            .start_session(&domain.settings, checked, Channel::Api, NOW)
             .await;
         assert!(
             matches!(result, Err(AuthError::InvalidCredentials)),
@@ -262,7 +280,7 @@ mod tests {
             .await;
         let pair = domain
             .authority
-            .start_session(&domain.settings, checked, NOW)
+            .start_session(&domain.settings, checked, Channel::Api, NOW)
             .await
             .unwrap();
         let principal = domain
@@ -281,7 +299,14 @@ mod tests {
         // The same account, logged into under other parameters.
         domain
             .authority
-            .login(&cheaper.settings, "alice", &password(PASSWORD), None, NOW)
+            .login(
+                &cheaper.settings,
+                "alice",
+                &password(PASSWORD),
+                None,
+                Channel::Api,
+                NOW,
+            )
             .await
             .unwrap();
         let after = domain.authority.store.user("alice").unwrap();
