@@ -148,6 +148,7 @@ fn filled_store(dir: &Path) -> (Store, String, String, String) {
                     issued_at: now,
                     expires_at: now + 86_400,
                     rotated_at: None,
+                    issued_in_cookie: false,
                 },
             );
         }

@@ -5,7 +5,7 @@
 use super::request::Ctx;
 use crate::auth::AuthError;
 use crate::auth::password::Password;
-use crate::auth::service::TokenPair;
+use crate::auth::service::{Channel, TokenPair};
 use crate::metrics::{LOGINS, REFRESHES, count_outcome};
 
 /// The client address for audit lines (`-` when unknown).
@@ -14,17 +14,26 @@ pub fn client(ctx: &Ctx) -> String {
         .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
 }
 
-/// A login attempt through the (throttled) domain, counted in the metrics and audited.
+/// A login attempt through the (throttled) domain, counted in the metrics and audited;
+/// its refresh token is handed out by `channel`.
 pub async fn attempt_login(
     ctx: &Ctx,
     username: &str,
     password: &Password,
+    channel: Channel,
 ) -> Result<TokenPair, AuthError> {
     let client_ip = ctx.client_ip();
     let result = ctx
         .state
         .authority
-        .login(&ctx.settings, username, password, client_ip, ctx.now)
+        .login(
+            &ctx.settings,
+            username,
+            password,
+            client_ip,
+            channel,
+            ctx.now,
+        )
         .await;
     // Only an existing account's name reaches the log: what was typed into the username
     // field may be a password (API.md Conventions).

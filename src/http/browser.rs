@@ -1,7 +1,8 @@
 //! The browser routes of API.md "Browser sessions and forward-auth": `GET /login` (silent
 //! refresh, else the form), `POST /login` (sets the session cookies) and `POST /logout`
-//! (revokes the session, clears the cookies). They exist only while `cookie.enabled`, and
-//! answer errors as HTML pages.
+//! (revokes the session, clears the cookies). They exist only while `cookie.enabled`,
+//! answer errors as HTML pages, refuse to act on tossed cookies and expire the refresh
+//! cookie of rev 3.
 
 use std::collections::HashMap;
 
@@ -12,7 +13,9 @@ use warp::reply::Response;
 
 use super::audit::{RefreshOutcome, RefreshVia, attempt_login, client, record_refresh};
 use super::cookies::{
-    check_login_form_origin, check_same_site, clear_cookie, cookie, refresh_cookie_name, set_cookie,
+    Presented, carries_rev3_refresh_cookie, check_login_form_origin, check_same_site,
+    clear_access_cookie, clear_refresh_cookie, cookie, presented, refresh_cookie_name,
+    rev3_refresh_expiry, set_access_cookie, set_refresh_cookie, tossed,
 };
 use super::error::ApiError;
 use super::pages::{LoginForm, add_page_headers, error_page, login_page};
@@ -21,7 +24,7 @@ use super::request::{Accepts, Ctx, RawBody, decode_optional_body};
 use crate::auth::AuthError;
 use crate::auth::password::Password;
 use crate::auth::redirect::{RedirectTarget, check_redirect};
-use crate::auth::service::{RefreshToken, Refreshed, TokenPair};
+use crate::auth::service::{Channel, RefreshToken, Refreshed, TokenPair};
 
 /// `/login`, every method: `404` while cookies are disabled and `405` (as a page, with
 /// `allow`) for a method it does not take, so the path never reaches the JSON fallback.
@@ -39,7 +42,7 @@ pub async fn login(
         Method::POST => login_submit(&ctx, raw, &query).await,
         _ => Err(ApiError::method_not_allowed(allow)),
     };
-    result.unwrap_or_else(error_page)
+    finish(&ctx, result)
 }
 
 /// `/logout`, every method, as [`login`] does.
@@ -56,7 +59,71 @@ pub async fn logout(
         Method::POST => logout_submit(&ctx, raw, &query).await,
         _ => Err(ApiError::method_not_allowed(allow)),
     };
-    result.unwrap_or_else(error_page)
+    finish(&ctx, result)
+}
+
+/// The answer of a browser route: errors as pages, and the refresh cookie of rev 3 expired
+/// when the request carried one.
+fn finish(ctx: &Ctx, result: Result<Response, ApiError>) -> Response {
+    let mut response = result.unwrap_or_else(error_page);
+    expire_rev3_refresh_cookie(ctx, &mut response);
+    response
+}
+
+/// Adds a `Set-Cookie` removing the rev-3 refresh cookie (`Domain=<cookie.domain>`, sent to
+/// every sibling) when the request carried it, in front of the answer's other cookies.
+///
+/// Under `Secure` it has a name of its own, so seeing it is knowing it. Without, it shares
+/// the current refresh cookie's name and one such cookie may well be the current one: then
+/// it is expired only where the current one is set or cleared, or when two of the name
+/// arrive (an upgraded browser holding both), so the answers that leave the refresh cookie
+/// alone (the grace, the form) stay free of it. Either way the expiry comes first: where the
+/// two are one cookie in the browser (the login host is `cookie.domain` itself), the cookie
+/// set after it is the one that stays.
+fn expire_rev3_refresh_cookie(ctx: &Ctx, response: &mut Response) {
+    let config = &ctx.settings.config.cookie;
+    let Some(expiry) = rev3_refresh_expiry(config) else {
+        return;
+    };
+    if !carries_rev3_refresh_cookie(&ctx.headers, config) {
+        return;
+    }
+    let headers = response.headers_mut();
+    if !config.secure {
+        let name = format!("{}=", refresh_cookie_name(config));
+        let sets_refresh_cookie = headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .any(|value| value.as_bytes().starts_with(name.as_bytes()));
+        let both_arrived =
+            presented(&ctx.headers, &refresh_cookie_name(config)) == Presented::Several;
+        if !sets_refresh_cookie && !both_arrived {
+            return;
+        }
+    }
+    let others: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+    headers.remove(SET_COOKIE);
+    headers.append(SET_COOKIE, expiry);
+    for value in others {
+        headers.append(SET_COOKIE, value);
+    }
+}
+
+/// Refuses a request carrying two cookies of the access or the refresh cookie's name: one
+/// of them was planted by a sibling sub-domain (cookie tossing) and there is no telling
+/// which. Answering with anything that leads back to an app (a silent refresh, a login)
+/// would loop — the app's `/v1/verify` sees the pair again and sends the browser back here —
+/// and clearing our cookies would leave the planted one alone in charge. So: a `400` page
+/// saying what to do; the session cookies stay as they are.
+fn check_not_tossed(ctx: &Ctx) -> Result<(), ApiError> {
+    if !tossed(&ctx.headers, &ctx.settings.config.cookie) {
+        return Ok(());
+    }
+    tracing::warn!(target: "audit", event = "cookie_tossing", client = %client(ctx), "two session cookies of one name: refused");
+    Err(ApiError::invalid_request(
+        "Your browser sent two session cookies of the same name; another site under this \
+         domain may have set one. Delete this site's cookies, then sign in again.",
+    ))
 }
 
 /// The `rd` of a request, checked: `None` when absent or empty, `400` when not allowed.
@@ -87,27 +154,19 @@ fn set_session_cookies(ctx: &Ctx, response: &mut Response, pair: &TokenPair) {
     let headers = response.headers_mut();
     headers.append(
         SET_COOKIE,
-        set_cookie(config, &config.name, &pair.access_token, pair.expires_in),
+        set_access_cookie(config, &pair.access_token, pair.expires_in),
     );
     headers.append(
         SET_COOKIE,
-        set_cookie(
-            config,
-            &refresh_cookie_name(config),
-            pair.refresh_token.expose(),
-            pair.refresh_expires_in,
-        ),
+        set_refresh_cookie(config, pair.refresh_token.expose(), pair.refresh_expires_in),
     );
 }
 
 fn clear_session_cookies(ctx: &Ctx, response: &mut Response) {
     let config = &ctx.settings.config.cookie;
     let headers = response.headers_mut();
-    headers.append(SET_COOKIE, clear_cookie(config, &config.name));
-    headers.append(
-        SET_COOKIE,
-        clear_cookie(config, &refresh_cookie_name(config)),
-    );
+    headers.append(SET_COOKIE, clear_access_cookie(config));
+    headers.append(SET_COOKIE, clear_refresh_cookie(config));
 }
 
 /// `GET /login`: with a valid refresh cookie, refresh silently and go back to `rd`;
@@ -116,6 +175,7 @@ async fn login_page_or_refresh(
     ctx: &Ctx,
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    check_not_tossed(ctx)?;
     let rd = redirect_target(ctx, query.get("rd").map(String::as_str))?;
     let form = LoginForm {
         rd: rd.as_ref(),
@@ -129,7 +189,7 @@ async fn login_page_or_refresh(
     let result = ctx
         .state
         .authority
-        .refresh(&ctx.settings, &presented, config.refresh_grace, ctx.now)
+        .refresh(&ctx.settings, &presented, Channel::Cookie, ctx.now)
         .await;
     let outcome = match &result {
         Ok(Refreshed::Rotated(pair)) => RefreshOutcome::Rotated {
@@ -154,7 +214,7 @@ async fn login_page_or_refresh(
             let mut response = see_other(rd.as_ref());
             response.headers_mut().append(
                 SET_COOKIE,
-                set_cookie(config, &config.name, &access_token, expires_in),
+                set_access_cookie(config, &access_token, expires_in),
             );
             Ok(response)
         }
@@ -207,6 +267,8 @@ async fn login_submit(
     // A login form posted from another site would sign the browser in as someone else.
     // The only route that lets the login page's own `Origin: null` post through.
     check_login_form_origin(&ctx.headers, &ctx.settings.config.cookie)?;
+    // Signing in here would send the browser back to an app that still sees both.
+    check_not_tossed(ctx)?;
     let body = match decode_optional_body::<LoginJson, LoginFields>(ctx, raw, Accepts::JsonOrForm) {
         Ok(Some(body)) => body,
         Ok(None) => return Err(ApiError::invalid_request("request body is required")),
@@ -217,7 +279,7 @@ async fn login_submit(
         body.rd.as_deref().or(query.get("rd").map(String::as_str)),
     )?;
     let password = Password::new(body.password);
-    match attempt_login(ctx, &body.username, &password).await {
+    match attempt_login(ctx, &body.username, &password, Channel::Cookie).await {
         Ok(pair) => {
             let mut response = see_other(rd.as_ref());
             set_session_cookies(ctx, &mut response, &pair);
@@ -302,6 +364,9 @@ async fn logout_submit(
     raw: RawBody,
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    // Which session the cookies name cannot be told, and clearing ours would leave the
+    // planted ones in charge.
+    check_not_tossed(ctx)?;
     let body = decode_optional_body::<LogoutJson, LogoutFields>(ctx, raw, Accepts::JsonOrForm)?
         .unwrap_or_default();
     let rd = redirect_target(

@@ -1,6 +1,7 @@
-//! The browser-session cookies of API.md: reading them from `Cookie`, writing and clearing
-//! them with the configured attributes, and the cross-site check that every
-//! cookie-authenticated state change must pass.
+//! The browser-session cookies of API.md: reading them from `Cookie` (where two of one name
+//! count as none), writing and clearing them with the configured attributes, expiring the
+//! refresh cookie of rev 3, and the cross-site check that every cookie-authenticated state
+//! change must pass.
 
 use http::Method;
 use http::header::{COOKIE, HOST, HeaderMap, HeaderValue, ORIGIN};
@@ -14,39 +15,132 @@ const X_FORWARDED_METHOD: &str = "x-forwarded-method";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
 const X_ORIGINAL_URL: &str = "x-original-url";
 
-/// The name of the refresh cookie that goes with the access cookie `name`.
+/// The name of the refresh cookie: `__Host-<cookie.name>_refresh` under `Secure`, so that
+/// browsers refuse it from anyone but authd's own host over HTTPS without a `Domain`
+/// (sibling sub-domains can neither read nor plant it); else `<cookie.name>_refresh`.
 pub fn refresh_cookie_name(config: &CookieConfig) -> String {
+    if config.secure {
+        format!("__Host-{}_refresh", config.name)
+    } else {
+        rev3_refresh_cookie_name(config)
+    }
+}
+
+/// The refresh cookie's name before rev 4, when it carried the access cookie's `Domain`.
+fn rev3_refresh_cookie_name(config: &CookieConfig) -> String {
     format!("{}_refresh", config.name)
 }
 
-/// The value of the first cookie called `name` in the request's `Cookie` headers.
-///
-/// When a browser holds two cookies of one name (say a host-only one and a domain one),
-/// it sends the more specific first; that is the one used.
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
+/// What a request's `Cookie` headers hold under one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'h> {
+    Absent,
+    One(&'h str),
+    /// Two or more: a browser holding ours and one a sibling sub-domain planted under the
+    /// parent domain (cookie tossing) sends both, in an order the sibling can influence
+    /// (a longer `Path` goes first), so neither can be trusted.
+    Several,
+}
+
+/// The cookies called `name` in the request's `Cookie` headers.
+pub fn presented<'h>(headers: &'h HeaderMap, name: &str) -> Presented<'h> {
+    let mut values = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|line| line.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| key.trim() == name)
+        .filter(|(key, _)| key.trim() == name)
         .map(|(_, value)| {
             let value = value.trim();
             value
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value)
-        })
-        .filter(|value| !value.is_empty())
+        });
+    match (values.next(), values.next()) {
+        (None, _) => Presented::Absent,
+        (Some(value), None) => Presented::One(value),
+        (Some(_), Some(_)) => Presented::Several,
+    }
+}
+
+/// The value of the cookie called `name`, when the request carries exactly one, not empty.
+/// Two of one name count as none (see [`Presented::Several`]); every reader of the session
+/// cookies goes through here, `/v1/verify` and the bearer routes included.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    match presented(headers, name) {
+        Presented::One(value) if !value.is_empty() => Some(value),
+        _ => None,
+    }
+}
+
+/// Whether the request carries two cookies of the access or of the refresh cookie's name:
+/// the browser routes then refuse to act on either.
+pub fn tossed(headers: &HeaderMap, config: &CookieConfig) -> bool {
+    [config.name.clone(), refresh_cookie_name(config)]
+        .iter()
+        .any(|name| presented(headers, name) == Presented::Several)
+}
+
+/// The `Set-Cookie` of the access cookie: `Domain` when configured, so that the apps on
+/// sibling sub-domains receive it.
+pub fn set_access_cookie(config: &CookieConfig, value: &str, max_age: i64) -> HeaderValue {
+    set_cookie(
+        config,
+        &config.name,
+        value,
+        max_age,
+        config.domain.as_deref(),
+    )
+}
+
+/// The `Set-Cookie` of the refresh cookie: host-only, never a `Domain`, so that no app on a
+/// sibling sub-domain ever receives it.
+pub fn set_refresh_cookie(config: &CookieConfig, value: &str, max_age: i64) -> HeaderValue {
+    set_cookie(config, &refresh_cookie_name(config), value, max_age, None)
+}
+
+/// A `Set-Cookie` that removes the access cookie (same `Domain` and `Path` as when set).
+pub fn clear_access_cookie(config: &CookieConfig) -> HeaderValue {
+    set_access_cookie(config, "", 0)
+}
+
+/// A `Set-Cookie` that removes the refresh cookie.
+pub fn clear_refresh_cookie(config: &CookieConfig) -> HeaderValue {
+    set_refresh_cookie(config, "", 0)
+}
+
+/// The refresh cookie of rev 3, when a request carries one that [`rev3_refresh_expiry`]
+/// would remove: `<cookie.name>_refresh`.
+pub fn carries_rev3_refresh_cookie(headers: &HeaderMap, config: &CookieConfig) -> bool {
+    presented(headers, &rev3_refresh_cookie_name(config)) != Presented::Absent
+}
+
+/// A `Set-Cookie` that removes a refresh cookie of rev 3 — `<cookie.name>_refresh` with the
+/// access cookie's attributes, `Domain` included — so that browsers stop sending it to the
+/// siblings. `None` when that cookie is the current refresh cookie (no `Secure`, no
+/// `Domain`: same name, same attributes).
+pub fn rev3_refresh_expiry(config: &CookieConfig) -> Option<HeaderValue> {
+    if !config.secure && config.domain.is_none() {
+        return None;
+    }
+    let name = rev3_refresh_cookie_name(config);
+    Some(set_cookie(config, &name, "", 0, config.domain.as_deref()))
 }
 
 /// A `Set-Cookie` value for `name=value` that lives `max_age` seconds, with the attributes
 /// of API.md: `HttpOnly`, `Path=/`, `SameSite=Lax`, `Secure` unless turned off, and
-/// `Domain` when configured.
-pub fn set_cookie(config: &CookieConfig, name: &str, value: &str, max_age: i64) -> HeaderValue {
+/// `domain` when given.
+fn set_cookie(
+    config: &CookieConfig,
+    name: &str,
+    value: &str,
+    max_age: i64,
+    domain: Option<&str>,
+) -> HeaderValue {
     let mut cookie = format!("{name}={value}; Max-Age={}; Path=/", max_age.max(0));
-    if let Some(domain) = &config.domain {
+    if let Some(domain) = domain {
         cookie.push_str("; Domain=");
         cookie.push_str(domain.strip_prefix('.').unwrap_or(domain));
     }
@@ -57,11 +151,6 @@ pub fn set_cookie(config: &CookieConfig, name: &str, value: &str, max_age: i64) 
     cookie.push_str("; SameSite=Lax");
     // Token characters (base64url, JWS dots) and RFC 6265 names only: always valid.
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// A `Set-Cookie` value that removes `name` (same `Domain` and `Path` as when set).
-pub fn clear_cookie(config: &CookieConfig, name: &str) -> HeaderValue {
-    set_cookie(config, name, "", 0)
 }
 
 /// Whether a request changes state for the purpose of the cross-site check: its method, or
@@ -199,18 +288,70 @@ mod tests {
     }
 
     #[test]
-    fn cookies_carry_the_configured_attributes() {
+    fn two_cookies_of_one_name_count_as_none() {
+        for pairs in [
+            vec![("cookie", "authd=mine; authd=planted")],
+            vec![("cookie", "authd=mine"), ("cookie", "x=1; authd=planted")],
+            vec![("cookie", "authd=; authd=planted")],
+        ] {
+            let h = headers(&pairs);
+            assert_eq!(presented(&h, "authd"), Presented::Several, "{pairs:?}");
+            assert_eq!(cookie(&h, "authd"), None, "{pairs:?}");
+            assert!(tossed(&h, &config()), "{pairs:?}");
+        }
+        let refresh = headers(&[("cookie", "__Host-authd_refresh=a; __Host-authd_refresh=b")]);
+        assert!(tossed(&refresh, &config()));
+        // One of each name is no tossing; neither is a cookie that merely ends alike.
+        let fine = headers(&[("cookie", "authd=a; __Host-authd_refresh=b; xauthd=c")]);
+        assert!(!tossed(&fine, &config()));
+    }
+
+    #[test]
+    fn the_access_cookie_carries_the_domain_and_the_refresh_cookie_never() {
         let mut c = config();
         assert_eq!(
-            set_cookie(&c, "authd", "tok", 900),
+            set_access_cookie(&c, "tok", 900),
             "authd=tok; Max-Age=900; Path=/; Domain=example.com; HttpOnly; Secure; SameSite=Lax"
+        );
+        assert_eq!(
+            set_refresh_cookie(&c, "r", 60),
+            "__Host-authd_refresh=r; Max-Age=60; Path=/; HttpOnly; Secure; SameSite=Lax"
         );
         c.domain = None;
         c.secure = false;
         assert_eq!(
-            clear_cookie(&c, "authd_refresh"),
+            clear_refresh_cookie(&c),
             "authd_refresh=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
         );
+        assert_eq!(
+            clear_access_cookie(&c),
+            "authd=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn the_rev3_refresh_cookie_is_expired_with_its_own_domain() {
+        let mut c = config();
+        assert_eq!(
+            rev3_refresh_expiry(&c).unwrap(),
+            "authd_refresh=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; Secure; SameSite=Lax"
+        );
+        assert!(carries_rev3_refresh_cookie(
+            &headers(&[("cookie", "authd_refresh=old")]),
+            &c
+        ));
+        assert!(!carries_rev3_refresh_cookie(
+            &headers(&[("cookie", "__Host-authd_refresh=new")]),
+            &c
+        ));
+        c.secure = false;
+        assert_eq!(
+            rev3_refresh_expiry(&c).unwrap(),
+            "authd_refresh=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; SameSite=Lax"
+        );
+        // Without `Secure` and `Domain` the rev-3 cookie is the current one.
+        c.domain = None;
+        assert_eq!(rev3_refresh_expiry(&c), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::reply::no_content;
 use super::request::{Accepts, Ctx, RawBody, decode_body, decode_optional_body};
 use super::views::token_response;
 use crate::auth::password::Password;
-use crate::auth::service::RefreshToken;
+use crate::auth::service::{Channel, RefreshToken};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +63,13 @@ pub struct LogoutBody {
 
 pub async fn login(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
     let body: LoginBody = decode_body::<LoginBody, LoginForm>(&ctx, raw, Accepts::JsonOrForm)?;
-    let pair = attempt_login(&ctx, &body.username, &Password::new(body.password)).await?;
+    let pair = attempt_login(
+        &ctx,
+        &body.username,
+        &Password::new(body.password),
+        Channel::Api,
+    )
+    .await?;
     Ok(token_response(&pair))
 }
 

@@ -180,6 +180,7 @@ mod tests {
 
     use super::*;
     use crate::auth::password::Password;
+    use crate::auth::service::Channel;
     use crate::http::testing::{START, test_state};
 
     fn accept(value: &str) -> HeaderMap {
@@ -224,7 +225,7 @@ mod tests {
             .await
             .unwrap();
         let pair = authority
-            .login(&settings, "alice", &password, None, START)
+            .login(&settings, "alice", &password, None, Channel::Api, START)
             .await
             .unwrap();
         let token = Some(pair.access_token.as_str());

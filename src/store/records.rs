@@ -49,6 +49,9 @@ pub struct RefreshRecord {
     pub expires_at: UnixSeconds,
     /// Set once the token has been exchanged for a new one.
     pub rotated_at: Option<UnixSeconds>,
+    /// It was handed out in the browser's refresh cookie (`POST /login`, a cookie refresh),
+    /// not in a JSON body: only such a token gets the cookie's refresh grace.
+    pub issued_in_cookie: bool,
 }
 
 /// What a revocation entry blocks.

@@ -1,6 +1,7 @@
 //! Browser sessions and forward-auth (API.md "Browser sessions and forward-auth"): the
 //! login page and its cookies, silent refresh and its grace window, cookie logout, the
-//! `rd` rules, the cross-site check, and `/v1/verify` as a proxy's forward-auth target.
+//! `rd` rules, the cross-site check, cookies planted by sibling sub-domains, and
+//! `/v1/verify` as a proxy's forward-auth target.
 
 use std::collections::HashMap;
 
@@ -96,19 +97,27 @@ impl Browser {
     }
 }
 
-/// The `Set-Cookie` headers of a response: name → (value, the whole header line).
-struct Cookies(HashMap<String, (String, String)>);
+/// The `Set-Cookie` headers of a response: name → (value, the whole header line) of the
+/// last line of each name (the one a browser ends up with), and every line in order.
+struct Cookies(HashMap<String, (String, String)>, Vec<String>);
 
 impl Cookies {
     fn from(response: &reqwest::Response) -> Cookies {
         let mut cookies = HashMap::new();
+        let mut lines = Vec::new();
         for line in response.headers().get_all(SET_COOKIE) {
             let line = line.to_str().unwrap().to_owned();
             let pair = line.split(';').next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
             cookies.insert(name.to_owned(), (value.to_owned(), line.clone()));
+            lines.push(line);
         }
-        Cookies(cookies)
+        Cookies(cookies, lines)
+    }
+
+    /// Every `Set-Cookie` line, in the order the browser applies them.
+    fn lines(&self) -> Vec<&str> {
+        self.1.iter().map(String::as_str).collect()
     }
 
     fn value(&self, name: &str) -> &str {
@@ -268,11 +277,50 @@ async fn cookies_are_secure_and_domain_scoped_when_configured() {
             .line("sso")
             .ends_with("; Max-Age=300; Path=/; Domain=example.com; HttpOnly; Secure; SameSite=Lax")
     );
-    assert!(
-        cookies.line("sso_refresh").ends_with(
-            "; Max-Age=86400; Path=/; Domain=example.com; HttpOnly; Secure; SameSite=Lax"
+    // The refresh cookie is host-only (apps on sibling sub-domains never receive it) and
+    // `__Host-`, which browsers accept only from this host, over HTTPS, without `Domain`.
+    let refresh = cookies.value("__Host-sso_refresh");
+    assert_eq!(
+        cookies.line("__Host-sso_refresh"),
+        format!(
+            "__Host-sso_refresh={refresh}; Max-Age=86400; Path=/; HttpOnly; Secure; SameSite=Lax"
         )
     );
+    assert!(!cookies.has("sso_refresh"), "no cookie of the rev-3 name");
+    assert_eq!(cookies.lines().len(), 2);
+}
+
+#[tokio::test]
+async fn the_secure_refresh_cookie_works_under_its_host_name_only() {
+    let b = Browser::start_with(&[
+        ("AUTHD__COOKIE__SECURE", "true"),
+        ("AUTHD__COOKIE__DOMAIN", "example.com"),
+    ])
+    .await;
+    b.user("alice", &[]).await;
+    let login = b.form_login("alice").await;
+    let token = login.value("__Host-authd_refresh");
+
+    // Under the rev-3 name the token is a cookie any sibling could have read or set: it
+    // does not sign the browser in.
+    let old_name = b
+        .get_login("", Some(&format!("authd_refresh={token}")))
+        .await;
+    let silent = b
+        .get_login("", Some(&format!("__Host-authd_refresh={token}")))
+        .await;
+
+    assert_html(&old_name, StatusCode::OK);
+    assert!(!Cookies::from(&old_name).has("authd"), "no session");
+    assert_eq!(silent.status(), StatusCode::SEE_OTHER);
+    let renewed = Cookies::from(&silent);
+    assert!(
+        renewed
+            .line("__Host-authd_refresh")
+            .ends_with("; Path=/; HttpOnly; Secure; SameSite=Lax")
+    );
+    assert_ne!(renewed.value("__Host-authd_refresh"), token);
+    assert!(renewed.line("authd").contains("; Domain=example.com;"));
 }
 
 #[tokio::test]
@@ -799,6 +847,309 @@ async fn a_dead_refresh_cookie_gets_the_form_and_is_cleared() {
     );
 }
 
+#[tokio::test]
+async fn an_api_refresh_token_replayed_as_the_cookie_within_the_grace_is_reuse() {
+    // An API client's refresh token, already rotated, falls into the wrong hands; passed
+    // off as a browser's refresh cookie within the grace it must not look like a second
+    // tab: it is reuse, and the whole session ends.
+    let b = Browser::start().await;
+    b.user("alice", &[]).await;
+    let login = b.app.login("alice").await;
+    let stolen = login["refresh_token"].as_str().unwrap();
+    let rotated: Value = b.app.refresh(stolen).await.json().await.unwrap();
+
+    let replay = b
+        .get_login("", Some(&format!("authd_refresh={stolen}")))
+        .await;
+
+    assert_html(&replay, StatusCode::OK);
+    let cleared = Cookies::from(&replay);
+    assert!(cleared.line("authd_refresh").contains("Max-Age=0"));
+    assert!(!cleared.has("authd") || cleared.line("authd").contains("Max-Age=0"));
+    assert!(
+        replay.text().await.unwrap().contains("<form"),
+        "the login form"
+    );
+    assert_eq!(
+        b.app
+            .verify(rotated["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "the session is revoked"
+    );
+    assert_error(
+        b.app
+            .refresh(rotated["refresh_token"].as_str().unwrap())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_cookie_issued_refresh_token_presented_again_within_the_grace_gets_it() {
+    // The counterpart of the replay above: the same timing with a token the form login put
+    // in the cookie is a second tab, and the session lives.
+    let b = Browser::start().await;
+    b.user("alice", &[]).await;
+    let login = b.form_login("alice").await;
+    let first = b.get_login("", Some(&login.refresh())).await;
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let renewed = Cookies::from(&first);
+
+    let again = b.get_login("", Some(&login.refresh())).await;
+
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    let graced = Cookies::from(&again);
+    assert!(!graced.has("authd_refresh"), "no second rotation");
+    assert_eq!(
+        b.verify_with(&graced.access()).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        b.verify_with(&renewed.access()).await.status(),
+        StatusCode::OK,
+        "the session lives"
+    );
+    // And the silently refreshed cookie is itself issued in the cookie: it gets the grace.
+    let second = b.get_login("", Some(&renewed.refresh())).await;
+    assert_eq!(second.status(), StatusCode::SEE_OTHER);
+    let once_more = b.get_login("", Some(&renewed.refresh())).await;
+    assert_eq!(once_more.status(), StatusCode::SEE_OTHER);
+    assert!(!Cookies::from(&once_more).has("authd_refresh"));
+}
+
+// ----- cookies planted by sibling sub-domains (cookie tossing) -----
+
+/// A daemon whose access cookie is shared under `example.com`, alice signed in through the
+/// form, and mallory — who controls some sibling sub-domain — holding a session of his own.
+async fn tossing_setup(secure: bool) -> (Browser, Cookies, Cookies) {
+    let secure = if secure { "true" } else { "false" };
+    let b = Browser::start_with(&[
+        ("AUTHD__COOKIE__SECURE", secure),
+        ("AUTHD__COOKIE__DOMAIN", "example.com"),
+    ])
+    .await;
+    b.user("alice", &[]).await;
+    b.user("mallory", &[]).await;
+    let alice = b.form_login("alice").await;
+    let mallory = b.form_login("mallory").await;
+    (b, alice, mallory)
+}
+
+/// The HTML `400` of a tossed request: no redirect to follow (no loop), no cookie set or
+/// cleared (clearing ours would leave the planted one in charge).
+async fn assert_tossing_page(response: reqwest::Response) {
+    assert_html(&response, StatusCode::BAD_REQUEST);
+    assert!(response.headers().get(LOCATION).is_none());
+    assert!(response.headers().get(SET_COOKIE).is_none());
+    let html = response.text().await.unwrap();
+    assert!(html.contains("two session cookies"), "{html}");
+}
+
+#[tokio::test]
+async fn a_second_access_cookie_planted_by_a_sibling_counts_as_none() {
+    let (b, alice, mallory) = tossing_setup(true).await;
+    let access = |one: &Cookies, other: &Cookies| {
+        format!(
+            "authd={}; authd={}",
+            one.value("authd"),
+            other.value("authd")
+        )
+    };
+
+    // Whatever the order, neither cookie wins: the apps see no session at all ...
+    for cookies in [access(&mallory, &alice), access(&alice, &mallory)] {
+        let verify = b.verify_with(&cookies).await;
+        assert!(verify.headers().get("x-auth-user").is_none());
+        assert_error(verify, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        let me = b
+            .request(Method::GET, "/v1/me")
+            .header(COOKIE, &cookies)
+            .send()
+            .await
+            .unwrap();
+        assert_error(me, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        // ... and the way to the login page ends on a page, not in a redirect loop: the
+        // proxy's redirect leads to /login, which does not send the browser back.
+        let to_login = b
+            .request(Method::GET, "/v1/verify?redirect=1")
+            .header(ACCEPT, "text/html")
+            .header("x-original-url", APP_URL)
+            .header(COOKIE, &cookies)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(to_login.status(), StatusCode::FOUND);
+        let with_refresh = format!(
+            "{cookies}; __Host-authd_refresh={}",
+            alice.value("__Host-authd_refresh")
+        );
+        let rd = format!("?rd={}", percent_encode(APP_URL));
+        assert_tossing_page(b.get_login(&rd, Some(&with_refresh)).await).await;
+        let relogin = b
+            .request(Method::POST, "/login")
+            .header(COOKIE, &cookies)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(format!(
+                "username=alice&password={}&rd={}",
+                percent_encode(PASSWORD),
+                percent_encode(APP_URL)
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_tossing_page(relogin).await;
+        let logout = b
+            .request(Method::POST, "/logout")
+            .header(COOKIE, &with_refresh)
+            .send()
+            .await
+            .unwrap();
+        assert_tossing_page(logout).await;
+    }
+    // Nothing above rotated or revoked alice's session.
+    assert_eq!(
+        b.verify_with(&alice.access()).await.status(),
+        StatusCode::OK
+    );
+    let alice_refresh = format!(
+        "__Host-authd_refresh={}",
+        alice.value("__Host-authd_refresh")
+    );
+    assert_eq!(
+        b.get_login("", Some(&alice_refresh)).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn a_second_refresh_cookie_counts_as_none() {
+    // Without `Secure` the refresh cookie cannot be `__Host-`, so a sibling can plant one
+    // under the parent domain; under `Secure` a second `__Host-` one can only come from
+    // authd's own host, and is refused all the same.
+    for secure in [false, true] {
+        let (b, alice, mallory) = tossing_setup(secure).await;
+        let name = if secure {
+            "__Host-authd_refresh"
+        } else {
+            "authd_refresh"
+        };
+        let both = |one: &Cookies, other: &Cookies| {
+            format!("{name}={}; {name}={}", one.value(name), other.value(name))
+        };
+
+        for cookies in [both(&mallory, &alice), both(&alice, &mallory)] {
+            let rd = format!("?rd={}", percent_encode(APP_URL));
+            let silent = b.get_login(&rd, Some(&cookies)).await;
+            if secure {
+                assert_tossing_page(silent).await;
+            } else {
+                // The only cookie set: expiring a rev-3 cookie of the same name (see
+                // `an_old_refresh_cookie_of_the_same_name_is_expired_before_the_new_one`).
+                assert_html(&silent, StatusCode::BAD_REQUEST);
+                assert!(silent.headers().get(LOCATION).is_none());
+                assert_eq!(
+                    Cookies::from(&silent).lines(),
+                    [
+                        "authd_refresh=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; SameSite=Lax"
+                    ]
+                );
+            }
+        }
+        // Neither session was signed into, rotated or revoked: both refresh tokens still
+        // refresh (a rotated one would be reuse here).
+        for who in [&alice, &mallory] {
+            let refresh = format!("{name}={}", who.value(name));
+            let response = b.get_login("", Some(&refresh)).await;
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "secure: {secure}");
+        }
+    }
+}
+
+// ----- the refresh cookie of rev 3 -----
+
+#[tokio::test]
+async fn login_expires_a_refresh_cookie_of_the_rev3_name_and_domain() {
+    // Rev 3 sent the refresh cookie to every sibling sub-domain (`Domain=example.com`);
+    // a browser upgraded to rev 4 still holds it until authd expires it.
+    let b = Browser::start_with(&[
+        ("AUTHD__COOKIE__SECURE", "true"),
+        ("AUTHD__COOKIE__DOMAIN", "example.com"),
+    ])
+    .await;
+    b.user("alice", &[]).await;
+    let expiry =
+        "authd_refresh=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; Secure; SameSite=Lax";
+
+    let login = b
+        .request(Method::POST, "/login")
+        .header(COOKIE, "authd_refresh=from-rev-3")
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!(
+            "username=alice&password={}",
+            percent_encode(PASSWORD)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let page = b.get_login("", Some("authd_refresh=from-rev-3")).await;
+    let logout = b
+        .request(Method::POST, "/logout")
+        .header(COOKIE, "authd_refresh=from-rev-3")
+        .send()
+        .await
+        .unwrap();
+    let without = b
+        .post_login(&[("username", "alice"), ("password", PASSWORD)])
+        .await;
+
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let set = Cookies::from(&login);
+    assert_eq!(set.lines()[0], expiry, "expired first");
+    assert!(
+        set.value("__Host-authd_refresh").len() > 40,
+        "the new one is set"
+    );
+    assert_eq!(set.lines().len(), 3);
+    assert_html(&page, StatusCode::OK);
+    assert_eq!(Cookies::from(&page).lines(), [expiry]);
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert_eq!(Cookies::from(&logout).lines()[0], expiry);
+    // Only when the browser sends one.
+    assert_eq!(without.status(), StatusCode::SEE_OTHER);
+    assert!(!Cookies::from(&without).lines().contains(&expiry));
+}
+
+#[tokio::test]
+async fn an_old_refresh_cookie_of_the_same_name_is_expired_before_the_new_one() {
+    // Without `Secure` the rev-3 and rev-4 refresh cookies share a name and differ only in
+    // `Domain`: the expiry of the old one goes with every setting of the new one, first,
+    // and the answers that leave the refresh cookie alone carry neither.
+    let b = Browser::start_with(&[("AUTHD__COOKIE__DOMAIN", "example.com")]).await;
+    b.user("alice", &[]).await;
+    let login = b.form_login("alice").await;
+    let expiry = "authd_refresh=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; SameSite=Lax";
+
+    let silent = b.get_login("", Some(&login.refresh())).await;
+    let grace = b.get_login("", Some(&login.refresh())).await;
+
+    assert_eq!(silent.status(), StatusCode::SEE_OTHER);
+    let renewed = Cookies::from(&silent);
+    assert_eq!(renewed.lines()[0], expiry);
+    assert!(
+        renewed
+            .line("authd_refresh")
+            .ends_with("; Path=/; HttpOnly; SameSite=Lax")
+    );
+    assert_ne!(renewed.value("authd_refresh"), "");
+    assert_eq!(grace.status(), StatusCode::SEE_OTHER);
+    let graced = Cookies::from(&grace);
+    assert!(!graced.has("authd_refresh"), "{:?}", graced.lines());
+}
+
 // ----- logout -----
 
 #[tokio::test]
@@ -819,13 +1170,16 @@ async fn cookie_logout_revokes_the_session_clears_both_cookies_and_goes_to_rd() 
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(header(&response, LOCATION), APP_URL);
     let cleared = Cookies::from(&response);
+    // Each cookie cleared with its own attributes: the access cookie with its `Domain`, the
+    // host-only refresh cookie without — and, first, a rev-3 refresh cookie of the same
+    // name and that `Domain`, in case the browser still holds one.
     assert_eq!(
-        cleared.line("authd"),
-        "authd=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; SameSite=Lax"
-    );
-    assert_eq!(
-        cleared.line("authd_refresh"),
-        "authd_refresh=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; SameSite=Lax"
+        cleared.lines(),
+        [
+            "authd_refresh=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; SameSite=Lax",
+            "authd=; Max-Age=0; Path=/; Domain=example.com; HttpOnly; SameSite=Lax",
+            "authd_refresh=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax",
+        ]
     );
     assert_eq!(
         b.verify_with(&cookies.access()).await.status(),

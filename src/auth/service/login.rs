@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::{ATTEMPTS, AuthError, Authority, RefreshToken, TokenPair, refresh_ttl};
+use super::{ATTEMPTS, AuthError, Authority, Channel, RefreshToken, TokenPair, refresh_ttl};
 use crate::auth::Settings;
 use crate::auth::names::Username;
 use crate::auth::password::{Password, Verification};
@@ -25,6 +25,7 @@ impl Authority {
         username: &str,
         password: &Password,
         client: Option<IpAddr>,
+        channel: Channel,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
         let limits = &settings.config.login;
@@ -52,7 +53,7 @@ impl Authority {
         } else {
             user
         };
-        self.start_session(settings, user, now).await
+        self.start_session(settings, user, channel, now).await
     }
 
     /// The enabled user `username` names, when `password` is theirs, and whether the
@@ -105,11 +106,13 @@ impl Authority {
 
     /// Stores the new session, on condition that the account still has the password hash
     /// and generation that were checked: a login that raced a password change or a
-    /// revoke-all leaves no session (`InvalidCredentials`, not counted).
+    /// revoke-all leaves no session (`InvalidCredentials`, not counted). The refresh token's
+    /// record remembers the `channel` it is handed out in.
     pub(super) async fn start_session(
         &self,
         settings: &Settings,
         checked: Shared<UserRecord>,
+        channel: Channel,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
         let refresh_ttl = refresh_ttl(settings);
@@ -132,6 +135,7 @@ impl Authority {
                 issued_at: now,
                 expires_at: now + refresh_ttl,
                 rotated_at: None,
+                issued_in_cookie: channel == Channel::Cookie,
             };
             let mut txn = Txn::default();
             txn.expect_user(&user.record.username, Some(&user))
@@ -250,7 +254,14 @@ mod tests {
         ] {
             let result = domain
                 .authority
-                .login(&domain.settings, name, &password(pass), None, NOW)
+                .login(
+                    &domain.settings,
+                    name,
+                    &password(pass),
+                    None,
+                    Channel::Api,
+                    NOW,
+                )
                 .await;
             assert!(
                 matches!(result, Err(AuthError::InvalidCredentials)),
@@ -267,7 +278,14 @@ mod tests {
         domain.disable("alice").await;
         let result = domain
             .authority
-            .login(&domain.settings, "alice", &password(PASSWORD), None, NOW)
+            .login(
+                &domain.settings,
+                "alice",
+                &password(PASSWORD),
+                None,
+                Channel::Api,
+                NOW,
+            )
             .await;
         assert!(
             matches!(result, Err(AuthError::AccountDisabled)),
@@ -288,7 +306,7 @@ mod tests {
             .unwrap();
         let result = domain
             .authority
-            .start_session(&domain.settings, checked, NOW)
+            .start_session(&domain.settings, checked, Channel::Api, NOW)
             .await;
         assert!(
             matches!(result, Err(AuthError::InvalidCredentials)),
@@ -313,7 +331,7 @@ mod tests {
             .await;
         let pair = domain
             .authority
-            .start_session(&domain.settings, checked, NOW)
+            .start_session(&domain.settings, checked, Channel::Api, NOW)
             .await
             .unwrap();
         let principal = domain
@@ -332,7 +350,14 @@ mod tests {
         // The same account, logged into under other parameters.
         domain
             .authority
-            .login(&cheaper.settings, "alice", &password(PASSWORD), None, NOW)
+            .login(
+                &cheaper.settings,
+                "alice",
+                &password(PASSWORD),
+                None,
+                Channel::Api,
+                NOW,
+            )
             .await
             .unwrap();
         let after = domain.authority.store.user("alice").unwrap();
@@ -354,6 +379,7 @@ mod tests {
                         "alice",
                         &password(pass),
                         Some(client.parse().unwrap()),
+                        crate::auth::service::Channel::Api,
                         NOW,
                     )
                     .await

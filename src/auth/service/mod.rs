@@ -20,7 +20,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 pub use error::{AuthError, TokenRejection};
-pub use refresh::Refreshed;
+pub use refresh::{Channel, Refreshed};
 pub use revocations::RevocationTarget;
 pub use users::{User, UserChanges};
 pub use verify::Principal;

@@ -1,7 +1,8 @@
 //! Exchanging a refresh token (rotation): one compare-and-swap on the token's record, so
 //! of concurrent uses exactly one rotates. A token presented again is reuse and ends its
-//! session — unless it comes back within the caller's grace window (a browser's parallel
-//! tabs), which yields a fresh access token for the same session instead.
+//! session — unless it was issued in the browser's refresh cookie, comes back in it, and
+//! within `cookie.refresh_grace` (a browser's parallel tabs): that yields a fresh access
+//! token for the same session instead.
 
 use std::time::Duration;
 
@@ -13,6 +14,18 @@ use crate::store::{
 
 const UNKNOWN: &str = "refresh token is invalid or expired";
 const REUSED: &str = "refresh token was already used";
+
+/// The way a refresh token travels between authd and its holder. A new token goes back the
+/// way the request that earned it came, and its record remembers which: only a token
+/// issued in the cookie gets the cookie's grace (API.md), so a token an API client holds
+/// cannot be replayed as a cookie to dodge reuse detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// A JSON body: `POST /v1/login`, `POST /v1/token/refresh`.
+    Api,
+    /// The browser's refresh cookie: `POST /login`, the silent refresh of `GET /login`.
+    Cookie,
+}
 
 /// What a refresh token was exchanged for.
 #[derive(Debug)]
@@ -31,14 +44,15 @@ pub enum Refreshed {
 }
 
 impl Authority {
-    /// Exchanges `presented` for a new pair. A token rotated less than `grace` ago yields
-    /// [`Refreshed::Grace`]; otherwise a rotated token is reuse and ends its whole session.
-    /// The API passes no grace; browser cookies get `cookie.refresh_grace`.
+    /// Exchanges `presented`, which came by `channel`, for a new pair handed out the same
+    /// way. A rotated token is reuse and ends its whole session, except that one issued in
+    /// the cookie, presented in the cookie less than `cookie.refresh_grace` after its
+    /// rotation, yields [`Refreshed::Grace`].
     pub async fn refresh(
         &self,
         settings: &Settings,
         presented: &RefreshToken,
-        grace: Duration,
+        channel: Channel,
         now: UnixSeconds,
     ) -> Result<Refreshed, AuthError> {
         let old_hash = presented.hash();
@@ -49,6 +63,11 @@ impl Authority {
                 .await?
                 .ok_or(AuthError::InvalidGrant(UNKNOWN))?;
             if let Some(rotated_at) = record.record.rotated_at {
+                let grace = if channel == Channel::Cookie && record.record.issued_in_cookie {
+                    settings.config.cookie.refresh_grace
+                } else {
+                    Duration::ZERO
+                };
                 let sid = record.record.sid;
                 if within_grace(rotated_at, grace, now) {
                     let (_, user) = self
@@ -101,6 +120,7 @@ impl Authority {
                         issued_at: now,
                         expires_at,
                         rotated_at: None,
+                        issued_in_cookie: channel == Channel::Cookie,
                     },
                 )
                 .put_session(renewed);
@@ -126,10 +146,7 @@ impl Authority {
         presented: &RefreshToken,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
-        match self
-            .refresh(settings, presented, Duration::ZERO, now)
-            .await?
-        {
+        match self.refresh(settings, presented, Channel::Api, now).await? {
             Refreshed::Rotated(pair) => Ok(pair),
             // Cannot happen without a grace; refusing is the safe answer.
             Refreshed::Grace { .. } => Err(AuthError::InvalidGrant(REUSED)),
@@ -200,20 +217,37 @@ mod tests {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod flow_tests {
-    use super::super::testing::{Domain, NOW};
+    use super::super::testing::{Domain, NOW, PASSWORD};
     use super::*;
+    use crate::auth::password::Password;
     use crate::auth::service::TokenRejection;
 
     async fn refresh(
         domain: &Domain,
         token: &RefreshToken,
-        grace: u64,
+        channel: Channel,
         now: i64,
     ) -> Result<Refreshed, AuthError> {
         domain
             .authority
-            .refresh(&domain.settings, token, Duration::from_secs(grace), now)
+            .refresh(&domain.settings, token, channel, now)
             .await
+    }
+
+    /// A login through the browser's form: its refresh token is issued in the cookie.
+    async fn cookie_login(domain: &Domain, username: &str) -> TokenPair {
+        domain
+            .authority
+            .login(
+                &domain.settings,
+                username,
+                &Password::new(PASSWORD.into()),
+                None,
+                Channel::Cookie,
+                NOW,
+            )
+            .await
+            .unwrap()
     }
 
     fn rotated(result: Result<Refreshed, AuthError>) -> TokenPair {
@@ -223,19 +257,38 @@ mod flow_tests {
         }
     }
 
+    /// Whether the stored record of `token` says it was issued in the cookie.
+    async fn issued_in_cookie(domain: &Domain, token: &RefreshToken) -> bool {
+        let record = domain.authority.store.refresh(&token.hash()).await;
+        record.unwrap().unwrap().record.issued_in_cookie
+    }
+
+    fn assert_session_revoked(domain: &Domain, pair: &TokenPair, now: i64) {
+        let refused = domain
+            .authority
+            .authenticate(&domain.settings, &pair.access_token, now);
+        assert!(
+            matches!(
+                refused,
+                Err(AuthError::InvalidToken(TokenRejection::Revoked))
+            ),
+            "{refused:?}"
+        );
+    }
+
     #[tokio::test]
     async fn refresh_rotates_and_the_new_pair_works() {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
         let first = domain.login("alice").await;
-        let second = rotated(refresh(&domain, &first.refresh_token, 0, NOW + 60).await);
+        let second = rotated(refresh(&domain, &first.refresh_token, Channel::Api, NOW + 60).await);
         assert_eq!(second.sid, first.sid);
         assert_ne!(second.refresh_token, first.refresh_token);
         domain
             .authority
             .authenticate(&domain.settings, &second.access_token, NOW + 60)
             .unwrap();
-        let third = rotated(refresh(&domain, &second.refresh_token, 0, NOW + 120).await);
+        let third = rotated(refresh(&domain, &second.refresh_token, Channel::Api, NOW + 120).await);
         let session = domain.authority.store.session(&third.sid).unwrap();
         assert_eq!(session.record.last_refreshed_at, NOW + 120);
     }
@@ -245,20 +298,14 @@ mod flow_tests {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
         let first = domain.login("alice").await;
-        let second = rotated(refresh(&domain, &first.refresh_token, 0, NOW).await);
-        let reuse = refresh(&domain, &first.refresh_token, 0, NOW).await;
+        let second = rotated(refresh(&domain, &first.refresh_token, Channel::Api, NOW).await);
+        let reuse = refresh(&domain, &first.refresh_token, Channel::Api, NOW).await;
         assert!(
             matches!(reuse, Err(AuthError::InvalidGrant(REUSED))),
             "{reuse:?}"
         );
-        let refused = domain
-            .authority
-            .authenticate(&domain.settings, &second.access_token, NOW);
-        assert!(matches!(
-            refused,
-            Err(AuthError::InvalidToken(TokenRejection::Revoked))
-        ));
-        let after = refresh(&domain, &second.refresh_token, 0, NOW).await;
+        assert_session_revoked(&domain, &second, NOW);
+        let after = refresh(&domain, &second.refresh_token, Channel::Api, NOW).await;
         assert!(
             matches!(after, Err(AuthError::InvalidGrant(UNKNOWN))),
             "{after:?}"
@@ -266,12 +313,12 @@ mod flow_tests {
     }
 
     #[tokio::test]
-    async fn a_token_presented_again_within_the_grace_gets_an_access_token_only() {
+    async fn a_cookie_token_presented_again_within_the_grace_gets_an_access_token_only() {
         let domain = Domain::new().await;
         domain.create_user("alice", &[]).await;
-        let first = domain.login("alice").await;
-        let second = rotated(refresh(&domain, &first.refresh_token, 10, NOW).await);
-        match refresh(&domain, &first.refresh_token, 10, NOW + 9).await {
+        let first = cookie_login(&domain, "alice").await;
+        let second = rotated(refresh(&domain, &first.refresh_token, Channel::Cookie, NOW).await);
+        match refresh(&domain, &first.refresh_token, Channel::Cookie, NOW + 9).await {
             Ok(Refreshed::Grace {
                 access_token, sid, ..
             }) => {
@@ -284,15 +331,81 @@ mod flow_tests {
             other => panic!("expected the grace, got {other:?}"),
         }
         // The grace did not rotate: the token handed out by the rotation still works.
-        let late = refresh(&domain, &first.refresh_token, 10, NOW + 10).await;
+        let late = refresh(&domain, &first.refresh_token, Channel::Cookie, NOW + 10).await;
         assert!(
             matches!(late, Err(AuthError::InvalidGrant(REUSED))),
             "{late:?}"
         );
-        let after = refresh(&domain, &second.refresh_token, 10, NOW + 10).await;
+        let after = refresh(&domain, &second.refresh_token, Channel::Cookie, NOW + 10).await;
         assert!(
             matches!(after, Err(AuthError::InvalidGrant(UNKNOWN))),
             "{after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_api_token_replayed_as_the_cookie_within_the_grace_is_reuse() {
+        // Someone holding an API client's already-rotated refresh token tries to pass it
+        // off as a browser's parallel tab.
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let first = domain.login("alice").await;
+        let second = rotated(refresh(&domain, &first.refresh_token, Channel::Api, NOW).await);
+
+        let replay = refresh(&domain, &first.refresh_token, Channel::Cookie, NOW + 1).await;
+
+        assert!(
+            matches!(replay, Err(AuthError::InvalidGrant(REUSED))),
+            "{replay:?}"
+        );
+        assert_session_revoked(&domain, &second, NOW + 1);
+    }
+
+    #[tokio::test]
+    async fn a_cookie_token_presented_again_on_the_api_is_reuse() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let first = cookie_login(&domain, "alice").await;
+        let second = rotated(refresh(&domain, &first.refresh_token, Channel::Cookie, NOW).await);
+
+        let reuse = refresh(&domain, &first.refresh_token, Channel::Api, NOW + 1).await;
+
+        assert!(
+            matches!(reuse, Err(AuthError::InvalidGrant(REUSED))),
+            "{reuse:?}"
+        );
+        assert_session_revoked(&domain, &second, NOW + 1);
+    }
+
+    #[tokio::test]
+    async fn each_new_token_records_the_channel_it_is_handed_out_in() {
+        let domain = Domain::new().await;
+        domain.create_user("alice", &[]).await;
+        let api = domain.login("alice").await;
+        let browser = cookie_login(&domain, "alice").await;
+        assert!(!issued_in_cookie(&domain, &api.refresh_token).await);
+        assert!(issued_in_cookie(&domain, &browser.refresh_token).await);
+
+        // The answer goes back the way the request came.
+        let into_cookie = rotated(refresh(&domain, &api.refresh_token, Channel::Cookie, NOW).await);
+        let into_body = rotated(refresh(&domain, &browser.refresh_token, Channel::Api, NOW).await);
+
+        assert!(issued_in_cookie(&domain, &into_cookie.refresh_token).await);
+        assert!(!issued_in_cookie(&domain, &into_body.refresh_token).await);
+    }
+
+    #[tokio::test]
+    async fn a_grace_of_zero_seconds_never_applies() {
+        let domain = Domain::with(&[("AUTHD__COOKIE__REFRESH_GRACE", "0s")]).await;
+        domain.create_user("alice", &[]).await;
+        let first = cookie_login(&domain, "alice").await;
+        rotated(refresh(&domain, &first.refresh_token, Channel::Cookie, NOW).await);
+
+        let reuse = refresh(&domain, &first.refresh_token, Channel::Cookie, NOW).await;
+
+        assert!(
+            matches!(reuse, Err(AuthError::InvalidGrant(REUSED))),
+            "{reuse:?}"
         );
     }
 
@@ -302,7 +415,7 @@ mod flow_tests {
         domain.create_user("alice", &[]).await;
         let pair = domain.login("alice").await;
         let results = futures_util::future::join_all(
-            (0..4).map(|_| refresh(&domain, &pair.refresh_token, 0, NOW)),
+            (0..4).map(|_| refresh(&domain, &pair.refresh_token, Channel::Api, NOW)),
         )
         .await;
         let rotations = results
@@ -318,15 +431,21 @@ mod flow_tests {
         domain.create_user("alice", &[]).await;
         let pair = domain.login("alice").await;
         let ttl = refresh_ttl(&domain.settings);
-        let expired = refresh(&domain, &pair.refresh_token, 0, NOW + ttl).await;
+        let expired = refresh(&domain, &pair.refresh_token, Channel::Api, NOW + ttl).await;
         assert!(
             matches!(expired, Err(AuthError::InvalidGrant(UNKNOWN))),
             "{expired:?}"
         );
-        let unknown = refresh(&domain, &RefreshToken::new("nope".into()), 0, NOW).await;
+        let unknown = refresh(
+            &domain,
+            &RefreshToken::new("nope".into()),
+            Channel::Api,
+            NOW,
+        )
+        .await;
         assert!(matches!(unknown, Err(AuthError::InvalidGrant(UNKNOWN))));
         domain.disable("alice").await;
-        let disabled = refresh(&domain, &pair.refresh_token, 0, NOW).await;
+        let disabled = refresh(&domain, &pair.refresh_token, Channel::Api, NOW).await;
         assert!(matches!(disabled, Err(AuthError::InvalidGrant(UNKNOWN))));
     }
 }

@@ -315,6 +315,7 @@ mod tests {
                 "alice",
                 &crate::auth::password::Password::new(super::super::testing::PASSWORD.into()),
                 None,
+                crate::auth::service::Channel::Api,
                 NOW,
             )
             .await

@@ -343,6 +343,7 @@ mod tests {
                 "alice",
                 &password(PASSWORD),
                 ip("198.51.100.66"),
+                crate::auth::service::Channel::Api,
                 NOW,
             )
             .await;

@@ -56,6 +56,7 @@ impl Domain {
                 username,
                 &Password::new(PASSWORD.into()),
                 None,
+                super::Channel::Api,
                 now,
             )
             .await

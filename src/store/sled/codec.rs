@@ -1,54 +1,124 @@
 //! How records are laid out in sled's values: a format byte, then (from format 2) the
-//! record's version, then the record in bincode. Format 1 records (before versions were
-//! kept) still load, as version 0.
+//! record's version, then the record in bincode. bincode is not self-describing, so a record
+//! whose fields change gets a new format: format 3 holds today's layouts, formats 1 and 2
+//! the layouts before the refresh record learnt `issued_in_cookie`. Records of every format
+//! still load (format 1, from before versions were kept, as version 0).
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
-use crate::store::records::{Version, Versioned};
+use crate::store::records::{
+    RefreshRecord, RevocationRecord, SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
+};
 
-/// Format 1: `[1] ‖ bincode(record)`.
+/// Format 1: `[1] ‖ bincode(record in its format-1/2 layout)`.
 const FORMAT_UNVERSIONED: u8 = 1;
-/// Format 2: `[2] ‖ version (u64, big-endian) ‖ bincode(record)`.
+/// Format 2: `[2] ‖ version (u64, big-endian) ‖ bincode(record in its format-1/2 layout)`.
 const FORMAT_VERSIONED: u8 = 2;
+/// Format 3: `[3] ‖ version (u64, big-endian) ‖ bincode(record)`, today's layouts.
+const FORMAT_CURRENT: u8 = 3;
 
-pub(super) fn encode<T: Serialize>(version: Version, record: &T) -> Result<Vec<u8>, StoreError> {
+/// A record type sled stores, with the layout formats 1 and 2 hold it in.
+pub(super) trait Stored: Serialize + DeserializeOwned {
+    /// The record as formats 1 and 2 laid it out: the record itself while its fields have
+    /// not changed since.
+    type Legacy: DeserializeOwned + Into<Self>;
+}
+
+impl Stored for UserRecord {
+    type Legacy = Self;
+}
+
+impl Stored for SessionRecord {
+    type Legacy = Self;
+}
+
+impl Stored for RevocationRecord {
+    type Legacy = Self;
+}
+
+impl Stored for RefreshRecord {
+    type Legacy = LegacyRefreshRecord;
+}
+
+/// A refresh record of formats 1 and 2, from before `issued_in_cookie`: those tokens were
+/// all issued under rev 3, which did not record how, so none gets the cookie grace.
+#[derive(Deserialize)]
+pub(super) struct LegacyRefreshRecord {
+    sid: String,
+    issued_at: UnixSeconds,
+    expires_at: UnixSeconds,
+    rotated_at: Option<UnixSeconds>,
+}
+
+impl From<LegacyRefreshRecord> for RefreshRecord {
+    fn from(old: LegacyRefreshRecord) -> RefreshRecord {
+        RefreshRecord {
+            sid: old.sid,
+            issued_at: old.issued_at,
+            expires_at: old.expires_at,
+            rotated_at: old.rotated_at,
+            issued_in_cookie: false,
+        }
+    }
+}
+
+pub(super) fn encode<T: Stored>(version: Version, record: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = Vec::with_capacity(64);
-    bytes.push(FORMAT_VERSIONED);
+    bytes.push(FORMAT_CURRENT);
     bytes.extend_from_slice(&version.to_be_bytes());
     bincode::serde::encode_into_std_write(record, &mut bytes, bincode::config::standard())
         .map_err(|err| StoreError::Unavailable(format!("cannot encode a record: {err}")))?;
     Ok(bytes)
 }
 
-pub(super) fn decode<T: DeserializeOwned>(
+pub(super) fn decode<T: Stored>(
     bytes: &[u8],
     space: &'static str,
 ) -> Result<Versioned<T>, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { space, reason };
-    let (version, body) = match bytes.split_first() {
-        Some((&FORMAT_UNVERSIONED, body)) => (0, body),
-        Some((&FORMAT_VERSIONED, rest)) => {
-            let (version, body) = rest
-                .split_first_chunk::<8>()
-                .ok_or_else(|| corrupt("truncated version".into()))?;
-            (u64::from_be_bytes(*version), body)
+    let truncated = || corrupt("truncated version".into());
+    let (format, rest) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt("empty record".into()))?;
+    let (version, record) = match *format {
+        FORMAT_UNVERSIONED => (0, body::<T::Legacy>(rest).map(Into::into)),
+        FORMAT_VERSIONED => {
+            let (version, body_bytes) = split_version(rest).ok_or_else(truncated)?;
+            (version, body::<T::Legacy>(body_bytes).map(Into::into))
         }
-        Some((format, _)) => return Err(corrupt(format!("unknown record format {format}"))),
-        None => return Err(corrupt("empty record".into())),
+        FORMAT_CURRENT => {
+            let (version, body_bytes) = split_version(rest).ok_or_else(truncated)?;
+            (version, body::<T>(body_bytes))
+        }
+        format => return Err(corrupt(format!("unknown record format {format}"))),
     };
-    let (record, _) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map_err(|err| corrupt(err.to_string()))?;
-    Ok(Versioned { version, record })
+    Ok(Versioned {
+        version,
+        record: record.map_err(corrupt)?,
+    })
+}
+
+/// The version in front of a format-2 or -3 body, and the body.
+fn split_version(rest: &[u8]) -> Option<(Version, &[u8])> {
+    rest.split_first_chunk::<8>()
+        .map(|(version, body)| (u64::from_be_bytes(*version), body))
+}
+
+/// The bincode body of a record, in layout `L`.
+fn body<L: DeserializeOwned>(bytes: &[u8]) -> Result<L, String> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(record, _)| record)
+        .map_err(|err| err.to_string())
 }
 
 /// The version of an encoded record, without decoding the rest.
 pub(super) fn version_of(bytes: &[u8]) -> Version {
     match bytes.split_first() {
-        Some((&FORMAT_VERSIONED, rest)) => rest
-            .split_first_chunk::<8>()
-            .map_or(0, |(version, _)| u64::from_be_bytes(*version)),
+        Some((&(FORMAT_VERSIONED | FORMAT_CURRENT), rest)) => {
+            split_version(rest).map_or(0, |(version, _)| version)
+        }
         _ => 0,
     }
 }
@@ -57,33 +127,93 @@ pub(super) fn version_of(bytes: &[u8]) -> Version {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::records::RefreshRecord;
 
     fn record() -> RefreshRecord {
         RefreshRecord {
             sid: "s1".into(),
             issued_at: 1,
             expires_at: 2,
-            rotated_at: None,
+            rotated_at: Some(3),
+            issued_in_cookie: true,
+        }
+    }
+
+    /// The refresh record's fields as formats 1 and 2 wrote them (rev 3's struct).
+    #[derive(Serialize)]
+    struct Rev3RefreshRecord {
+        sid: String,
+        issued_at: UnixSeconds,
+        expires_at: UnixSeconds,
+        rotated_at: Option<UnixSeconds>,
+    }
+
+    fn rev3_body() -> Vec<u8> {
+        let old = Rev3RefreshRecord {
+            sid: "s1".into(),
+            issued_at: 1,
+            expires_at: 2,
+            rotated_at: Some(3),
+        };
+        bincode::serde::encode_to_vec(old, bincode::config::standard()).unwrap()
+    }
+
+    /// What a rev-3 refresh record becomes: the same token, never issued in a cookie.
+    fn upgraded() -> RefreshRecord {
+        RefreshRecord {
+            issued_in_cookie: false,
+            ..record()
         }
     }
 
     #[test]
     fn records_round_trip_with_their_version() {
         let bytes = encode(42, &record()).unwrap();
-        assert_eq!(bytes[0], FORMAT_VERSIONED);
+        assert_eq!(bytes[0], FORMAT_CURRENT);
         assert_eq!(version_of(&bytes), 42);
         let decoded: Versioned<RefreshRecord> = decode(&bytes, "refresh_tokens").unwrap();
         assert_eq!((decoded.version, decoded.record), (42, record()));
     }
 
     #[test]
+    fn format_two_refresh_records_load_in_the_new_layout_as_not_issued_in_a_cookie() {
+        let mut bytes = vec![FORMAT_VERSIONED];
+        bytes.extend(7u64.to_be_bytes());
+        bytes.extend(rev3_body());
+        let decoded: Versioned<RefreshRecord> = decode(&bytes, "refresh_tokens").unwrap();
+        assert_eq!((decoded.version, decoded.record), (7, upgraded()));
+        assert_eq!(version_of(&bytes), 7);
+    }
+
+    #[test]
     fn format_one_records_load_as_version_zero() {
         let mut bytes = vec![FORMAT_UNVERSIONED];
-        bytes.extend(bincode::serde::encode_to_vec(record(), bincode::config::standard()).unwrap());
+        bytes.extend(rev3_body());
         let decoded: Versioned<RefreshRecord> = decode(&bytes, "refresh_tokens").unwrap();
-        assert_eq!((decoded.version, decoded.record), (0, record()));
+        assert_eq!((decoded.version, decoded.record), (0, upgraded()));
         assert_eq!(version_of(&bytes), 0);
+    }
+
+    #[test]
+    fn records_whose_layout_did_not_change_load_from_every_format() {
+        let session = SessionRecord {
+            sid: "s1".into(),
+            username: "alice".into(),
+            account_id: 1,
+            generation: 2,
+            created_at: 3,
+            last_refreshed_at: 4,
+            expires_at: 5,
+            access_expires_at: 6,
+        };
+        let body = bincode::serde::encode_to_vec(&session, bincode::config::standard()).unwrap();
+        let current = encode(9, &session).unwrap();
+        let mut old = vec![FORMAT_VERSIONED];
+        old.extend(9u64.to_be_bytes());
+        old.extend(&body);
+        for bytes in [current, old] {
+            let decoded: Versioned<SessionRecord> = decode(&bytes, "sessions").unwrap();
+            assert_eq!((decoded.version, &decoded.record), (9, &session));
+        }
     }
 
     #[test]
@@ -92,6 +222,11 @@ mod tests {
         bytes[0] = 9;
         assert!(decode::<RefreshRecord>(&bytes, "t").is_err());
         assert!(decode::<RefreshRecord>(&[FORMAT_VERSIONED, 0, 0], "t").is_err());
+        assert!(decode::<RefreshRecord>(&[FORMAT_CURRENT, 0, 0], "t").is_err());
         assert!(decode::<RefreshRecord>(&[], "t").is_err());
+        // A format-3 refresh record cut before its new field is not taken for an old one.
+        let mut cut = encode(1, &record()).unwrap();
+        cut.pop();
+        assert!(decode::<RefreshRecord>(&cut, "t").is_err());
     }
 }

@@ -26,7 +26,7 @@ use super::records::{
     Key, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, SessionRecord, UnixSeconds,
     UserRecord, Version, Versioned,
 };
-use codec::{decode, encode, version_of};
+use codec::{Stored, decode, encode, version_of};
 use flusher::Flusher;
 
 /// sled's default page cache is 1 GiB; an auth daemon's working set is far smaller.
@@ -379,7 +379,7 @@ impl SledBackend {
         Ok((entries, None))
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
+    fn get<T: Stored>(
         tree: &sled::Tree,
         space: &'static str,
         key: &[u8],
