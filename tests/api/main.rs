@@ -16,6 +16,7 @@ mod hardening;
 mod keys;
 mod login;
 mod metrics;
+mod races;
 mod revocation;
 mod sessions;
 mod throttle;
