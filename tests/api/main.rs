@@ -20,4 +20,4 @@ mod races;
 mod revocation;
 mod sessions;
 mod throttle;
-// mod upgrade; (parked on this branch: needs the clock of the http work; enabled at merge)
+mod upgrade;
