@@ -302,11 +302,21 @@ fn field_problem(message: &str) -> String {
     // Drop serde_json's " at line 1 column 7" tail: it means nothing to a client.
     let message = message.split(" at line ").next().unwrap_or(message);
     let about_fields = ["unknown field", "missing field", "duplicate field"];
-    if about_fields
+    if let Some(prefix) = about_fields
         .iter()
-        .any(|prefix| message.starts_with(prefix))
+        .find(|prefix| message.starts_with(**prefix))
     {
-        return message.to_owned();
+        // A field name is echoed only when it looks like one (a typo of ours, `pasword`):
+        // a key is the client's text too, and a crafted one can carry a password.
+        let name = message[prefix.len()..]
+            .trim_start()
+            .strip_prefix('`')
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name);
+        return match name {
+            Some(name) if looks_like_a_field_name(name) => message.to_owned(),
+            _ => format!("{prefix} (its name is not shown)"),
+        };
     }
     match message.rsplit_once(", expected ") {
         Some((_, expected)) if !expected.contains('"') => {
@@ -314,6 +324,14 @@ fn field_problem(message: &str) -> String {
         }
         _ => "a field has the wrong type or value".to_owned(),
     }
+}
+
+/// 1–64 ASCII letters, digits, `_` or `-`: what a field name of any API looks like.
+fn looks_like_a_field_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The query string as key/value pairs (empty when absent or unparsable).
@@ -341,4 +359,39 @@ pub fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<String>)
         }
     };
     Ok((limit, query.get("after").cloned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_problem;
+
+    #[test]
+    fn a_field_name_is_echoed_only_when_it_looks_like_one() {
+        assert_eq!(
+            field_problem("unknown field `pasword`, expected `username` or `password`"),
+            "unknown field `pasword`, expected `username` or `password`"
+        );
+        // A key that carries a form body (and its password) is not repeated.
+        let crafted =
+            "unknown field `a&password=hunter2hunter2`, expected `username` or `password`";
+        let described = field_problem(crafted);
+        assert!(!described.contains("hunter2"), "{described}");
+        assert_eq!(described, "unknown field (its name is not shown)");
+        assert_eq!(
+            field_problem("duplicate field `the password is hunter2`"),
+            "duplicate field (its name is not shown)"
+        );
+        assert_eq!(
+            field_problem("missing field `password` at line 1 column 20"),
+            "missing field `password`"
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_never_repeated() {
+        let described = field_problem(
+            "invalid type: string \"hunter2\", expected a boolean at line 1 column 9",
+        );
+        assert_eq!(described, "wrong type or value, expected a boolean");
+    }
 }
