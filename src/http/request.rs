@@ -307,14 +307,14 @@ fn field_problem(message: &str) -> String {
         .find(|prefix| message.starts_with(**prefix))
     {
         // A field name is echoed only when it looks like one (a typo of ours, `pasword`):
-        // a key is the client's text too, and a crafted one can carry a password.
-        let name = message[prefix.len()..]
-            .trim_start()
-            .strip_prefix('`')
-            .and_then(|rest| rest.split_once('`'))
-            .map(|(name, _)| name);
+        // a key is the client's text too, and a crafted one can carry a password, a
+        // backtick or a line break. The sentence is rebuilt from checked parts.
+        let quoted = message[prefix.len()..].trim_start();
+        let (name, tail) = split_field_name(quoted);
         return match name {
-            Some(name) if looks_like_a_field_name(name) => message.to_owned(),
+            Some(name) if looks_like_a_field_name(name) && !tail.contains('\n') => {
+                format!("{prefix} `{name}`{tail}")
+            }
             _ => format!("{prefix} (its name is not shown)"),
         };
     }
@@ -324,6 +324,18 @@ fn field_problem(message: &str) -> String {
         }
         _ => "a field has the wrong type or value".to_owned(),
     }
+}
+
+/// Splits serde's "`NAME`, expected …" (or "`NAME`") into the name and what follows it. The
+/// name may itself hold backticks, so the split is at serde's own suffix, from the end.
+fn split_field_name(quoted: &str) -> (Option<&str>, &str) {
+    let Some(inner) = quoted.strip_prefix('`') else {
+        return (None, "");
+    };
+    if let Some(at) = inner.rfind("`, expected ") {
+        return (Some(&inner[..at]), &inner[at + 1..]);
+    }
+    (inner.strip_suffix('`'), "")
 }
 
 /// 1–64 ASCII letters, digits, `_` or `-`: what a field name of any API looks like.
@@ -384,6 +396,11 @@ mod tests {
         assert_eq!(
             field_problem("missing field `password` at line 1 column 20"),
             "missing field `password`"
+        );
+        // A name with a backtick and a line break of its own (found by the fuzz target).
+        assert_eq!(
+            field_problem("unknown field `m`\nbophud`, expected `username` or `password`"),
+            "unknown field (its name is not shown)"
         );
     }
 
