@@ -16,12 +16,12 @@ use std::sync::{Arc, LazyLock};
 use authd::app::{App, AppState};
 use authd::auth::names::{Username, is_valid_role, password_problem};
 use authd::auth::redirect;
+use authd::http::account::PasswordBody;
 use authd::http::admin::{CreateUserBody, RevokeBody, UpdateUserBody};
 use authd::http::browser::{LoginFields, LoginJson, LogoutFields, LogoutJson};
 use authd::http::error::ApiError;
-use authd::http::account::PasswordBody;
-use authd::http::tokens::{LoginBody, LoginForm, LogoutBody, RefreshBody, RefreshForm};
 use authd::http::request::{Accepts, Ctx, decode_body, decode_optional_body};
+use authd::http::tokens::{LoginBody, LoginForm, LogoutBody, RefreshBody, RefreshForm};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use libfuzzer_sys::fuzz_target;
@@ -226,6 +226,13 @@ fn foreign_parts(description: &str) -> Vec<&str> {
     if problem == "a field has the wrong type or value" {
         return Vec::new();
     }
+    // A key that does not look like a field name is not quoted at all.
+    if ["unknown field", "missing field", "duplicate field"]
+        .iter()
+        .any(|about| problem == format!("{about} (its name is not shown)"))
+    {
+        return Vec::new();
+    }
     if let Some(expected) = problem.strip_prefix("wrong type or value, expected ") {
         let own = EXPECTATIONS.contains(&expected)
             || expected
@@ -261,10 +268,15 @@ fn foreign_parts(description: &str) -> Vec<&str> {
     vec![description]
 }
 
-/// serde's list of a struct's fields: "one of `a`, `b`" or "`a`".
+/// serde's list of a struct's fields: "one of `a`, `b`, `c`", "`a` or `b`" or "`a`".
 fn is_field_list(list: &str) -> bool {
     let names = list.strip_prefix("one of ").unwrap_or(list);
-    names.split(", ").all(|quoted| {
+    let separator = if list.starts_with("one of ") {
+        ", "
+    } else {
+        " or "
+    };
+    names.split(separator).all(|quoted| {
         quoted
             .strip_prefix('`')
             .and_then(|name| name.strip_suffix('`'))
