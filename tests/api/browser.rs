@@ -57,6 +57,20 @@ impl Browser {
             .request(method, format!("{}{path}", self.app.public))
     }
 
+    /// Sends `method path` carrying `cookies` (a `Cookie` header's value), nothing else.
+    async fn send_with_cookie(
+        &self,
+        method: Method,
+        path: &str,
+        cookies: &str,
+    ) -> reqwest::Response {
+        self.request(method, path)
+            .header(COOKIE, cookies)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn user(&self, username: &str, roles: &[&str]) {
         self.app.add_user(username, roles).await;
     }
@@ -81,11 +95,8 @@ impl Browser {
     }
 
     async fn verify_with(&self, cookies: &str) -> reqwest::Response {
-        self.request(Method::GET, "/v1/verify")
-            .header(COOKIE, cookies)
-            .send()
+        self.send_with_cookie(Method::GET, "/v1/verify", cookies)
             .await
-            .unwrap()
     }
 
     async fn get_login(&self, query: &str, cookies: Option<&str>) -> reqwest::Response {
@@ -495,17 +506,15 @@ async fn verify_accepts_the_cookie_with_identity_headers_and_role_check() {
     let plain = b.verify_with(&alice.access()).await;
     let admin = b.verify_with(&root.access()).await;
     let lacking = b
-        .request(Method::GET, "/v1/verify?role=admin")
-        .header(COOKIE, alice.access())
-        .send()
-        .await
-        .unwrap();
+        .send_with_cookie(Method::GET, "/v1/verify?role=admin", &alice.access())
+        .await;
     let having = b
-        .request(Method::GET, "/v1/verify?role=admin")
-        .header(COOKIE, format!("theme=dark; {}", root.access()))
-        .send()
-        .await
-        .unwrap();
+        .send_with_cookie(
+            Method::GET,
+            "/v1/verify?role=admin",
+            &format!("theme=dark; {}", root.access()),
+        )
+        .await;
 
     assert_eq!(plain.status(), StatusCode::OK);
     assert_eq!(header(&plain, "x-auth-user"), "alice");
@@ -536,17 +545,11 @@ async fn bearer_routes_accept_the_cookie_and_authorization_wins() {
     let cookies = b.form_login("alice").await;
 
     let me = b
-        .request(Method::GET, "/v1/me")
-        .header(COOKIE, cookies.access())
-        .send()
-        .await
-        .unwrap();
+        .send_with_cookie(Method::GET, "/v1/me", &cookies.access())
+        .await;
     let sessions = b
-        .request(Method::GET, "/v1/sessions")
-        .header(COOKIE, cookies.access())
-        .send()
-        .await
-        .unwrap();
+        .send_with_cookie(Method::GET, "/v1/sessions", &cookies.access())
+        .await;
     let bad_bearer = b
         .request(Method::GET, "/v1/me")
         .header(COOKIE, cookies.access())
@@ -965,12 +968,7 @@ async fn a_second_access_cookie_planted_by_a_sibling_counts_as_none() {
         let verify = b.verify_with(&cookies).await;
         assert!(verify.headers().get("x-auth-user").is_none());
         assert_error(verify, StatusCode::UNAUTHORIZED, "invalid_token").await;
-        let me = b
-            .request(Method::GET, "/v1/me")
-            .header(COOKIE, &cookies)
-            .send()
-            .await
-            .unwrap();
+        let me = b.send_with_cookie(Method::GET, "/v1/me", &cookies).await;
         assert_error(me, StatusCode::UNAUTHORIZED, "invalid_token").await;
         // ... and the way to the login page ends on a page, not in a redirect loop: the
         // proxy's redirect leads to /login, which does not send the browser back.
@@ -1003,11 +1001,8 @@ async fn a_second_access_cookie_planted_by_a_sibling_counts_as_none() {
             .unwrap();
         assert_tossing_page(relogin).await;
         let logout = b
-            .request(Method::POST, "/logout")
-            .header(COOKIE, &with_refresh)
-            .send()
-            .await
-            .unwrap();
+            .send_with_cookie(Method::POST, "/logout", &with_refresh)
+            .await;
         assert_tossing_page(logout).await;
     }
     // Nothing above rotated or revoked alice's session.
@@ -1097,11 +1092,8 @@ async fn login_expires_a_refresh_cookie_of_the_rev3_name_and_domain() {
         .unwrap();
     let page = b.get_login("", Some("authd_refresh=from-rev-3")).await;
     let logout = b
-        .request(Method::POST, "/logout")
-        .header(COOKIE, "authd_refresh=from-rev-3")
-        .send()
-        .await
-        .unwrap();
+        .send_with_cookie(Method::POST, "/logout", "authd_refresh=from-rev-3")
+        .await;
     let without = b
         .post_login(&[("username", "alice"), ("password", PASSWORD)])
         .await;
@@ -1201,11 +1193,8 @@ async fn logout_without_rd_is_204_and_finds_the_session_through_the_refresh_cook
 
     // The access cookie has expired (the browser dropped it): only the refresh cookie.
     let response = b
-        .request(Method::POST, "/logout")
-        .header(COOKIE, cookies.refresh())
-        .send()
-        .await
-        .unwrap();
+        .send_with_cookie(Method::POST, "/logout", &cookies.refresh())
+        .await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(Cookies::from(&response).line("authd").contains("Max-Age=0"));
@@ -1504,11 +1493,8 @@ async fn origin_null_is_refused_on_cookie_state_changes_even_when_same_origin() 
         StatusCode::OK
     );
     let sessions: Value = b
-        .request(Method::GET, "/v1/sessions")
-        .header(COOKIE, cookies.access())
-        .send()
+        .send_with_cookie(Method::GET, "/v1/sessions", &cookies.access())
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
