@@ -233,8 +233,9 @@ async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
 }
 
 /// Creates what a first start needs: the data folders, a signing key for the configured
-/// algorithm, and the admin token. Existing files are never overwritten.
-fn prepare_files(config: &Config, clock: &Clock) -> anyhow::Result<()> {
+/// algorithm, and the admin token. Existing files are never overwritten. Public for the
+/// test and fuzz harnesses that build an [`AppState`] from parts, without listeners.
+pub fn prepare_files(config: &Config, clock: &Clock) -> anyhow::Result<()> {
     create_private_dir(&config.storage.path).with_context(|| {
         format!(
             "cannot create the data folder {}",

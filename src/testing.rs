@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::auth::Settings;
-use crate::auth::admin_token::AdminToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::{Store, UnixSeconds};
@@ -48,14 +47,7 @@ pub async fn parts(overrides: &[(&str, &str)]) -> Parts {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
     let config = Config::load_with_env(&shipped, env).expect("the shipped config.toml loads");
     let clock = Clock::manual(START);
-    crate::files::create_private_dir(&config.storage.path).unwrap();
-    crate::auth::keys::ensure_key(
-        &config.jwt.keys_dir,
-        config.jwt.algorithm,
-        clock.system_time(),
-    )
-    .unwrap();
-    AdminToken::create_if_missing(&config.admin.token_file).unwrap();
+    crate::app::prepare_files(&config, &clock).unwrap();
     let store = Store::open_sled(&config.storage.path).await.unwrap();
     let settings = Settings::load(config).unwrap();
     Parts {

@@ -13,15 +13,19 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, LazyLock};
 
-use authd::app::{App, AppState};
 use authd::auth::names::{Username, is_valid_role, password_problem};
+use authd::auth::password::Hasher;
 use authd::auth::redirect;
+use authd::auth::{Authority, Settings};
+use authd::clock::Clock;
 use authd::http::account::PasswordBody;
 use authd::http::admin::{CreateUserBody, RevokeBody, UpdateUserBody};
 use authd::http::browser::{LoginFields, LoginJson, LogoutFields, LogoutJson};
 use authd::http::error::ApiError;
 use authd::http::request::{Accepts, Ctx, decode_body, decode_optional_body};
 use authd::http::tokens::{LoginBody, LoginForm, LogoutBody, RefreshBody, RefreshForm};
+use authd::state::AppState;
+use authd::store::Store;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use libfuzzer_sys::fuzz_target;
@@ -97,10 +101,10 @@ const EXPECTATIONS: [&str; 6] = [
     "field identifier",
 ];
 
+/// The state handlers run against, made from ready parts: the shared harness's
+/// configuration, its files, a store and a manual clock — no listeners.
 struct Daemon {
     state: Arc<AppState>,
-    // Kept alive: the state's store lives in it.
-    _app: App,
     _dir: tempfile::TempDir,
     _runtime: tokio::runtime::Runtime,
 }
@@ -108,13 +112,21 @@ struct Daemon {
 static DAEMON: LazyLock<Daemon> = LazyLock::new(|| {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = harness::in_process_config(dir.path(), &[]);
+    let clock = Clock::manual(1_800_000_000);
+    authd::app::prepare_files(&config, &clock).expect("the daemon's files");
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let app = runtime
-        .block_on(App::build(config))
-        .expect("the daemon builds");
+    let store = runtime
+        .block_on(Store::open_sled(&config.storage.path))
+        .expect("the store opens");
+    let settings = Settings::load(config).expect("the settings load");
+    let state = AppState::new(
+        Authority::new(store, Hasher::new(1), clock.clone()),
+        settings,
+        "127.0.0.1:8081".parse().expect("an address"),
+        clock,
+    );
     Daemon {
-        state: app.state(),
-        _app: app,
+        state: Arc::new(state),
         _dir: dir,
         _runtime: runtime,
     }
