@@ -165,6 +165,7 @@ impl LoginThrottle {
     }
 
     /// How many usernames and addresses are tracked right now.
+    #[cfg(test)]
     pub fn tracked(&self) -> (usize, usize) {
         let sizes = self.sizes();
         (sizes.usernames, sizes.addresses)

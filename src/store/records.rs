@@ -118,15 +118,6 @@ pub enum Key {
     Revocation(RevocationKind, String),
 }
 
-/// One stored record of any kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Record {
-    User(UserRecord),
-    Session(SessionRecord),
-    Refresh(RefreshRecord),
-    Revocation(RevocationRecord),
-}
-
 /// The revision a record was last written at: the commit's position in the store's
 /// commit order. Preconditions compare it; `0` marks a record written before versions
 /// were kept (it still compares exactly).

@@ -164,6 +164,7 @@ impl View {
     }
 
     /// How many jtis are revoked.
+    #[cfg(test)]
     pub fn revoked_jti_count(&self) -> usize {
         read(&self.revoked_jtis.hashes).len()
     }

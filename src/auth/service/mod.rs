@@ -109,11 +109,6 @@ impl Authority {
         &self.throttle
     }
 
-    /// Makes everything durable (blocking; at shutdown).
-    pub fn close_store(&self) -> Result<(), StoreError> {
-        self.store.close()
-    }
-
     /// Issues an access token for `sid` and pairs it with `refresh_token`.
     fn token_pair(
         &self,

@@ -273,6 +273,17 @@ mod tests {
         Password::new(text.into())
     }
 
+    fn stored_hash(domain: &Domain) -> String {
+        domain
+            .authority
+            .store
+            .user("alice")
+            .unwrap()
+            .record
+            .password_hash
+            .clone()
+    }
+
     fn ip(text: &str) -> Option<IpAddr> {
         Some(text.parse().unwrap())
     }
@@ -286,14 +297,7 @@ mod tests {
             .authority
             .authenticate(&domain.settings, &pair.access_token, NOW)
             .unwrap();
-        let hash_before = domain
-            .authority
-            .store
-            .user("alice")
-            .unwrap()
-            .record
-            .password_hash
-            .clone();
+        let hash_before = stored_hash(&domain);
         let change = |current: &'static str, client: &'static str| {
             let (domain, thief) = (&domain, &thief);
             async move {
@@ -326,14 +330,7 @@ mod tests {
                 "{result:?}"
             );
         }
-        let hash_after = domain
-            .authority
-            .store
-            .user("alice")
-            .unwrap()
-            .record
-            .password_hash
-            .clone();
+        let hash_after = stored_hash(&domain);
         assert_eq!(hash_before, hash_after, "nothing changed");
         // The guesses counted as failed logins of that pair: logging in from there is refused too.
         let login = domain
@@ -354,14 +351,7 @@ mod tests {
 
         // Only that pair: from elsewhere the right current password still works.
         change(PASSWORD, "192.0.2.1").await.unwrap();
-        let hash_changed = domain
-            .authority
-            .store
-            .user("alice")
-            .unwrap()
-            .record
-            .password_hash
-            .clone();
+        let hash_changed = stored_hash(&domain);
         assert_ne!(hash_before, hash_changed);
     }
 }
