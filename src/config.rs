@@ -16,6 +16,7 @@ pub struct Config {
     pub file: PathBuf,
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    pub etcd: EtcdConfig,
     pub jwt: JwtConfig,
     pub password: PasswordConfig,
     pub login: LoginConfig,
@@ -38,7 +39,40 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
+    pub backend: StorageBackend,
+    /// The sled folder (sled only).
     pub path: PathBuf,
+}
+
+/// Where the store lives: one process's sled folder, or an etcd cluster shared by N
+/// instances (cluster mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    Sled,
+    Etcd,
+}
+
+/// How to reach etcd (cluster mode; read only when `storage.backend = "etcd"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdConfig {
+    /// `http://host:port` or `https://host:port`, at least one.
+    pub endpoints: Vec<String>,
+    /// Every key authd writes starts with this.
+    pub prefix: String,
+    pub dial_timeout: Duration,
+    /// A write that gets no quorum answers `503` by then.
+    pub request_timeout: Duration,
+    /// An instance whose view was last confirmed current longer ago than this refuses
+    /// verify, bearer routes and `/readyz` (`503`).
+    pub max_staleness: Duration,
+    /// TLS: the CA that signed etcd's certificates (`None`: the system's roots for https).
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate and key (both or neither).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd authentication: the user, and the file holding its password.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +188,28 @@ pub fn restart_required_changes(old: &Config, new: &Config) -> Vec<&'static str>
     }
     if old.storage.path != new.storage.path {
         changed.push("storage.path");
+    }
+    if old.storage.backend != new.storage.backend {
+        changed.push("storage.backend");
+    }
+    if old.etcd.endpoints != new.etcd.endpoints {
+        changed.push("etcd.endpoints");
+    }
+    if old.etcd.prefix != new.etcd.prefix {
+        changed.push("etcd.prefix");
+    }
+    let connection = |etcd: &EtcdConfig| {
+        (
+            etcd.dial_timeout,
+            etcd.ca_file.clone(),
+            etcd.cert_file.clone(),
+            etcd.key_file.clone(),
+            etcd.username.clone(),
+            etcd.password_file.clone(),
+        )
+    };
+    if connection(&old.etcd) != connection(&new.etcd) {
+        changed.push("etcd (connection settings)");
     }
     // The level reloads (`logging::set_level`); switching the format under open spans
     // would leave them without the new format's fields.

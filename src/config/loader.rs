@@ -11,9 +11,9 @@ use std::time::Duration;
 use ::config::{FileFormat, Map, Source, Value, ValueKind};
 
 use super::{
-    AdminConfig, Config, ConfigError, CookieConfig, ENV_PREFIX, ENV_SEPARATOR, JwtConfig,
-    LogConfig, LogFormat, LoginConfig, MAX_ACCESS_TTL, MAX_LEEWAY, PasswordConfig, ServerConfig,
-    StorageConfig,
+    AdminConfig, Config, ConfigError, CookieConfig, ENV_PREFIX, ENV_SEPARATOR, EtcdConfig,
+    JwtConfig, LogConfig, LogFormat, LoginConfig, MAX_ACCESS_TTL, MAX_LEEWAY, PasswordConfig,
+    ServerConfig, StorageBackend, StorageConfig,
 };
 use crate::auth::keys::KeyAlgorithm;
 
@@ -195,7 +195,32 @@ impl<'e> Loader<'e> {
             ),
         };
         let storage = StorageConfig {
+            backend: self.storage_backend("storage.backend"),
             path: self.path("storage.path", "data"),
+        };
+        let etcd = EtcdConfig {
+            endpoints: self.etcd_endpoints("etcd.endpoints"),
+            prefix: self.etcd_prefix("etcd.prefix"),
+            dial_timeout: self.duration(
+                "etcd.dial_timeout",
+                Duration::from_secs(2),
+                Duration::from_millis(1),
+            ),
+            request_timeout: self.duration(
+                "etcd.request_timeout",
+                Duration::from_secs(5),
+                Duration::from_millis(1),
+            ),
+            max_staleness: self.duration(
+                "etcd.max_staleness",
+                Duration::from_secs(5),
+                Duration::from_millis(1),
+            ),
+            ca_file: self.optional_path("etcd.ca_file"),
+            cert_file: self.optional_path("etcd.cert_file"),
+            key_file: self.optional_path("etcd.key_file"),
+            username: self.optional("etcd.username", |_| Ok(())),
+            password_file: self.optional_path("etcd.password_file"),
         };
         let jwt = JwtConfig {
             issuer: self.non_empty("jwt.issuer", "authd"),
@@ -275,6 +300,7 @@ impl<'e> Loader<'e> {
         self.check_listeners(&server);
         self.check_argon2(&password);
         self.check_files(&storage, &jwt, &admin);
+        self.check_etcd(&etcd);
 
         let mut problems = self.unknown_keys();
         problems.append(&mut self.problems);
@@ -285,6 +311,7 @@ impl<'e> Loader<'e> {
             file: self.file,
             server,
             storage,
+            etcd,
             jwt,
             password,
             login,
@@ -404,6 +431,31 @@ impl<'e> Loader<'e> {
             if let Err(problem) = result {
                 self.problem(key, &problem.to_string());
             }
+        }
+    }
+
+    /// The `[etcd]` keys that only make sense together.
+    fn check_etcd(&mut self, etcd: &EtcdConfig) {
+        if etcd.cert_file.is_some() != etcd.key_file.is_some()
+            && !self.bad.contains("etcd.key_file")
+        {
+            self.problem(
+                "etcd.key_file",
+                "etcd.cert_file and etcd.key_file go together: set both or neither",
+            );
+        }
+        if etcd.username.is_some() != etcd.password_file.is_some() {
+            self.problem(
+                "etcd.password_file",
+                "etcd.username and etcd.password_file go together: set both or neither",
+            );
+        }
+        if let Some(file) = &etcd.password_file
+            && !self.bad.contains("etcd.password_file")
+            && let Err(problem) = crate::files::check_secret_file(file)
+            && !matches!(problem, crate::files::FileProblem::Io { .. })
+        {
+            self.problem("etcd.password_file", &problem.to_string());
         }
     }
 

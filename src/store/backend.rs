@@ -20,8 +20,8 @@ use std::pin::Pin;
 
 use super::StoreError;
 use super::records::{
-    Key, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, SessionRecord, UnixSeconds,
-    UserRecord, Version, Versioned,
+    Key, MemberRecord, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, SessionRecord,
+    UnixSeconds, UserRecord, Version, Versioned,
 };
 
 /// A page of users sorted by name, and whether more follow.
@@ -155,6 +155,20 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A new id, unique for the life of the store.
     fn next_id(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// `"sled"` or `"etcd"`.
+    fn name(&self) -> &'static str;
+
+    /// The live instances of the deployment (`None`: the engine has no members).
+    fn members(&self) -> BoxFuture<'_, Result<Option<Vec<MemberRecord>>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// What this instance's heartbeat publishes from now on (engines without members
+    /// ignore it).
+    fn publish_member(&self, member: MemberRecord) {
+        let _ = member;
+    }
 
     /// Makes everything durable before the process exits (blocking; at shutdown).
     fn close(&self) -> Result<(), StoreError>;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use backend::{Backend, Check, Committed, Txn, Write};
 pub use error::StoreError;
 pub use records::{
-    Key, NewRevocation, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
+    Key, MemberRecord, NewRevocation, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
     SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
 };
 pub use view::{Shared, View};
@@ -128,6 +128,25 @@ impl Store {
     /// A new id, unique for the life of the store.
     pub async fn next_id(&self) -> Result<u64, StoreError> {
         self.backend.next_id().await
+    }
+
+    // ----- the deployment -----
+
+    /// Which engine this is: `"sled"` or `"etcd"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// The live instances of the deployment; `None` where the engine has no members
+    /// (sled: the one process is all there is).
+    pub async fn members(&self) -> Result<Option<Vec<MemberRecord>>, StoreError> {
+        self.backend.members().await
+    }
+
+    /// What this instance's heartbeat says of it from now on (cluster mode; sled ignores
+    /// it). Called at start and after every reload.
+    pub fn publish_member(&self, member: MemberRecord) {
+        self.backend.publish_member(member);
     }
 
     // ----- writes -----

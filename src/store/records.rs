@@ -109,6 +109,25 @@ impl RevocationRecord {
     }
 }
 
+/// One running instance of a deployment, as its heartbeat publishes it (cluster mode) or
+/// as the single instance describes itself (sled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Unique per instance, the same across its restarts.
+    pub node: String,
+    /// As `authd --version`.
+    pub version: String,
+    /// The public listener's `host:port`.
+    pub public_addr: String,
+    pub started_at: UnixSeconds,
+    /// When its latest heartbeat was written.
+    pub last_seen: UnixSeconds,
+    /// The kid it signs with.
+    pub signing_kid: String,
+    /// A fingerprint of its key set (kids and public parts), never a secret.
+    pub keyset: String,
+}
+
 /// The name of one stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {

@@ -274,6 +274,61 @@ impl Loader<'_> {
         })
     }
 
+    pub(super) fn storage_backend(&mut self, key: &'static str) -> StorageBackend {
+        self.read(key, StorageBackend::Sled, |raw| {
+            let text = text_of(&raw)?;
+            match text.as_str() {
+                "sled" => Ok(StorageBackend::Sled),
+                "etcd" => Ok(StorageBackend::Etcd),
+                _ => Err(format!("unknown backend {text:?}: expected sled or etcd")),
+            }
+        })
+    }
+
+    pub(super) fn etcd_endpoints(&mut self, key: &'static str) -> Vec<String> {
+        let set = self.raw(key).is_some();
+        let mut endpoints = self.each(key, |entry| {
+            let rest = entry
+                .strip_prefix("http://")
+                .or_else(|| entry.strip_prefix("https://"))
+                .ok_or_else(|| {
+                    format!(
+                        "invalid endpoint {entry:?}: expected http://host:port or https://host:port"
+                    )
+                })?;
+            if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+                return Err(format!(
+                    "invalid endpoint {entry:?}: expected http://host:port or https://host:port"
+                ));
+            }
+            Ok(entry.to_string())
+        });
+        if !set {
+            endpoints = vec!["http://127.0.0.1:2379".to_string()];
+        } else if endpoints.is_empty() && !self.bad.contains(key) {
+            self.problem(key, "must name at least one etcd endpoint");
+        }
+        endpoints
+    }
+
+    pub(super) fn etcd_prefix(&mut self, key: &'static str) -> String {
+        self.string(key, "/authd/", |prefix| {
+            if prefix.is_empty() {
+                Err("must not be empty (e.g. \"/authd/\")".to_string())
+            } else if prefix.chars().any(char::is_control) {
+                Err("must not contain control characters".to_string())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// A path where `""` means "not set"; relative ones resolved against the file's folder.
+    pub(super) fn optional_path(&mut self, key: &'static str) -> Option<PathBuf> {
+        self.optional(key, |_| Ok(()))
+            .map(|text| self.dir.join(text))
+    }
+
     pub(super) fn log_format(&mut self, key: &'static str) -> LogFormat {
         self.read(key, LogFormat::Text, |raw| {
             let text = text_of(&raw)?;

@@ -410,6 +410,10 @@ fn off_reactor<T>(work: impl FnOnce() -> T) -> T {
 }
 
 impl Backend for SledBackend {
+    fn name(&self) -> &'static str {
+        "sled"
+    }
+
     fn snapshot<'a>(
         &'a self,
         revoked_jti: RevokedJtiSink<'a>,
