@@ -18,11 +18,14 @@ use crate::auth::admin_token::AdminToken;
 use crate::auth::password::Hasher;
 use crate::auth::{Authority, Settings, create_private_dir, keys};
 use crate::clock::Clock;
+use crate::config::StorageBackend;
 use crate::config::{Config, restart_required_changes};
 use crate::http::Routes;
 use crate::http::server::{Phase, serve};
 use crate::notify;
-use crate::store::Store;
+use crate::store::{MemberRecord, Store};
+
+mod etcd;
 
 // Kept here too: `authd::app::AppState` is how tests and the fuzz targets name it.
 pub use crate::state::AppState;
@@ -41,6 +44,8 @@ pub enum Control {
 pub struct App {
     state: Arc<AppState>,
     store: Store,
+    /// Cluster mode: what loads and follows the etcd store.
+    cluster: Option<etcd::Cluster>,
     public: TcpListener,
     admin: TcpListener,
     config_file: PathBuf,
@@ -64,14 +69,24 @@ impl App {
         inherited: InheritedListeners,
         clock: Clock,
     ) -> anyhow::Result<App> {
-        let prepared = config.clone();
-        let file_clock = clock.clone();
-        tokio::task::spawn_blocking(move || prepare_files(&prepared, &file_clock)).await??;
-        let store = Store::open_sled(&config.storage.path)
-            .await
-            .with_context(|| {
-                format!("cannot open the store at {}", config.storage.path.display())
-            })?;
+        let (store, cluster) = match config.storage.backend {
+            StorageBackend::Sled => {
+                let prepared = config.clone();
+                let file_clock = clock.clone();
+                tokio::task::spawn_blocking(move || prepare_files(&prepared, &file_clock))
+                    .await??;
+                let store = Store::open_sled(&config.storage.path)
+                    .await
+                    .with_context(|| {
+                        format!("cannot open the store at {}", config.storage.path.display())
+                    })?;
+                (store, None)
+            }
+            StorageBackend::Etcd => {
+                let (store, cluster) = etcd::open(&config, &clock).await?;
+                (store, Some(cluster))
+            }
+        };
         let public = listener(inherited.public, config.server.listen).await?;
         let admin = listener(inherited.admin, config.server.admin_listen).await?;
         let config_file = config.file.clone();
@@ -85,9 +100,23 @@ impl App {
             admin.local_addr()?,
             clock,
         ));
+        // Other instances' login outcomes count here too (cluster mode). Weak: the store
+        // lives inside the state.
+        let shared = Arc::downgrade(&state);
+        store.on_login_event(Arc::new(move |event| {
+            if let Some(state) = shared.upgrade() {
+                state.authority.count_shared_login(&state.settings(), event);
+            }
+        }));
+        let node = match config_node(&state) {
+            Some(node) => node,
+            None => etcd::node_id(&state.settings().config.storage.path)?,
+        };
+        store.publish_member(describe(&state, &node, public.local_addr()?));
         Ok(App {
             state,
             store,
+            cluster,
             public,
             admin,
             config_file,
@@ -112,6 +141,7 @@ impl App {
         let App {
             state,
             store,
+            cluster,
             public,
             admin,
             config_file,
@@ -150,17 +180,50 @@ impl App {
         if let Some(interval) = notify::watchdog_interval() {
             background.push((
                 "systemd watchdog",
-                tokio::spawn(crate::tasks::watchdog(public_addr, interval, stop_rx)),
+                tokio::spawn(crate::tasks::watchdog(
+                    public_addr,
+                    interval,
+                    stop_rx.clone(),
+                )),
             ));
         }
-        notify::notify("READY=1\nSTATUS=serving");
-        tracing::info!("authd is ready");
-
+        let (loaded_tx, mut loaded) = watch::channel(cluster.is_none());
+        let (fatal_tx, mut fatal) = watch::channel(None::<String>);
+        if let Some(cluster) = cluster {
+            background.push((
+                "etcd sync",
+                tokio::spawn(cluster.run(stop_rx.clone(), loaded_tx, fatal_tx)),
+            ));
+        }
+        let mut ready = false;
+        let mut failure = None;
         // Serve until a shutdown (or the end of the control channel).
-        while let Some(Control::Reload) = control.recv().await {
-            notify::reloading();
-            let status = reload(&state, &config_file).await;
-            notify::notify(&format!("READY=1\nSTATUS={status}"));
+        loop {
+            if !ready && *loaded.borrow() {
+                ready = true;
+                notify::notify("READY=1\nSTATUS=serving");
+                tracing::info!("authd is ready");
+            }
+            tokio::select! {
+                message = control.recv() => match message {
+                    Some(Control::Reload) => {
+                        notify::reloading();
+                        let status = reload(&state, &config_file).await;
+                        let settings = state.settings();
+                        store.set_limits(settings.config.etcd.request_timeout, settings.config.etcd.max_staleness);
+                        notify::notify(&format!("READY=1\nSTATUS={status}"));
+                    }
+                    Some(Control::Shutdown) | None => break,
+                },
+                Ok(()) = loaded.changed(), if !ready => {}
+                Ok(()) = fatal.changed() => {
+                    if let Some(reason) = fatal.borrow().clone() {
+                        tracing::error!("{reason}");
+                        failure = Some(reason);
+                        break;
+                    }
+                }
+            }
         }
 
         tracing::info!("shutting down: draining in-flight requests");
@@ -206,7 +269,34 @@ impl App {
             .await?
             .context("cannot flush the store")?;
         tracing::info!("store flushed; bye");
-        Ok(())
+        match failure {
+            Some(reason) => Err(anyhow::anyhow!(reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The node id of a running instance (cluster mode keeps one in the data folder).
+fn config_node(state: &AppState) -> Option<String> {
+    let file = state.settings().config.storage.path.join("node.id");
+    std::fs::read_to_string(file)
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+}
+
+/// What this instance's heartbeat says of it.
+fn describe(state: &AppState, node: &str, public_addr: SocketAddr) -> MemberRecord {
+    let settings = state.settings();
+    let now = state.clock().now();
+    MemberRecord {
+        node: node.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        public_addr: public_addr.to_string(),
+        started_at: now,
+        last_seen: now,
+        signing_kid: settings.keys.signing_key().kid.clone(),
+        keyset: String::new(),
     }
 }
 

@@ -68,6 +68,21 @@ impl Attempt {
     fn pair(&self) -> PairKey {
         (self.user, self.address)
     }
+
+    /// The username as the throttle keys it (a hash, never the text).
+    pub fn user_key(&self) -> [u8; 32] {
+        self.user
+    }
+
+    /// The client address as the throttle keys it (IPv6: the /64).
+    pub fn address_key(&self) -> Option<IpAddr> {
+        self.address
+    }
+
+    /// An attempt another instance counted, from its keys.
+    pub fn from_keys(user: [u8; 32], address: Option<IpAddr>) -> Attempt {
+        Attempt { user, address }
+    }
 }
 
 fn address_key(ip: IpAddr) -> IpAddr {
@@ -144,24 +159,23 @@ impl LoginThrottle {
         let mut tables = self.lock();
         let tables = tables.prepare(limits, now);
         tables.wait(attempt, now)?;
-        let max = limits.max_tracked;
-        match outcome {
-            Outcome::Failure => {
-                tables.pairs.record_failure(attempt.pair(), now, max);
-                tables.users.record_failure(attempt.user, now, max);
-                if let Some(address) = attempt.address {
-                    tables.addresses.record_failure(address, now, max);
-                }
-            }
-            Outcome::Success => {
-                tables.pairs.forget(&attempt.pair());
-                tables
-                    .known
-                    .remember(attempt.pair(), now, limits.known_for, max);
-            }
-            Outcome::NotCounted => {}
-        }
+        tables.count(limits, attempt, outcome, now);
         Ok(())
+    }
+
+    /// Counts an outcome another instance of the deployment saw at `at` (cluster mode),
+    /// without checking any limit: that instance checked them.
+    pub fn record_shared(
+        &self,
+        limits: &LoginConfig,
+        attempt: &Attempt,
+        outcome: Outcome,
+        at: Instant,
+        now: Instant,
+    ) {
+        self.lock()
+            .prepare(limits, now)
+            .count(limits, attempt, outcome, at);
     }
 
     /// How many usernames and addresses are tracked right now.
@@ -212,6 +226,26 @@ impl Tables {
             .prepare(as_limit(limits.max_failures_per_ip), window, now);
         self.known.prepare(limits.known_for, now);
         self
+    }
+
+    /// Counts a verified outcome at `at`.
+    fn count(&mut self, limits: &LoginConfig, attempt: &Attempt, outcome: Outcome, at: Instant) {
+        let max = limits.max_tracked;
+        match outcome {
+            Outcome::Failure => {
+                self.pairs.record_failure(attempt.pair(), at, max);
+                self.users.record_failure(attempt.user, at, max);
+                if let Some(address) = attempt.address {
+                    self.addresses.record_failure(address, at, max);
+                }
+            }
+            Outcome::Success => {
+                self.pairs.forget(&attempt.pair());
+                self.known
+                    .remember(attempt.pair(), at, limits.known_for, max);
+            }
+            Outcome::NotCounted => {}
+        }
     }
 
     /// The longest wait of the pair's, the username's and the address's, if any is locked.

@@ -21,7 +21,7 @@ struct MeResponse<'a> {
 }
 
 pub async fn me(ctx: Ctx) -> Result<Response, ApiError> {
-    let principal = ctx.principal()?;
+    let principal = ctx.principal().await?;
     Ok(json(
         StatusCode::OK,
         &MeResponse {
@@ -33,7 +33,7 @@ pub async fn me(ctx: Ctx) -> Result<Response, ApiError> {
 }
 
 pub async fn sessions(ctx: Ctx) -> Result<Response, ApiError> {
-    let principal = ctx.principal()?;
+    let principal = ctx.principal().await?;
     let sessions = ctx
         .state
         .authority
@@ -42,7 +42,7 @@ pub async fn sessions(ctx: Ctx) -> Result<Response, ApiError> {
 }
 
 pub async fn end_session(sid: String, ctx: Ctx) -> Result<Response, ApiError> {
-    let principal = ctx.principal()?;
+    let principal = ctx.principal().await?;
     ctx.state
         .authority
         .end_own_session(&ctx.settings, &principal, &sid, ctx.now)
@@ -59,7 +59,7 @@ pub struct PasswordBody {
 }
 
 pub async fn change_password(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
-    let principal = ctx.principal()?;
+    let principal = ctx.principal().await?;
     let body = decode_body::<PasswordBody, PasswordBody>(&ctx, raw, Accepts::Json)?;
     let result = ctx
         .state

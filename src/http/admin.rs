@@ -16,7 +16,7 @@ use crate::auth::password::Password;
 use crate::auth::service::{RevocationTarget, UserChanges};
 
 /// Who is acting through the admin API, for the audit log.
-fn authorize(ctx: &Ctx) -> Result<String, ApiError> {
+async fn authorize(ctx: &Ctx) -> Result<String, ApiError> {
     let credential = ctx.bearer()?;
     if ctx.settings.admin_token.matches(credential) {
         return Ok("admin-token".to_owned());
@@ -24,7 +24,8 @@ fn authorize(ctx: &Ctx) -> Result<String, ApiError> {
     let principal = ctx
         .state
         .authority
-        .authenticate(&ctx.settings, credential, ctx.now)?;
+        .authenticate_fresh(&ctx.settings, credential, ctx.now)
+        .await?;
     if principal.has_role("admin") {
         Ok(principal.username().to_owned())
     } else {
@@ -61,7 +62,7 @@ pub struct RevokeBody {
 }
 
 pub async fn create_user(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
-    let actor = authorize(&ctx)?;
+    let actor = authorize(&ctx).await?;
     let body: CreateUserBody = decode_body::<_, CreateUserBody>(&ctx, raw, Accepts::Json)?;
     let user = ctx
         .state
@@ -79,7 +80,7 @@ pub async fn create_user(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
 }
 
 pub async fn list_users(ctx: Ctx, query: HashMap<String, String>) -> Result<Response, ApiError> {
-    authorize(&ctx)?;
+    authorize(&ctx).await?;
     let (limit, after) = paging(&query)?;
     let (users, next) = ctx
         .state
@@ -94,13 +95,13 @@ pub async fn list_users(ctx: Ctx, query: HashMap<String, String>) -> Result<Resp
 }
 
 pub async fn get_user(username: String, ctx: Ctx) -> Result<Response, ApiError> {
-    authorize(&ctx)?;
+    authorize(&ctx).await?;
     let user = ctx.state.authority.get_user(&percent_decode(&username))?;
     Ok(json(StatusCode::OK, &UserView::from(&user)))
 }
 
 pub async fn update_user(username: String, ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
-    let actor = authorize(&ctx)?;
+    let actor = authorize(&ctx).await?;
     let body: UpdateUserBody = decode_body::<_, UpdateUserBody>(&ctx, raw, Accepts::Json)?;
     let changes = UserChanges {
         password: body.password.map(Password::new),
@@ -117,7 +118,7 @@ pub async fn update_user(username: String, ctx: Ctx, raw: RawBody) -> Result<Res
 }
 
 pub async fn delete_user(username: String, ctx: Ctx) -> Result<Response, ApiError> {
-    let actor = authorize(&ctx)?;
+    let actor = authorize(&ctx).await?;
     let username = percent_decode(&username);
     ctx.state
         .authority
@@ -128,7 +129,7 @@ pub async fn delete_user(username: String, ctx: Ctx) -> Result<Response, ApiErro
 }
 
 pub async fn revoke(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
-    let actor = authorize(&ctx)?;
+    let actor = authorize(&ctx).await?;
     let body: RevokeBody = decode_body::<_, RevokeBody>(&ctx, raw, Accepts::Json)?;
     let target = match (body.jti, body.token, body.sid, body.username) {
         (Some(jti), None, None, None) => RevocationTarget::Jti(jti),
@@ -162,7 +163,7 @@ pub async fn list_revocations(
     ctx: Ctx,
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    authorize(&ctx)?;
+    authorize(&ctx).await?;
     let (limit, after) = paging(&query)?;
     let after = match after {
         Some(cursor) => Some(
@@ -206,7 +207,7 @@ fn percent_decode(segment: &str) -> String {
 }
 
 pub async fn user_sessions(username: String, ctx: Ctx) -> Result<Response, ApiError> {
-    authorize(&ctx)?;
+    authorize(&ctx).await?;
     let sessions = ctx
         .state
         .authority
@@ -219,7 +220,7 @@ pub async fn user_sessions(username: String, ctx: Ctx) -> Result<Response, ApiEr
 /// every admin route.
 pub async fn metrics(ctx: Ctx) -> Result<Response, ApiError> {
     if !ctx.state.admin_addr.ip().is_loopback() {
-        authorize(&ctx)?;
+        authorize(&ctx).await?;
     }
     let authority = &ctx.state.authority;
     if let Ok(entries) = authority.revocation_count().await {

@@ -376,12 +376,20 @@ async fn logout_submit(
     let authority = &ctx.state.authority;
     let config = &ctx.settings.config.cookie;
     if ctx.headers.contains_key(AUTHORIZATION) {
-        let principal = authority.authenticate(&ctx.settings, ctx.bearer()?, ctx.now)?;
+        let principal = authority
+            .authenticate_fresh(&ctx.settings, ctx.bearer()?, ctx.now)
+            .await?;
         end_session(ctx, &principal).await?;
     } else {
         check_same_site(&ctx.headers, config)?;
-        let access = cookie(&ctx.headers, &config.name)
-            .map(|token| authority.authenticate(&ctx.settings, token, ctx.now));
+        let access = match cookie(&ctx.headers, &config.name) {
+            Some(token) => Some(
+                authority
+                    .authenticate_fresh(&ctx.settings, token, ctx.now)
+                    .await,
+            ),
+            None => None,
+        };
         match access {
             Some(Ok(principal)) => end_session(ctx, &principal).await?,
             None | Some(Err(AuthError::InvalidToken(_))) => logout_by_refresh_cookie(ctx).await?,

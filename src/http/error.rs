@@ -8,6 +8,7 @@ use serde::Serialize;
 use warp::reply::Response;
 
 use crate::auth::AuthError;
+use crate::store::StoreError;
 
 /// An error response of the HTTP API.
 #[derive(Debug)]
@@ -193,6 +194,11 @@ impl From<AuthError> for ApiError {
             ),
             AuthError::NotFound(d) => ApiError::new(S::NOT_FOUND, "not_found", d),
             AuthError::Conflict(d) => ApiError::new(S::CONFLICT, "conflict", d),
+            AuthError::Store(StoreError::Unavailable(reason)) => {
+                // No quorum, a stale view, a store still loading: the client may retry.
+                tracing::warn!(reason = %reason, "the store is unavailable");
+                ApiError::unavailable("the store is unavailable; try again shortly")
+            }
             err @ (AuthError::Store(_) | AuthError::Password(_) | AuthError::Signing(_)) => {
                 tracing::error!(error = %err, "request failed");
                 ApiError::internal()

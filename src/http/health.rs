@@ -26,6 +26,9 @@ pub async fn readyz(ctx: Ctx) -> Result<Response, ApiError> {
     if ctx.state.is_draining() {
         return Err(ApiError::unavailable("authd is shutting down"));
     }
+    if let Err(err) = ctx.state.authority.store().check_current() {
+        return Err(ApiError::unavailable(err.to_string()));
+    }
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"status": "ready"}),

@@ -93,12 +93,12 @@ impl Ctx {
 
     /// The caller of a bearer-protected route: the access token of [`Ctx::access_token`],
     /// verified.
-    pub fn principal(&self) -> Result<Principal, ApiError> {
-        Ok(self.state.authority.authenticate(
-            &self.settings,
-            self.access_token()?.token,
-            self.now,
-        )?)
+    pub async fn principal(&self) -> Result<Principal, ApiError> {
+        Ok(self
+            .state
+            .authority
+            .authenticate_fresh(&self.settings, self.access_token()?.token, self.now)
+            .await?)
     }
 
     /// The bearer token of the `Authorization` header.

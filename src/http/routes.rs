@@ -377,13 +377,13 @@ impl Routes {
 
     /// Answers a request for which [`Routes::is_direct`] holds, synchronously. `Err` is an
     /// internal error, still to be answered (and logged).
-    pub fn answer_directly(
+    pub async fn answer_directly(
         &self,
         request: http::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> Result<Response, ApiError> {
         match &self.verify {
-            Some(state) => verify::answer(state.clone(), request, peer),
+            Some(state) => verify::answer(state.clone(), request, peer).await,
             None => Ok(ApiError::not_found().into_response()),
         }
     }

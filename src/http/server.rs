@@ -304,19 +304,26 @@ async fn handle(
         // the request span was a tenth of its cost. Nothing on its path logs at INFO or
         // above, so the span is built only while DEBUG is on — or for its one possible
         // log line, an internal error, which is answered (and logged) in it here.
-        let span = tracing::enabled!(tracing::Level::DEBUG).then(|| request_span(&request_id));
-        let _entered = span.as_ref().map(tracing::Span::enter);
-        let response =
-            routes
-                .answer_directly(request, peer)
-                .unwrap_or_else(|internal| match &span {
-                    Some(_) => internal.into_response(),
-                    None => request_span(&request_id).in_scope(|| internal.into_response()),
-                });
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            request_span(&request_id)
+        } else {
+            tracing::Span::none()
+        };
+        let answered = routes
+            .answer_directly(request, peer)
+            .instrument(span.clone())
+            .await;
+        let response = answered.unwrap_or_else(|internal| {
+            if span.is_none() {
+                request_span(&request_id).in_scope(|| internal.into_response())
+            } else {
+                span.in_scope(|| internal.into_response())
+            }
+        });
         let elapsed = routes.clock().instant() - started;
-        return Ok(finished(
-            response, request_id, elapsed, answering, listener, route,
-        ));
+        return Ok(span.in_scope(|| {
+            finished(response, request_id, elapsed, answering, listener, route)
+        }));
     }
     let span = request_span(&request_id);
     async move {

@@ -94,7 +94,7 @@ pub async fn refresh(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
 }
 
 pub async fn logout(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
-    let principal = ctx.principal()?;
+    let principal = ctx.principal().await?;
     let body = decode_optional_body::<LogoutBody, LogoutBody>(&ctx, raw, Accepts::Json)?
         .unwrap_or_default();
     ctx.state

@@ -29,7 +29,7 @@ const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
 /// Answers `/v1/verify` (any method) from the request itself. [`super::Routes`] calls
 /// it before warp's filter chain: this is the hot path. The body is dropped unread. An
 /// internal error comes back unanswered, so that the caller logs it in the request's span.
-pub fn answer<B>(
+pub async fn answer<B>(
     state: Arc<AppState>,
     request: http::Request<B>,
     peer: SocketAddr,
@@ -40,11 +40,11 @@ pub fn answer<B>(
         .query()
         .map(|raw| serde_urlencoded::from_str(raw).unwrap_or_default())
         .unwrap_or_default();
-    verify(&Ctx::from_parts(state, parts, Some(peer)), &query)
+    verify(&Ctx::from_parts(state, parts, Some(peer)), &query).await
 }
 
-fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
-    let err = match check_token(ctx, query) {
+async fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let err = match check_token(ctx, query).await {
         Ok(response) => return Ok(response),
         Err(err) if err.status().is_server_error() => return Err(err),
         Err(err) => err,
@@ -81,7 +81,7 @@ struct VerifyResponse<'a> {
 }
 
 /// The token check itself, counted by outcome: `200` with the caller, or the error.
-fn check_token(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn check_token(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
     let count = |outcome: &'static str| count_outcome(VERIFICATIONS, outcome);
     let token = ctx
         .access_token()
@@ -96,7 +96,8 @@ fn check_token(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, A
     let result = ctx
         .state
         .authority
-        .authenticate(&ctx.settings, token, ctx.now);
+        .authenticate_fresh(&ctx.settings, token, ctx.now)
+        .await;
     let outcome = match &result {
         Ok(principal) => match query.get("role") {
             Some(role) if !principal.has_role(role) => "insufficient_scope",
@@ -205,7 +206,9 @@ mod tests {
     async fn no_token_is_401_with_a_bearer_challenge() {
         let test = test_state(&[]).await;
 
-        let response = answer(test.state.clone(), verify_request(None), peer()).unwrap();
+        let response = answer(test.state.clone(), verify_request(None), peer())
+            .await
+            .unwrap();
 
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
@@ -230,11 +233,15 @@ mod tests {
             .unwrap();
         let token = Some(pair.access_token.as_str());
 
-        let fresh = answer(test.state.clone(), verify_request(token), peer()).unwrap();
+        let fresh = answer(test.state.clone(), verify_request(token), peer())
+            .await
+            .unwrap();
         let lifetime = settings.tokens.access_ttl() + settings.tokens.leeway();
         test.clock
             .advance(Duration::from_secs(u64::try_from(lifetime).unwrap() + 1));
-        let expired = answer(test.state.clone(), verify_request(token), peer()).unwrap();
+        let expired = answer(test.state.clone(), verify_request(token), peer())
+            .await
+            .unwrap();
 
         assert_eq!(fresh.status(), StatusCode::OK);
         assert_eq!(fresh.headers()[X_AUTH_USER], "alice");

@@ -20,8 +20,8 @@ use std::pin::Pin;
 
 use super::StoreError;
 use super::records::{
-    Key, MemberRecord, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, SessionRecord,
-    UnixSeconds, UserRecord, Version, Versioned,
+    Key, LoginEvent, MemberRecord, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
+    SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
 };
 
 /// A page of users sorted by name, and whether more follow.
@@ -96,6 +96,9 @@ pub struct Snapshot {
     pub sessions: Vec<Versioned<SessionRecord>>,
 }
 
+/// Takes the login events of other instances (the login throttle).
+pub type LoginEventSink = std::sync::Arc<dyn Fn(&LoginEvent) + Send + Sync>;
+
 /// Takes each revoked jti of a snapshot.
 pub type RevokedJtiSink<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
@@ -158,6 +161,34 @@ pub trait Backend: Send + Sync + 'static {
 
     /// `"sled"` or `"etcd"`.
     fn name(&self) -> &'static str;
+
+    /// Reads `keys` from the engine itself (linearizably) into the view, for a record the
+    /// view may not have seen yet (cluster mode); a no-op where the view is the store.
+    fn catch_up(&self, keys: Vec<Key>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = keys;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Hands `event` to every other instance, kept until `keep_until` (cluster mode; a
+    /// no-op where one process is all there is).
+    fn share_login_event(
+        &self,
+        event: LoginEvent,
+        keep_until: UnixSeconds,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = (event, keep_until);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Where the other instances' login events go (cluster mode).
+    fn on_login_event(&self, sink: LoginEventSink) {
+        let _ = sink;
+    }
+
+    /// A reload's new bound on each call to the engine (cluster mode).
+    fn set_request_timeout(&self, timeout: std::time::Duration) {
+        let _ = timeout;
+    }
 
     /// The live instances of the deployment (`None`: the engine has no members).
     fn members(&self) -> BoxFuture<'_, Result<Option<Vec<MemberRecord>>, StoreError>> {

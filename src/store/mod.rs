@@ -8,6 +8,8 @@
 
 pub mod backend;
 mod error;
+pub mod etcd;
+pub mod freshness;
 pub mod records;
 pub mod sled;
 pub mod view;
@@ -15,11 +17,12 @@ pub mod view;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use backend::{Backend, Check, Committed, Txn, Write};
+pub use backend::{Backend, Check, Committed, LoginEventSink, Txn, Write};
 pub use error::StoreError;
+pub use freshness::{Currency, Freshness};
 pub use records::{
-    Key, MemberRecord, NewRevocation, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
-    SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
+    Key, LoginEvent, MemberRecord, NewRevocation, RefreshHash, RefreshRecord, RevocationKind,
+    RevocationRecord, SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
 };
 pub use view::{Shared, View};
 
@@ -39,6 +42,7 @@ pub struct PurgeCounts {
 pub struct Store {
     backend: Arc<dyn Backend>,
     view: Arc<View>,
+    freshness: Arc<Freshness>,
 }
 
 impl std::fmt::Debug for Store {
@@ -60,7 +64,86 @@ impl Store {
         let revoked = view.revoked_jti_loader();
         let snapshot = backend.snapshot(&|jti| revoked.add(jti)).await?;
         view.load(snapshot, revoked);
-        Ok(Store { backend, view })
+        let freshness = Arc::new(Freshness::always(crate::clock::Clock::system()));
+        Ok(Store {
+            backend,
+            view,
+            freshness,
+        })
+    }
+
+    /// A store over an etcd `backend` whose view [`etcd::sync::run`] loads and keeps
+    /// current; until then [`Store::currency`] says it is loading.
+    pub fn remote(
+        backend: Arc<etcd::EtcdBackend>,
+        view: Arc<View>,
+        freshness: Arc<Freshness>,
+    ) -> Store {
+        Store {
+            backend,
+            view,
+            freshness,
+        }
+    }
+
+    /// Whether the view may answer: loaded, and (cluster mode) confirmed current within
+    /// `etcd.max_staleness`.
+    pub fn currency(&self) -> Currency {
+        self.freshness.currency()
+    }
+
+    /// `Ok` when the view may answer; else why not, as a store failure (`503`).
+    pub fn check_current(&self) -> Result<(), StoreError> {
+        match self.currency() {
+            Currency::Current => Ok(()),
+            Currency::Loading => Err(StoreError::Unavailable(
+                "the store is not loaded yet".into(),
+            )),
+            Currency::Stale => Err(StoreError::Unavailable(
+                "this instance's view of the cluster is stale".into(),
+            )),
+        }
+    }
+
+    /// A reload's `etcd.request_timeout` and `etcd.max_staleness` (cluster mode).
+    pub fn set_limits(
+        &self,
+        request_timeout: std::time::Duration,
+        max_staleness: std::time::Duration,
+    ) {
+        self.backend.set_request_timeout(request_timeout);
+        self.freshness.set_max_staleness(max_staleness);
+    }
+
+    /// Reads the session `sid` and the user `username` from the engine itself into the
+    /// view: a token from a login on another instance works here at once (cluster mode).
+    pub async fn catch_up(&self, sid: &str, username: &str) -> Result<(), StoreError> {
+        self.backend
+            .catch_up(vec![
+                Key::Session(sid.to_owned()),
+                Key::User(username.to_owned()),
+            ])
+            .await
+    }
+
+    /// Shares a counted login outcome with the other instances, kept until `keep_until`
+    /// (cluster mode; nothing to do on sled).
+    pub async fn share_login_event(
+        &self,
+        event: LoginEvent,
+        keep_until: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        self.backend.share_login_event(event, keep_until).await
+    }
+
+    /// Where the other instances' login events go (cluster mode).
+    pub fn on_login_event(&self, sink: LoginEventSink) {
+        self.backend.on_login_event(sink);
+    }
+
+    /// Whether reading from the engine could find what the view lacks (cluster mode).
+    pub fn may_lag(&self) -> bool {
+        self.backend.name() != "sled"
     }
 
     // ----- reads from the view -----

@@ -128,6 +128,19 @@ pub struct MemberRecord {
     pub keyset: String,
 }
 
+/// A counted login outcome, shared with every instance of a deployment (cluster mode) so
+/// that N instances allow no more guesses than one. The username is only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginEvent {
+    /// The SHA-256 of the lowercased username, as the throttle keys it.
+    pub user: [u8; 32],
+    /// The client address as the throttle keys it (IPv6: the /64).
+    pub address: Option<std::net::IpAddr>,
+    /// A success (the pair is known and its count starts over) or a failure.
+    pub success: bool,
+    pub at: UnixSeconds,
+}
+
 /// The name of one stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {

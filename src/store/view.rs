@@ -2,6 +2,10 @@
 //! the revoked jtis, loaded from a backend snapshot and then fed only by the ordered
 //! change stream. Exact: a miss here is a miss in the store, so verifying a token never
 //! waits on the backend.
+//!
+//! In cluster mode an instance's own commits are applied at once ([`View::apply_own`]), ahead
+//! of the stream that delivers them later; until the stream catches up, a key such a commit
+//! wrote is not changed by older stream entries, and a resync snapshot does not undo it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -65,7 +69,10 @@ impl JtiSet {
 pub struct View {
     tables: RwLock<Tables>,
     revoked_jtis: JtiSet,
+    /// The revision of the last batch the change stream delivered.
     revision: AtomicU64,
+    /// This instance's commits applied before the stream delivered them, oldest first.
+    ahead: Mutex<Vec<ChangeBatch>>,
 }
 
 impl std::fmt::Debug for View {
@@ -90,6 +97,7 @@ impl Default for View {
             tables: RwLock::default(),
             revoked_jtis: JtiSet::new(),
             revision: AtomicU64::new(0),
+            ahead: Mutex::default(),
         }
     }
 }
@@ -128,9 +136,33 @@ impl View {
             .hashes
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        *write(&self.tables) = tables;
+        let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
+        ahead.retain(|batch| batch.revision > snapshot.revision);
+        let mut tables_guard = write(&self.tables);
+        *tables_guard = tables;
         *write(&self.revoked_jtis.hashes) = hashes;
+        // Own commits the snapshot predates stay applied.
+        for batch in ahead.iter() {
+            self.apply_changes(&mut tables_guard, &batch.changes, |_| false);
+        }
         self.revision.store(snapshot.revision, Ordering::Release);
+    }
+
+    /// Applies a commit of this instance before the change stream delivers it (read your
+    /// writes in cluster mode). Keys a newer own commit already wrote are left alone.
+    pub fn apply_own(&self, batch: &ChangeBatch) {
+        let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
+        if batch.revision <= self.revision() {
+            return; // the stream was faster
+        }
+        let mut tables = write(&self.tables);
+        self.apply_changes(&mut tables, &batch.changes, |key| {
+            ahead
+                .iter()
+                .any(|newer| newer.revision > batch.revision && touches(newer, key))
+        });
+        let at = ahead.partition_point(|other| other.revision < batch.revision);
+        ahead.insert(at, batch.clone());
     }
 
     /// The revision of the last change applied.
@@ -208,10 +240,28 @@ fn remove_session(tables: &mut Tables, sid: &str) {
     }
 }
 
-impl ChangeSink for View {
-    fn apply(&self, batch: &ChangeBatch) {
-        let mut tables = write(&self.tables);
-        for change in &batch.changes {
+/// The key a change writes.
+fn key_of(change: &Change) -> Key {
+    match change {
+        Change::User(user) => Key::User(user.record.username.clone()),
+        Change::Session(session) => Key::Session(session.record.sid.clone()),
+        Change::Refresh(hash) => Key::Refresh(*hash),
+        Change::Revocation(entry) => Key::Revocation(entry.kind, entry.id.clone()),
+        Change::Deleted(key) => key.clone(),
+    }
+}
+
+fn touches(batch: &ChangeBatch, key: &Key) -> bool {
+    batch.changes.iter().any(|change| key_of(change) == *key)
+}
+
+impl View {
+    /// Applies `changes`, except those to keys `skip` names.
+    fn apply_changes(&self, tables: &mut Tables, changes: &[Change], skip: impl Fn(&Key) -> bool) {
+        for change in changes {
+            if skip(&key_of(change)) {
+                continue;
+            }
             match change {
                 Change::User(user) => {
                     tables.users.insert(
@@ -223,7 +273,7 @@ impl ChangeSink for View {
                     );
                 }
                 Change::Session(session) => insert_session(
-                    &mut tables,
+                    tables,
                     Versioned {
                         version: session.version,
                         record: Arc::new(session.record.clone()),
@@ -236,13 +286,30 @@ impl ChangeSink for View {
                 Change::Deleted(Key::User(username)) => {
                     tables.users.remove(username);
                 }
-                Change::Deleted(Key::Session(sid)) => remove_session(&mut tables, sid),
+                Change::Deleted(Key::Session(sid)) => remove_session(tables, sid),
                 Change::Deleted(Key::Revocation(RevocationKind::Jti, jti)) => {
                     let hash = self.revoked_jtis.hash(jti);
                     write(&self.revoked_jtis.hashes).remove(&hash);
                 }
                 Change::Revocation(_) | Change::Refresh(_) | Change::Deleted(_) => {}
             }
+        }
+    }
+}
+
+impl ChangeSink for View {
+    fn apply(&self, batch: &ChangeBatch) {
+        let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tables = write(&self.tables);
+        if ahead.is_empty() {
+            self.apply_changes(&mut tables, &batch.changes, |_| false);
+        } else {
+            self.apply_changes(&mut tables, &batch.changes, |key| {
+                ahead
+                    .iter()
+                    .any(|own| own.revision > batch.revision && touches(own, key))
+            });
+            ahead.retain(|own| own.revision > batch.revision);
         }
         self.revision.store(batch.revision, Ordering::Release);
     }
@@ -333,5 +400,105 @@ mod tests {
         assert!(view.session("s1").is_none());
         assert!(!view.is_jti_revoked("j1"));
         assert_eq!(view.revision(), 4);
+    }
+
+    fn user_at(name: &str, generation: u64, version: Version) -> Change {
+        Change::User(Versioned {
+            version,
+            record: UserRecord {
+                account_id: 1,
+                username: name.into(),
+                password_hash: String::new(),
+                roles: Vec::new(),
+                disabled: false,
+                created_at: 0,
+                generation,
+            },
+        })
+    }
+
+    #[test]
+    fn an_own_commit_is_not_undone_by_older_stream_entries() {
+        let view = View::default();
+        view.apply(&ChangeBatch {
+            revision: 5,
+            changes: vec![Change::Session(session("s1", "alice"))],
+        });
+        // This instance revoked s1 at revision 9; another instance's commit at revision 7
+        // (a refresh of s1) reaches the stream only afterwards.
+        view.apply_own(&ChangeBatch {
+            revision: 9,
+            changes: vec![
+                Change::Deleted(Key::Session("s1".into())),
+                user_at("alice", 2, 9),
+            ],
+        });
+        assert!(view.session("s1").is_none());
+        view.apply(&ChangeBatch {
+            revision: 7,
+            changes: vec![
+                Change::Session(session("s1", "alice")),
+                user_at("alice", 1, 7),
+            ],
+        });
+        assert!(
+            view.session("s1").is_none(),
+            "an older put resurrected a revoked session"
+        );
+        assert_eq!(view.user("alice").unwrap().record.generation, 2);
+        assert_eq!(view.revision(), 7);
+        // The stream catches up: from then on it rules again.
+        view.apply(&ChangeBatch {
+            revision: 9,
+            changes: vec![
+                Change::Deleted(Key::Session("s1".into())),
+                user_at("alice", 2, 9),
+            ],
+        });
+        view.apply(&ChangeBatch {
+            revision: 10,
+            changes: vec![user_at("alice", 3, 10)],
+        });
+        assert_eq!(view.user("alice").unwrap().record.generation, 3);
+    }
+
+    #[test]
+    fn a_resync_snapshot_keeps_own_commits_it_predates() {
+        let view = View::default();
+        view.apply_own(&ChangeBatch {
+            revision: 12,
+            changes: vec![Change::Revocation(jti_entry("j-new"))],
+        });
+        view.load(
+            Snapshot {
+                revision: 10,
+                ..Snapshot::default()
+            },
+            view.revoked_jti_loader(),
+        );
+        assert!(view.is_jti_revoked("j-new"));
+        // A snapshot at or after the commit replaces it like everything else.
+        view.load(
+            Snapshot {
+                revision: 12,
+                ..Snapshot::default()
+            },
+            view.revoked_jti_loader(),
+        );
+        assert!(!view.is_jti_revoked("j-new"));
+    }
+
+    #[test]
+    fn an_own_commit_the_stream_already_delivered_changes_nothing() {
+        let view = View::default();
+        view.apply(&ChangeBatch {
+            revision: 8,
+            changes: vec![user_at("alice", 4, 8)],
+        });
+        view.apply_own(&ChangeBatch {
+            revision: 6,
+            changes: vec![user_at("alice", 3, 6)],
+        });
+        assert_eq!(view.user("alice").unwrap().record.generation, 4);
     }
 }

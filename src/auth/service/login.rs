@@ -28,6 +28,7 @@ impl Authority {
         channel: Channel,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
+        self.check_current()?;
         let limits = &settings.config.login;
         let attempt = Attempt::new(username, client);
         // The throttle measures its window on the monotonic clock: `now` has whole
@@ -46,6 +47,7 @@ impl Authority {
             // Checks the limits again: concurrent attempts may have reached one meanwhile.
             self.throttle
                 .record(limits, &attempt, outcome, self.clock.instant())?;
+            self.share_outcome(settings, &attempt, outcome, now).await?;
         }
         let (user, needs_rehash) = checked?;
         let user = if needs_rehash {

@@ -27,12 +27,12 @@ pub use verify::Principal;
 
 use super::Settings;
 use super::password::Hasher;
-use super::throttle::LoginThrottle;
+use super::throttle::{self, LoginThrottle};
 use crate::clock::Clock;
 use crate::config::{MAX_ACCESS_TTL, MAX_LEEWAY};
 use crate::store::{
-    NewRevocation, RefreshHash, RevocationKind, RevocationRecord, Store, StoreError, Txn,
-    UnixSeconds, UserRecord,
+    LoginEvent, NewRevocation, RefreshHash, RevocationKind, RevocationRecord, Store, StoreError,
+    Txn, UnixSeconds, UserRecord,
 };
 
 /// How often an operation re-reads and retries after losing a race to a concurrent commit.
@@ -82,13 +82,27 @@ pub struct TokenPair {
 /// lives as long as the daemon; its limits come from each call's settings snapshot). The
 /// clock gives the throttle its monotonic instants; wall-clock `now` is each call's
 /// parameter.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Authority {
     store: Store,
     hasher: Hasher,
     throttle: Arc<LoginThrottle>,
     clock: Clock,
+    /// Sessions already read from the engine after a miss (cluster mode): a session that
+    /// was not there then never appears later (its tokens come after it), so one read each.
+    caught_up: Arc<quick_cache::sync::Cache<String, ()>>,
 }
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many sessions [`Authority`] remembers having read after a miss.
+const CAUGHT_UP_ENTRIES: usize = 100_000;
 
 impl Authority {
     pub fn new(store: Store, hasher: Hasher, clock: Clock) -> Authority {
@@ -97,7 +111,77 @@ impl Authority {
             hasher,
             throttle: Arc::new(LoginThrottle::new()),
             clock,
+            caught_up: Arc::new(quick_cache::sync::Cache::new(CAUGHT_UP_ENTRIES)),
         }
+    }
+
+    /// `Ok` while the store's view may answer (always on sled; cluster mode: loaded and
+    /// confirmed current within `etcd.max_staleness`), else `503`.
+    pub fn check_current(&self) -> Result<(), AuthError> {
+        Ok(self.store.check_current()?)
+    }
+
+    /// The store (for its currency and limits).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Shares a counted login outcome with the deployment's other instances (cluster mode),
+    /// so N instances allow no more guesses than one. A failure that cannot be shared fails
+    /// the request (`503`): an instance cut off from the others must not become the one
+    /// that counts nothing.
+    async fn share_outcome(
+        &self,
+        settings: &Settings,
+        attempt: &throttle::Attempt,
+        outcome: throttle::Outcome,
+        now: UnixSeconds,
+    ) -> Result<(), AuthError> {
+        let success = match outcome {
+            throttle::Outcome::Failure => false,
+            throttle::Outcome::Success => true,
+            throttle::Outcome::NotCounted => return Ok(()),
+        };
+        let window = i64::try_from(settings.config.login.window.as_secs()).unwrap_or(i64::MAX);
+        let event = LoginEvent {
+            user: attempt.user_key(),
+            address: attempt.address_key(),
+            success,
+            at: now,
+        };
+        match self
+            .store
+            .share_login_event(event, now.saturating_add(window))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if success => {
+                tracing::warn!(error = %err, "a successful login was not shared with the other instances");
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Counts a login outcome another instance of the deployment saw (cluster mode).
+    pub fn count_shared_login(&self, settings: &Settings, event: &LoginEvent) {
+        let now = self.clock.instant();
+        let age = u64::try_from(self.clock.now().saturating_sub(event.at)).unwrap_or(0);
+        let at = now
+            .checked_sub(std::time::Duration::from_secs(age))
+            .unwrap_or(now);
+        let outcome = if event.success {
+            throttle::Outcome::Success
+        } else {
+            throttle::Outcome::Failure
+        };
+        self.throttle.record_shared(
+            &settings.config.login,
+            &throttle::Attempt::from_keys(event.user, event.address),
+            outcome,
+            at,
+            now,
+        );
     }
 
     pub fn hasher(&self) -> &Hasher {

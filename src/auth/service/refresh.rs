@@ -55,6 +55,7 @@ impl Authority {
         channel: Channel,
         now: UnixSeconds,
     ) -> Result<Refreshed, AuthError> {
+        self.check_current()?;
         let old_hash = presented.hash();
         for _ in 0..ATTEMPTS {
             let record = self
@@ -179,6 +180,7 @@ impl Authority {
         presented: &RefreshToken,
         now: UnixSeconds,
     ) -> Result<Option<String>, AuthError> {
+        self.check_current()?;
         let Some(record) = self.store.refresh(&presented.hash()).await? else {
             return Ok(None);
         };

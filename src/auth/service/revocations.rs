@@ -27,6 +27,7 @@ impl Authority {
         reason: Option<String>,
         now: UnixSeconds,
     ) -> Result<RevocationRecord, AuthError> {
+        self.check_current()?;
         match target {
             // An unknown jti: its token, if any, expires at the latest when the longest
             // token issued now would.

@@ -41,6 +41,7 @@ impl Authority {
         username: &str,
         now: UnixSeconds,
     ) -> Result<Vec<SessionRecord>, AuthError> {
+        self.check_current()?;
         let name = Username::parse(username).ok_or_else(|| user_not_found(username))?;
         let user = self
             .store
@@ -119,6 +120,7 @@ impl Authority {
         // Checks the limits again, as a login does: concurrent guesses reveal no more.
         self.throttle
             .record(limits, &attempt, outcome, self.clock.instant())?;
+        self.share_outcome(settings, &attempt, outcome, now).await?;
         if outcome == Outcome::Failure {
             return Err(AuthError::WrongCurrentPassword);
         }

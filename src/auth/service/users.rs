@@ -29,6 +29,7 @@ impl Authority {
         roles: Vec<String>,
         now: UnixSeconds,
     ) -> Result<User, AuthError> {
+        self.check_current()?;
         let name = parse_username(username)?;
         check_password(settings, password)?;
         let roles = check_roles(roles)?;
@@ -56,6 +57,7 @@ impl Authority {
     }
 
     pub fn get_user(&self, username: &str) -> Result<User, AuthError> {
+        self.check_current()?;
         Username::parse(username)
             .and_then(|name| self.store.user(name.as_str()))
             .map(|user| (*user.record).clone())
@@ -86,6 +88,7 @@ impl Authority {
         changes: UserChanges,
         now: UnixSeconds,
     ) -> Result<User, AuthError> {
+        self.check_current()?;
         let name = Username::parse(username).ok_or_else(|| user_not_found(username))?;
         if let Some(password) = &changes.password {
             check_password(settings, password)?;
@@ -132,6 +135,7 @@ impl Authority {
         username: &str,
         now: UnixSeconds,
     ) -> Result<(), AuthError> {
+        self.check_current()?;
         let name = Username::parse(username).ok_or_else(|| user_not_found(username))?;
         let revocation = user_revocation(settings, name.as_str(), "user deleted", now);
         for _ in 0..ATTEMPTS {

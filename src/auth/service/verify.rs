@@ -47,6 +47,7 @@ impl Authority {
         now: UnixSeconds,
     ) -> Result<Principal, AuthError> {
         use TokenRejection::{Disabled, Revoked, UserGone};
+        self.check_current()?;
         let claims = settings.tokens.verify(&settings.keys, token, now)?;
         if self.store.is_jti_revoked(&claims.jti) {
             return Err(AuthError::InvalidToken(Revoked));
@@ -71,6 +72,35 @@ impl Authority {
             user: user.record,
             claims,
         })
+    }
+
+    /// [`Authority::authenticate`], except that a token whose session or user the view
+    /// does not hold is first looked up in the store itself (cluster mode: a login on
+    /// another instance may not have reached this one yet). One lookup per session.
+    pub async fn authenticate_fresh(
+        &self,
+        settings: &Settings,
+        token: &str,
+        now: UnixSeconds,
+    ) -> Result<Principal, AuthError> {
+        let first = self.authenticate(settings, token, now);
+        let Err(AuthError::InvalidToken(TokenRejection::Revoked | TokenRejection::UserGone)) =
+            &first
+        else {
+            return first;
+        };
+        if !self.store.may_lag() {
+            return first;
+        }
+        let claims = settings.tokens.verify(&settings.keys, token, now)?;
+        let missing =
+            self.store.session(&claims.sid).is_none() || self.store.user(&claims.sub).is_none();
+        if !missing || self.caught_up.get(&claims.sid).is_some() {
+            return first;
+        }
+        self.store.catch_up(&claims.sid, &claims.sub).await?;
+        self.caught_up.insert(claims.sid.clone(), ());
+        self.authenticate(settings, token, now)
     }
 }
 

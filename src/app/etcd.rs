@@ -1,0 +1,248 @@
+//! Cluster mode's part of start-up: the etcd store (which loads itself in the background),
+//! this instance's node id, and the deployment's shared secrets — created by its first
+//! instance only, and checked against the fingerprints it recorded by every later one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::files::{create_private_dir, read_token_file, write_private_file_new};
+use crate::store::etcd::{ClientOptions, Deployment, DeploymentRecord, EtcdBackend, EtcdClient};
+use crate::store::{Freshness, Store, View};
+
+/// The running side of cluster mode, for [`super::App::run`].
+pub struct Cluster {
+    backend: Arc<EtcdBackend>,
+    fingerprints: Vec<(String, String)>,
+    created_at: i64,
+}
+
+/// Opens the etcd store. Only when a secret file is missing does this wait for etcd (to
+/// learn whether this is the deployment's first instance, which alone may create it).
+pub async fn open(config: &Config, clock: &Clock) -> anyhow::Result<(Store, Cluster)> {
+    let settings = config.clone();
+    let (options, node) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        create_private_dir(&settings.storage.path).with_context(|| {
+            format!(
+                "cannot create the data folder {}",
+                settings.storage.path.display()
+            )
+        })?;
+        Ok((client_options(&settings)?, node_id(&settings.storage.path)?))
+    })
+    .await??;
+    let view = Arc::new(View::default());
+    let freshness = Arc::new(Freshness::confirmed(
+        clock.clone(),
+        config.etcd.max_staleness,
+    ));
+    let backend = Arc::new(EtcdBackend::new(
+        EtcdClient::new(options),
+        &config.etcd.prefix,
+        node,
+        view.clone(),
+        freshness.clone(),
+    ));
+    if missing_secret(config).is_some() {
+        first_start(&backend, config, clock).await?;
+    } else {
+        let prepared = config.clone();
+        let file_clock = clock.clone();
+        tokio::task::spawn_blocking(move || super::prepare_files(&prepared, &file_clock)).await??;
+    }
+    let fingerprints = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || fingerprints(&config)).await??
+    };
+    let store = Store::remote(backend.clone(), view, freshness);
+    Ok((
+        store,
+        Cluster {
+            backend,
+            fingerprints,
+            created_at: clock.now(),
+        },
+    ))
+}
+
+impl Cluster {
+    /// Checks this instance's secrets against the deployment's, then loads and follows the
+    /// store until `stop`. A mismatch is fatal: it is sent on `fatal` and nothing loads.
+    pub async fn run(
+        self,
+        stop: watch::Receiver<bool>,
+        loaded: watch::Sender<bool>,
+        fatal: watch::Sender<Option<String>>,
+    ) {
+        let record = DeploymentRecord {
+            created_at: self.created_at,
+            fingerprints: self.fingerprints.clone(),
+        };
+        let mut waiting = stop.clone();
+        loop {
+            match self.backend.claim_deployment(&record).await {
+                Ok(Deployment::Created) => {
+                    tracing::info!("created a new deployment in etcd");
+                    break;
+                }
+                Ok(Deployment::Existing(existing)) => {
+                    if let Err(err) = compare(&self.fingerprints, &existing) {
+                        fatal.send_replace(Some(err));
+                        return;
+                    }
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot reach etcd yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        _ = waiting.changed() => return,
+                    }
+                }
+            }
+        }
+        crate::store::etcd::sync::run(self.backend, stop, loaded).await;
+    }
+}
+
+/// The first start of an instance that lacks a secret file: if the deployment is new, this
+/// instance creates the files; otherwise they must be copied from the first instance.
+async fn first_start(backend: &EtcdBackend, config: &Config, clock: &Clock) -> anyhow::Result<()> {
+    loop {
+        match backend.deployment().await {
+            Ok(Some(_)) => {
+                let missing = missing_secret(config).unwrap_or_default();
+                bail!(
+                    "{missing} is missing, and this deployment already exists in etcd: copy it from the deployment's first instance (instances must share their secrets)"
+                );
+            }
+            Ok(None) => break,
+            Err(err) => {
+                tracing::warn!(error = %err, "a secret file is missing: waiting for etcd to learn whether this is the deployment's first instance");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let prepared = config.clone();
+    let file_clock = clock.clone();
+    tokio::task::spawn_blocking(move || super::prepare_files(&prepared, &file_clock)).await??;
+    Ok(())
+}
+
+/// The first secret file that does not exist yet, named by its key.
+fn missing_secret(config: &Config) -> Option<String> {
+    if !config.admin.token_file.exists() {
+        return Some(format!(
+            "admin.token_file ({})",
+            config.admin.token_file.display()
+        ));
+    }
+    let has_key = std::fs::read_dir(&config.jwt.keys_dir)
+        .map(|entries| entries.flatten().next().is_some())
+        .unwrap_or(false);
+    if !has_key {
+        return Some(format!(
+            "the keys in jwt.keys_dir ({})",
+            config.jwt.keys_dir.display()
+        ));
+    }
+    None
+}
+
+/// Fingerprints of the secrets every instance must share: never the secrets themselves.
+fn fingerprints(config: &Config) -> anyhow::Result<Vec<(String, String)>> {
+    let token = read_token_file(&config.admin.token_file)
+        .with_context(|| format!("admin.token_file ({})", config.admin.token_file.display()))?;
+    Ok(vec![(
+        format!("admin.token_file ({})", config.admin.token_file.display()),
+        fingerprint("admin token", token.trim().as_bytes()),
+    )])
+}
+
+fn fingerprint(label: &str, secret: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"authd fingerprint\0");
+    hasher.update(label.as_bytes());
+    hasher.update([0]);
+    hasher.update(secret);
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// An error naming each secret whose fingerprint differs from the deployment's.
+fn compare(own: &[(String, String)], deployment: &DeploymentRecord) -> Result<(), String> {
+    for (what, print) in own {
+        let label = what.split(" (").next().unwrap_or(what);
+        let recorded = deployment
+            .fingerprints
+            .iter()
+            .find(|(name, _)| name.split(" (").next() == Some(label));
+        if let Some((_, recorded)) = recorded
+            && recorded != print
+        {
+            return Err(format!(
+                "{what} differs from the one this deployment's first instance created: copy it from there (instances must share their secrets)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// This instance's node id: made once, kept in `node.id` in the data folder, so it stays
+/// the same across restarts.
+pub fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let file = data_dir.join("node.id");
+    match std::fs::read_to_string(&file) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", file.display())),
+    }
+    let id = crate::random::random_id(16);
+    write_private_file_new(&file, id.as_bytes())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(id)
+}
+
+/// The `[etcd]` settings with their files read.
+fn client_options(config: &Config) -> anyhow::Result<ClientOptions> {
+    let etcd = &config.etcd;
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).with_context(|| format!("{key}: cannot read {}", path.display()))
+    };
+    let ca_pem = etcd
+        .ca_file
+        .as_deref()
+        .map(|path| read("etcd.ca_file", path))
+        .transpose()?;
+    let identity_pem = match (&etcd.cert_file, &etcd.key_file) {
+        (Some(cert), Some(key)) => {
+            Some((read("etcd.cert_file", cert)?, read("etcd.key_file", key)?))
+        }
+        _ => None,
+    };
+    let user = match (&etcd.username, &etcd.password_file) {
+        (Some(name), Some(file)) => {
+            let password = read_token_file(file)
+                .with_context(|| format!("etcd.password_file ({})", file.display()))?;
+            Some((name.clone(), password.trim().to_owned()))
+        }
+        _ => None,
+    };
+    Ok(ClientOptions {
+        endpoints: etcd.endpoints.clone(),
+        dial_timeout: etcd.dial_timeout,
+        request_timeout: etcd.request_timeout,
+        ca_pem,
+        identity_pem,
+        user,
+    })
+}

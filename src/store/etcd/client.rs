@@ -1,0 +1,184 @@
+//! The connection to etcd: made on first use (so `serve` starts while etcd is down), every
+//! call bounded by `etcd.request_timeout` (reloadable), and etcd's errors turned into what
+//! failed. Requests carry etcd's require-leader flag: a member cut off from its leader
+//! answers "no leader" at once instead of serving stale data or hanging.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, GetResponse, Identity, TlsOptions, Txn,
+    TxnResponse,
+};
+
+use crate::store::StoreError;
+
+/// How to reach etcd: the `[etcd]` settings, with the files already read.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    pub endpoints: Vec<String>,
+    pub dial_timeout: Duration,
+    pub request_timeout: Duration,
+    /// PEM of the CA that signed etcd's certificates.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM of the client certificate and its key.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// etcd user and password.
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password or the key.
+        f.debug_struct("ClientOptions")
+            .field("endpoints", &self.endpoints)
+            .field("tls", &self.ca_pem.is_some())
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an etcd call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach etcd: {0}")]
+    Connect(String),
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+}
+
+impl CallError {
+    /// The lease a put named has expired (a cached bucket lease outlived by its TTL).
+    pub fn is_lease_gone(&self) -> bool {
+        matches!(self, CallError::Etcd(err) if err.to_string().contains("requested lease not found"))
+    }
+}
+
+impl From<CallError> for StoreError {
+    fn from(err: CallError) -> StoreError {
+        StoreError::Unavailable(err.to_string())
+    }
+}
+
+/// A lazily connected etcd client.
+pub struct EtcdClient {
+    options: ClientOptions,
+    client: tokio::sync::Mutex<Option<Client>>,
+    request_timeout_ms: AtomicU64,
+}
+
+impl EtcdClient {
+    pub fn new(options: ClientOptions) -> EtcdClient {
+        let timeout = millis(options.request_timeout);
+        EtcdClient {
+            options,
+            client: tokio::sync::Mutex::new(None),
+            request_timeout_ms: AtomicU64::new(timeout),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_request_timeout(&self, timeout: Duration) {
+        self.request_timeout_ms
+            .store(millis(timeout), Ordering::Relaxed);
+    }
+
+    /// The connected client (connecting now if need be, within `etcd.dial_timeout`).
+    pub async fn connected(&self) -> Result<Client, CallError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let dial = self.options.dial_timeout;
+        let client = tokio::time::timeout(
+            dial,
+            Client::connect(&self.options.endpoints, Some(self.connect_options()?)),
+        )
+        .await
+        .map_err(|_| CallError::Timeout(dial))??;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    fn connect_options(&self) -> Result<ConnectOptions, CallError> {
+        let options = &self.options;
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(options.dial_timeout)
+            .with_keep_alive(Duration::from_secs(2), options.dial_timeout)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        if let Some((name, password)) = &options.user {
+            connect = connect.with_user(name.clone(), password.clone());
+        }
+        let secure = options
+            .endpoints
+            .iter()
+            .any(|endpoint| endpoint.starts_with("https://"));
+        if secure || options.ca_pem.is_some() || options.identity_pem.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &options.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &options.identity_pem {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            connect = connect.with_tls(tls);
+        }
+        Ok(connect)
+    }
+
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, CallError> {
+        self.within(self.request_timeout(), call).await
+    }
+
+    async fn within<T>(
+        &self,
+        timeout: Duration,
+        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result.map_err(CallError::from),
+            Err(_) => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, CallError> {
+        let mut client = self.connected().await?;
+        self.timed(client.txn(txn)).await
+    }
+
+    /// A transaction given `timeout` instead of the request timeout (a commit keeps the
+    /// rest of its budget to read an uncertain outcome back).
+    pub async fn txn_within(&self, txn: Txn, timeout: Duration) -> Result<TxnResponse, CallError> {
+        let mut client = self.connected().await?;
+        self.within(timeout, client.txn(txn)).await
+    }
+
+    pub async fn get(
+        &self,
+        key: Vec<u8>,
+        options: Option<GetOptions>,
+    ) -> Result<GetResponse, CallError> {
+        let mut client = self.connected().await?;
+        self.timed(client.get(key, options)).await
+    }
+
+    /// A new lease of `ttl` seconds; its id.
+    pub async fn lease_grant(&self, ttl: i64) -> Result<i64, CallError> {
+        let mut client = self.connected().await?;
+        let response = self.timed(client.lease_grant(ttl, None)).await?;
+        Ok(response.id())
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
