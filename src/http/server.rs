@@ -321,9 +321,9 @@ async fn handle(
             }
         });
         let elapsed = routes.clock().instant() - started;
-        return Ok(span.in_scope(|| {
-            finished(response, request_id, elapsed, answering, listener, route)
-        }));
+        return Ok(
+            span.in_scope(|| finished(response, request_id, elapsed, answering, listener, route))
+        );
     }
     let span = request_span(&request_id);
     async move {

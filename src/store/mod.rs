@@ -86,6 +86,21 @@ impl Store {
         }
     }
 
+    /// An etcd store for tools that only write (seeding, restores): no view is loaded and
+    /// nothing follows the watch.
+    pub fn etcd_writer(options: etcd::ClientOptions, prefix: &str) -> Store {
+        let view = Arc::new(View::default());
+        let freshness = Arc::new(Freshness::always(crate::clock::Clock::system()));
+        let backend = Arc::new(etcd::EtcdBackend::new(
+            etcd::EtcdClient::new(options),
+            prefix,
+            "writer".to_owned(),
+            view.clone(),
+            freshness.clone(),
+        ));
+        Store::remote(backend, view, freshness)
+    }
+
     /// Whether the view may answer: loaded, and (cluster mode) confirmed current within
     /// `etcd.max_staleness`.
     pub fn currency(&self) -> Currency {
