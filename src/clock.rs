@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::store::UnixSeconds;
+/// Seconds since the Unix epoch (the same as `store::UnixSeconds`, which the clock must not
+/// depend on: the store takes a clock).
+pub type UnixSeconds = i64;
 
 /// A source of time, cheap to clone: the system's clocks, or a manual clock whose clones
 /// all share one time.

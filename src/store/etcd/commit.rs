@@ -1,0 +1,311 @@
+//! Committing a [`Txn`] to etcd: one transaction whose compares are the preconditions,
+//! revocation entries placed by a counter key, the writes nested past etcd's op limit, and
+//! an uncertain outcome read back through the commit's nonce.
+
+use std::collections::HashMap;
+
+use etcd_client::{Compare, CompareOp, KeyValue, TxnOp};
+
+use super::client::CallError;
+use super::layout::{decode, encode, nonce_of};
+use super::{COUNTER_ATTEMPTS, EtcdBackend, MAX_TXN_OPS, header_revision, read_u64, to_version};
+use crate::store::StoreError;
+use crate::store::backend::{Change, ChangeBatch, Committed, Txn, Write};
+use crate::store::records::{Key, RevocationRecord, Version, Versioned};
+
+/// A commit as etcd will see it.
+struct Prepared {
+    nonce: u64,
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+    /// The changes, with revocation entries placed; versions are set once committed.
+    changes: Vec<Change>,
+    /// The first key the commit puts, read back when etcd leaves the outcome uncertain.
+    witness: Option<Vec<u8>>,
+}
+
+enum Attempt {
+    Done(Committed),
+    Conflict,
+    Retry,
+}
+
+impl EtcdBackend {
+    async fn prepare(&self, txn: &Txn) -> Result<Prepared, StoreError> {
+        let nonce = self.next_nonce();
+        let mut compares: Vec<Compare> = txn
+            .checks
+            .iter()
+            .map(|check| {
+                let key = self.layout.key(&check.key);
+                match check.version {
+                    None => Compare::create_revision(key, CompareOp::Equal, 0),
+                    Some(version) => {
+                        Compare::mod_revision(key, CompareOp::Equal, to_revision(version))
+                    }
+                }
+            })
+            .collect();
+        // Revocation entries: the counter that places them, and the entries they replace
+        // or delete (whose list positions go with them).
+        let touched: Vec<Key> = txn
+            .writes
+            .iter()
+            .filter_map(|write| match write {
+                Write::PutRevocation(entry) => Some(Key::Revocation(entry.kind, entry.id.clone())),
+                Write::Delete(key @ Key::Revocation(..)) => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let counter = self.layout.meta("seq");
+        let mut old_seqs: HashMap<Key, u64> = HashMap::new();
+        let mut next_seq = 0u64;
+        if !touched.is_empty() {
+            let mut names: Vec<Vec<u8>> = vec![counter.clone()];
+            names.extend(touched.iter().map(|key| self.layout.key(key)));
+            let (_, values) = self.read_keys(&names).await?;
+            let mut values = values.into_iter();
+            let seq_kv = values.next().flatten();
+            next_seq = match &seq_kv {
+                Some(kv) => read_u64(kv.value())?,
+                None => 0,
+            };
+            compares.push(Compare::mod_revision(
+                counter.clone(),
+                CompareOp::Equal,
+                seq_kv.as_ref().map_or(0, KeyValue::mod_revision),
+            ));
+            for (key, value) in touched.iter().zip(values) {
+                compares.push(Compare::mod_revision(
+                    self.layout.key(key),
+                    CompareOp::Equal,
+                    value.as_ref().map_or(0, KeyValue::mod_revision),
+                ));
+                if let Some(kv) = value {
+                    let entry: RevocationRecord = decode(kv.value(), "revocations")?;
+                    old_seqs.insert(key.clone(), entry.seq);
+                }
+            }
+        }
+        let first_seq = next_seq;
+        let mut ops = Vec::with_capacity(txn.writes.len() + 4);
+        let mut changes = Vec::with_capacity(txn.writes.len());
+        let mut witness = None;
+        for write in &txn.writes {
+            match write {
+                Write::PutUser(user) => {
+                    let key = self.layout.key(&Key::User(user.username.clone()));
+                    witness.get_or_insert_with(|| key.clone());
+                    ops.push(TxnOp::put(key, encode(nonce, user)?, None));
+                    changes.push(Change::User(Versioned {
+                        version: 0,
+                        record: user.clone(),
+                    }));
+                }
+                Write::PutSession(session) => {
+                    let key = self.layout.key(&Key::Session(session.sid.clone()));
+                    witness.get_or_insert_with(|| key.clone());
+                    let expires_at = session.expires_at.max(session.access_expires_at);
+                    ops.push(
+                        self.put_expiring(key, encode(nonce, session)?, expires_at)
+                            .await?,
+                    );
+                    changes.push(Change::Session(Versioned {
+                        version: 0,
+                        record: session.clone(),
+                    }));
+                }
+                Write::PutRefresh(hash, record) => {
+                    let key = self.layout.key(&Key::Refresh(*hash));
+                    witness.get_or_insert_with(|| key.clone());
+                    ops.push(
+                        self.put_expiring(key, encode(nonce, record)?, record.expires_at)
+                            .await?,
+                    );
+                    changes.push(Change::Refresh(*hash));
+                }
+                Write::PutRevocation(entry) => {
+                    next_seq += 1;
+                    let entry = RevocationRecord {
+                        seq: next_seq,
+                        ..entry.clone()
+                    };
+                    let key = Key::Revocation(entry.kind, entry.id.clone());
+                    if let Some(old) = old_seqs.remove(&key) {
+                        ops.push(TxnOp::delete(self.layout.log_entry(old), None));
+                    }
+                    let name = self.layout.key(&key);
+                    witness.get_or_insert_with(|| name.clone());
+                    let value = encode(nonce, &entry)?;
+                    ops.push(
+                        self.put_expiring(name, value.clone(), entry.expires_at)
+                            .await?,
+                    );
+                    ops.push(
+                        self.put_expiring(
+                            self.layout.log_entry(entry.seq),
+                            value,
+                            entry.expires_at,
+                        )
+                        .await?,
+                    );
+                    changes.push(Change::Revocation(entry));
+                }
+                Write::Delete(key) => {
+                    if let Some(old) = old_seqs.remove(key) {
+                        ops.push(TxnOp::delete(self.layout.log_entry(old), None));
+                    }
+                    ops.push(TxnOp::delete(self.layout.key(key), None));
+                    changes.push(Change::Deleted(key.clone()));
+                }
+            }
+        }
+        if next_seq != first_seq {
+            ops.push(TxnOp::put(counter, next_seq.to_be_bytes().to_vec(), None));
+        }
+        if compares.len() > MAX_TXN_OPS {
+            return Err(StoreError::Unavailable(format!(
+                "a commit with {} preconditions is over etcd's limit of {MAX_TXN_OPS}",
+                compares.len()
+            )));
+        }
+        Ok(Prepared {
+            nonce,
+            compares,
+            ops: nest(ops),
+            changes,
+            witness,
+        })
+    }
+
+    async fn attempt(&self, txn: &Txn) -> Result<Attempt, StoreError> {
+        let prepared = self.prepare(txn).await?;
+        let request = etcd_client::Txn::new()
+            .when(prepared.compares.clone())
+            .and_then(prepared.ops.clone());
+        // Three quarters of the budget for the commit; the rest to read an uncertain
+        // outcome back (the whole commit is bounded by the request timeout).
+        let budget = self.client.request_timeout() * 3 / 4;
+        let revision = match self.client.txn_within(request, budget).await {
+            Ok(response) if response.succeeded() => header_revision(response.header()),
+            Ok(_) => {
+                // A precondition failed: the caller's, or only our counter's.
+                let keys: Vec<Key> = txn.checks.iter().map(|check| check.key.clone()).collect();
+                let versions = self.catch_up_keys(&keys).await?;
+                let held = txn
+                    .checks
+                    .iter()
+                    .zip(&versions)
+                    .all(|(check, version)| check.version == *version);
+                return Ok(if held {
+                    Attempt::Retry
+                } else {
+                    Attempt::Conflict
+                });
+            }
+            Err(err) if err.is_lease_gone() => {
+                self.lock_leases().clear();
+                return Ok(Attempt::Retry);
+            }
+            Err(err) => self.read_back(&prepared, err).await?,
+        };
+        Ok(Attempt::Done(self.publish(revision, prepared.changes)))
+    }
+
+    /// The commit's fate when etcd left it uncertain (a timeout, a lost connection): its
+    /// first put carries the nonce, so reading that key back tells whether it applied.
+    async fn read_back(&self, prepared: &Prepared, err: CallError) -> Result<Version, StoreError> {
+        let Some(witness) = &prepared.witness else {
+            return Err(err.into());
+        };
+        let (_, values) = self
+            .read_keys(std::slice::from_ref(witness))
+            .await
+            .map_err(|_| StoreError::from(err))?;
+        match values.into_iter().next().flatten() {
+            Some(kv) if nonce_of(kv.value()) == Some(prepared.nonce) => {
+                Ok(to_version(kv.mod_revision()))
+            }
+            _ => Err(StoreError::Unavailable(
+                "etcd did not commit the write".into(),
+            )),
+        }
+    }
+
+    /// Applies a commit at `revision` to the view (read your writes); answers it.
+    fn publish(&self, revision: Version, mut changes: Vec<Change>) -> Committed {
+        for change in &mut changes {
+            match change {
+                Change::User(user) => user.version = revision,
+                Change::Session(session) => session.version = revision,
+                _ => {}
+            }
+        }
+        let batch = ChangeBatch { revision, changes };
+        self.view.apply_own(&batch);
+        let revocations = batch
+            .changes
+            .into_iter()
+            .filter_map(|change| match change {
+                Change::Revocation(entry) => Some(entry),
+                _ => None,
+            })
+            .collect();
+        Committed {
+            revision,
+            revocations,
+        }
+    }
+
+    pub(super) async fn commit_txn(&self, txn: Txn) -> Result<Committed, StoreError> {
+        let places_entries = txn.writes.iter().any(|write| {
+            matches!(
+                write,
+                Write::PutRevocation(_) | Write::Delete(Key::Revocation(..))
+            )
+        });
+        let _writer = if places_entries {
+            Some(self.counter_writer.lock().await)
+        } else {
+            None
+        };
+        let timeout = self.client.request_timeout();
+        let attempts = async {
+            for _ in 0..COUNTER_ATTEMPTS {
+                match self.attempt(&txn).await? {
+                    Attempt::Done(committed) => return Ok(committed),
+                    Attempt::Conflict => return Err(StoreError::Conflict),
+                    Attempt::Retry => {}
+                }
+            }
+            Err(StoreError::Unavailable(
+                "too much contention on the revocation counter".into(),
+            ))
+        };
+        match tokio::time::timeout(timeout, attempts).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd did not commit within {timeout:?}"
+            ))),
+        }
+    }
+}
+
+/// Puts `ops` in one list, or in nested transactions of at most [`MAX_TXN_OPS`] each
+/// (a nested transaction without compares always applies, inside the outer one).
+fn nest(ops: Vec<TxnOp>) -> Vec<TxnOp> {
+    if ops.len() <= MAX_TXN_OPS {
+        return ops;
+    }
+    let mut nested = Vec::new();
+    let mut rest = ops.into_iter().peekable();
+    while rest.peek().is_some() {
+        let chunk: Vec<TxnOp> = rest.by_ref().take(MAX_TXN_OPS).collect();
+        nested.push(TxnOp::txn(etcd_client::Txn::new().and_then(chunk)));
+    }
+    nested
+}
+
+fn to_revision(version: Version) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}

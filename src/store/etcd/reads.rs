@@ -1,0 +1,324 @@
+//! Reading from etcd: single records, pages in key or list order, the paged snapshot the
+//! view loads from, and the [`Backend`] implementation that ties it all together.
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, TxnOp};
+
+use super::layout::{decode, encode, prefix_end};
+use super::{
+    COUNTER_ATTEMPTS, EXPIRY_MARGIN_SECS, EtcdBackend, SNAPSHOT_PAGE, header_revision, read_u64,
+    sync, to_version,
+};
+use crate::store::StoreError;
+use crate::store::backend::{
+    Backend, BoxFuture, Committed, Expired, LoginEventSink, RevocationsPage, RevokedJtiSink,
+    Snapshot, Txn, UsersPage,
+};
+use crate::store::records::{
+    Key, LoginEvent, MemberRecord, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
+    SessionRecord, UnixSeconds, UserRecord, Versioned,
+};
+
+impl EtcdBackend {
+    pub(super) async fn get_versioned<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &Key,
+        space: &'static str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let response = self.client.get(self.layout.key(key), None).await?;
+        response
+            .kvs()
+            .first()
+            .map(|kv| {
+                Ok(Versioned {
+                    version: to_version(kv.mod_revision()),
+                    record: decode(kv.value(), space)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Reads a whole space at `revision` (0: now), page by page; answers the revision read.
+    pub(super) async fn scan(
+        &self,
+        space: &str,
+        revision: i64,
+        keys_only: bool,
+        mut each: impl FnMut(&KeyValue) -> Result<(), StoreError>,
+    ) -> Result<i64, StoreError> {
+        let start = self.layout.space(space);
+        let end = prefix_end(&start);
+        let mut from = start;
+        let mut revision = revision;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(SNAPSHOT_PAGE)
+                .with_revision(revision);
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            let response = self.client.get(from.clone(), Some(options)).await?;
+            if revision == 0 {
+                revision = i64::try_from(header_revision(response.header())).unwrap_or(i64::MAX);
+            }
+            for kv in response.kvs() {
+                each(kv)?;
+            }
+            match response.kvs().last() {
+                Some(last) if response.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(revision),
+            }
+        }
+    }
+
+    pub(crate) async fn snapshot_at(
+        &self,
+        revoked_jti: RevokedJtiSink<'_>,
+    ) -> Result<Snapshot, StoreError> {
+        let mut users = Vec::new();
+        let revision = self
+            .scan("u/", 0, false, |kv| {
+                users.push(Versioned {
+                    version: to_version(kv.mod_revision()),
+                    record: decode::<UserRecord>(kv.value(), "users")?,
+                });
+                Ok(())
+            })
+            .await?;
+        let now = self.clock.now();
+        let mut sessions = Vec::new();
+        self.scan("s/", revision, false, |kv| {
+            let record: SessionRecord = decode(kv.value(), "sessions")?;
+            if record.expires_at.max(record.access_expires_at) + EXPIRY_MARGIN_SECS >= now {
+                sessions.push(Versioned {
+                    version: to_version(kv.mod_revision()),
+                    record,
+                });
+            }
+            Ok(())
+        })
+        .await?;
+        let jti_space = self.layout.space("v/j/");
+        self.scan("v/j/", revision, true, |kv| {
+            if let Some(jti) = kv.key().strip_prefix(jti_space.as_slice()) {
+                revoked_jti(&String::from_utf8_lossy(jti));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Snapshot {
+            revision: to_version(revision),
+            users,
+            sessions,
+        })
+    }
+}
+
+impl Backend for EtcdBackend {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        revoked_jti: RevokedJtiSink<'a>,
+    ) -> BoxFuture<'a, Result<Snapshot, StoreError>> {
+        Box::pin(self.snapshot_at(revoked_jti))
+    }
+
+    fn commit(&self, txn: Txn) -> BoxFuture<'_, Result<Committed, StoreError>> {
+        Box::pin(self.commit_txn(txn))
+    }
+
+    fn refresh(
+        &self,
+        hash: RefreshHash,
+    ) -> BoxFuture<'_, Result<Option<Versioned<RefreshRecord>>, StoreError>> {
+        Box::pin(async move {
+            self.get_versioned(&Key::Refresh(hash), "refresh_tokens")
+                .await
+        })
+    }
+
+    fn revocation(
+        &self,
+        kind: RevocationKind,
+        id: String,
+    ) -> BoxFuture<'_, Result<Option<Versioned<RevocationRecord>>, StoreError>> {
+        Box::pin(async move {
+            self.get_versioned(&Key::Revocation(kind, id), "revocations")
+                .await
+        })
+    }
+
+    fn users_page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<UsersPage, StoreError>> {
+        Box::pin(async move {
+            let space = self.layout.space("u/");
+            let from = match after {
+                Some(name) => {
+                    let mut key = self.layout.key(&Key::User(name));
+                    key.push(0);
+                    key
+                }
+                None => space.clone(),
+            };
+            let options = GetOptions::new()
+                .with_range(prefix_end(&space))
+                .with_limit(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+            let response = self.client.get(from, Some(options)).await?;
+            let mut users = response
+                .kvs()
+                .iter()
+                .map(|kv| decode::<UserRecord>(kv.value(), "users"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = users.len() > limit;
+            users.truncate(limit);
+            Ok((users, more))
+        })
+    }
+
+    fn revocations_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<RevocationsPage, StoreError>> {
+        Box::pin(async move {
+            let space = self.layout.space("l/");
+            let from = match after {
+                Some(seq) => self.layout.log_entry(seq.saturating_add(1)),
+                None => space.clone(),
+            };
+            let options = GetOptions::new()
+                .with_range(prefix_end(&space))
+                .with_limit(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+            let response = self.client.get(from, Some(options)).await?;
+            let mut entries = response
+                .kvs()
+                .iter()
+                .map(|kv| decode::<RevocationRecord>(kv.value(), "revocations"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let next = if entries.len() > limit {
+                entries.truncate(limit);
+                entries.last().map(|entry| entry.seq)
+            } else {
+                None
+            };
+            Ok((entries, next))
+        })
+    }
+
+    fn expired(&self, _now: UnixSeconds) -> BoxFuture<'_, Result<Vec<Expired>, StoreError>> {
+        // etcd's leases remove expired records; nothing to purge by hand.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn revocation_count(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let options = GetOptions::new().with_prefix().with_count_only();
+            let response = self
+                .client
+                .get(self.layout.space("v/"), Some(options))
+                .await?;
+            Ok(usize::try_from(response.count()).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn next_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let key = self.layout.meta("id");
+            for _ in 0..COUNTER_ATTEMPTS {
+                let (_, values) = self.read_keys(std::slice::from_ref(&key)).await?;
+                let current = values.into_iter().next().flatten();
+                let (last, revision) = match &current {
+                    Some(kv) => (read_u64(kv.value())?, kv.mod_revision()),
+                    None => (0, 0),
+                };
+                let next = last + 1;
+                let txn = etcd_client::Txn::new()
+                    .when(vec![Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then(vec![TxnOp::put(
+                        key.clone(),
+                        next.to_be_bytes().to_vec(),
+                        None,
+                    )]);
+                if self.client.txn(txn).await?.succeeded() {
+                    return Ok(next);
+                }
+            }
+            Err(StoreError::Unavailable(
+                "too much contention on the id counter".into(),
+            ))
+        })
+    }
+
+    fn catch_up(&self, keys: Vec<Key>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.catch_up_keys(&keys).await.map(|_| ()) })
+    }
+
+    fn members(&self) -> BoxFuture<'_, Result<Option<Vec<MemberRecord>>, StoreError>> {
+        Box::pin(async move {
+            let mut members = Vec::new();
+            self.scan("n/", 0, false, |kv| {
+                if let Ok(beat) = serde_json::from_slice::<sync::Beat>(kv.value()) {
+                    members.push(beat.member);
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(Some(members))
+        })
+    }
+
+    fn share_login_event(
+        &self,
+        event: LoginEvent,
+        keep_until: UnixSeconds,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let number = self.login_events.fetch_add(1, Ordering::Relaxed);
+            let key = self.layout.login_event(&self.node, number);
+            let put = self
+                .put_expiring(key, encode(0, &event)?, keep_until)
+                .await?;
+            self.client
+                .txn(etcd_client::Txn::new().and_then(vec![put]))
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn on_login_event(&self, sink: LoginEventSink) {
+        *self
+            .login_sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(sink);
+    }
+
+    fn publish_member(&self, member: MemberRecord) {
+        *self.member.lock().unwrap_or_else(PoisonError::into_inner) = Some(member);
+    }
+
+    fn set_request_timeout(&self, timeout: Duration) {
+        self.client.set_request_timeout(timeout);
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        // Every acknowledged commit is already committed by a quorum.
+        Ok(())
+    }
+}
