@@ -37,8 +37,10 @@ pub async fn open(config: &Config, clock: &Clock) -> anyhow::Result<(Store, Clus
     })
     .await??;
     let view = Arc::new(View::default());
+    // Staleness is measured on the real monotonic clock, like the heartbeats that end it:
+    // a test's manual clock moving on must not make the view look old.
     let freshness = Arc::new(Freshness::confirmed(
-        clock.clone(),
+        Clock::system(),
         config.etcd.max_staleness,
     ));
     let backend = Arc::new(EtcdBackend::new(
@@ -47,6 +49,7 @@ pub async fn open(config: &Config, clock: &Clock) -> anyhow::Result<(Store, Clus
         node,
         view.clone(),
         freshness.clone(),
+        clock.clone(),
     ));
     if missing_secret(config).is_some() {
         first_start(&backend, config, clock).await?;

@@ -97,6 +97,7 @@ impl Store {
             "writer".to_owned(),
             view.clone(),
             freshness.clone(),
+            crate::clock::Clock::system(),
         ));
         Store::remote(backend, view, freshness)
     }

@@ -95,8 +95,8 @@ impl EtcdBackend {
         node: String,
         view: Arc<View>,
         freshness: Arc<Freshness>,
+        clock: Clock,
     ) -> EtcdBackend {
-        let clock = freshness.clock().clone();
         EtcdBackend {
             client,
             layout: Layout::new(prefix),

@@ -311,7 +311,9 @@ async fn write_heartbeat(
     let value = serde_json::to_vec(&Beat { beat, member })
         .map_err(|err| StoreError::Unavailable(format!("cannot encode a heartbeat: {err}")))?;
     // Noted before it is sent: the view is current as of this moment once it returns.
-    backend.heartbeats().sent(beat, backend.clock().instant());
+    backend
+        .heartbeats()
+        .sent(beat, backend.freshness().clock().instant());
     let put = etcd_client::TxnOp::put(
         backend.layout().member(backend.node()),
         value,
