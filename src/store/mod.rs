@@ -157,6 +157,27 @@ impl Store {
         self.backend.on_login_event(sink);
     }
 
+    /// Reads the session `sid` (and then its user) from the engine itself into the view
+    /// when the view lacks them (cluster mode; nothing to do on sled).
+    pub async fn catch_up_session(&self, sid: &str) -> Result<(), StoreError> {
+        if !self.may_lag() {
+            return Ok(());
+        }
+        if self.session(sid).is_none() {
+            self.backend
+                .catch_up(vec![Key::Session(sid.to_owned())])
+                .await?;
+        }
+        if let Some(session) = self.session(sid)
+            && self.user(&session.record.username).is_none()
+        {
+            self.backend
+                .catch_up(vec![Key::User(session.record.username.clone())])
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Whether reading from the engine could find what the view lacks (cluster mode).
     pub fn may_lag(&self) -> bool {
         self.backend.name() != "sled"

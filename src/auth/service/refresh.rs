@@ -63,6 +63,9 @@ impl Authority {
                 .refresh(&old_hash)
                 .await?
                 .ok_or(AuthError::InvalidGrant(UNKNOWN))?;
+            // The token was read from the store itself; its session may not have reached
+            // this instance's view yet (cluster mode).
+            self.store.catch_up_session(&record.record.sid).await?;
             if let Some(rotated_at) = record.record.rotated_at {
                 let grace = if channel == Channel::Cookie && record.record.issued_in_cookie {
                     settings.config.cookie.refresh_grace
