@@ -171,6 +171,14 @@ impl EtcdClient {
         self.timed(client.get(key, options)).await
     }
 
+    /// Ends the lease `id` (its keys go with it).
+    pub async fn lease_revoke(&self, id: i64) -> Result<(), CallError> {
+        let mut client = self.connected().await?;
+        self.within(Duration::from_secs(1), client.lease_revoke(id))
+            .await
+            .map(|_| ())
+    }
+
     /// A new lease of `ttl` seconds; its id.
     pub async fn lease_grant(&self, ttl: i64) -> Result<i64, CallError> {
         let mut client = self.connected().await?;

@@ -105,7 +105,7 @@ pub async fn run(
             }
         }
     }
-    heartbeat.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(1), heartbeat).await;
 }
 
 /// Loads a snapshot into the view; answers its revision.
@@ -259,7 +259,13 @@ async fn heartbeat(backend: Arc<EtcdBackend>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // Leave the member list at once rather than when the lease runs out.
+                if let Some(id) = lease {
+                    let _ = backend.client().lease_revoke(id).await;
+                }
+                return;
+            }
         }
         beat += 1;
         if let Err(err) = write_heartbeat(&backend, &mut lease, beat).await {
