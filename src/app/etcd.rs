@@ -251,6 +251,7 @@ fn client_options(config: &Config) -> anyhow::Result<ClientOptions> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
