@@ -139,6 +139,19 @@ impl TestApp {
             .unwrap()
             .trim()
             .to_owned();
+        if etcd {
+            // The whole point of etcd mode: a silent fallback to sled would prove nothing.
+            let cluster: serde_json::Value = reqwest::Client::new()
+                .get(format!("{admin}/admin/v1/cluster"))
+                .bearer_auth(&admin_token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(cluster["backend"], "etcd", "{cluster}");
+        }
         TestApp {
             api: Api::new(public, admin, admin_token),
             dir: dir.to_owned(),
