@@ -66,12 +66,12 @@ pub fn copy_secrets(from: &Path, to: &Path, admin_token: bool) {
         private_copy(&entry.path(), &to.join("data/keys").join(entry.file_name()));
     }
     if admin_token {
-        private_copy(
-            &from.join("data/admin.token"),
-            &to.join("data/admin.token"),
-        );
+        private_copy(&from.join("data/admin.token"), &to.join("data/admin.token"));
     }
 }
+
+/// How long an instance may take to be ready once it has loaded its snapshot.
+const STARTUP: Duration = Duration::from_secs(10);
 
 /// One authd instance: its folder and, while it runs, its process.
 pub struct Node {
@@ -85,9 +85,27 @@ pub struct Deployment {
     pub nodes: Vec<Node>,
 }
 
+impl Drop for Deployment {
+    /// A failed test shows what each instance logged.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if let Some(daemon) = node.daemon.as_mut() {
+                eprintln!("----- authd {i} stderr -----");
+                for line in daemon.stderr_so_far() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
 impl Deployment {
     /// Starts etcd, then the first instance (which creates the secrets and the deployment),
-    /// then two more with copies of its secrets; each has loaded its snapshot on return.
+    /// then two more with copies of its secrets; on return each has loaded its snapshot and
+    /// answers `/readyz` `200` (its view confirmed current), as a load balancer would wait.
     pub async fn start(net: u8, settings: &[(&str, &str)]) -> Deployment {
         let etcd = EtcdCluster::start(net, 3);
         let config = cluster_config(&etcd, settings);
@@ -104,7 +122,19 @@ impl Deployment {
                 daemon: Some(daemon),
             });
         }
-        Deployment { etcd, nodes }
+        let deployment = Deployment { etcd, nodes };
+        for i in 0..3 {
+            deployment.wait_ready(i).await;
+        }
+        deployment
+    }
+
+    /// Polls instance `i`'s `/readyz` until `200`.
+    pub async fn wait_ready(&self, i: usize) {
+        within(STARTUP, &format!("/readyz 200 on authd {i}"), async || {
+            public_status(self.node(i), "/readyz").await == Some(StatusCode::OK)
+        })
+        .await;
     }
 
     /// Instance `i`, which must be running.
@@ -128,6 +158,7 @@ impl Deployment {
         assert!(self.nodes[i].daemon.is_none(), "authd {i} is running");
         let daemon = Daemon::start(self.nodes[i].dir.path()).await;
         self.nodes[i].daemon = Some(daemon);
+        self.wait_ready(i).await;
     }
 
     /// A second [`Api`] on instance `i` (for tasks running beside the test).

@@ -27,14 +27,16 @@ pub fn etcd_mode() -> bool {
         let wanted = module_path!().starts_with("api_etcd")
             || std::env::var("AUTHD_TEST_STORE").is_ok_and(|store| store == "etcd");
         let installed = || {
-            ["etcd", "etcdctl"].iter().all(|tool| {
-                std::process::Command::new(tool)
-                    .arg("version")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|status| status.success())
-            })
+            [("etcd", "--version"), ("etcdctl", "version")]
+                .iter()
+                .all(|(tool, version)| {
+                    std::process::Command::new(tool)
+                        .arg(version)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|status| status.success())
+                })
         };
         if wanted && !installed() {
             eprintln!("etcd not installed: skipped (these daemons run on sled)");
@@ -53,16 +55,13 @@ pub fn etcd_prefix(dir: &Path) -> String {
     if let Ok(prefix) = std::fs::read_to_string(&file) {
         return prefix;
     }
-    // std's hasher keys are random per process and per map; the time and the folder make
-    // the name unique within a process too.
+    // std's hasher keys are random per process; the counter and the folder make the name
+    // unique within a process too.
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write(dir.as_os_str().as_encoded_bytes());
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
+    hasher.write_u64(MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
     let prefix = format!("/t/{:016x}/", hasher.finish());
     std::fs::write(&file, &prefix).unwrap();
     prefix

@@ -285,6 +285,15 @@ impl Daemon {
         }
     }
 
+    /// Every stderr line received so far, without waiting (the process may still run):
+    /// for failure messages.
+    pub fn stderr_so_far(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.clone()
+    }
+
     /// Sends a signal (`TERM`, `HUP`, …) with `kill(1)`.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
