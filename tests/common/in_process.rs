@@ -1,6 +1,10 @@
 //! [`TestApp`]: a real daemon started in the test's own process on port 0 (`App::build`,
 //! `App::run` with a control channel instead of signals), with its own data folder, spoken
 //! to through [`Api`].
+//!
+//! In etcd mode ([`super::config::etcd_mode`]) it stores in the binary's shared etcd member
+//! under its folder's own prefix, and is handed to the test only once `/readyz` says its
+//! store is loaded (an etcd-backed daemon serves before that, answering `503`).
 
 // Tests wait on real time (deadlines for the daemon under test), as a client would.
 #![allow(
@@ -21,7 +25,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::client::Api;
-use super::config::in_process_config;
+use super::config::{SHARED_ETCD, etcd_mode, etcd_prefix, in_process_config};
+
+/// How long an etcd-backed daemon may take to load its store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A running daemon with its own data folder; every [`Api`] helper works on it. Asked to
 /// shut down when dropped without [`TestApp::stop`].
@@ -89,7 +96,13 @@ impl TestApp {
     /// Starts a daemon configured by `file` alone (no overrides), so that [`TestApp::reload`]
     /// re-reads exactly what the test wrote there. `dir` is the test's folder (`TestApp::dir`).
     pub async fn start_with_config_file(dir: &Path, file: &Path) -> TestApp {
-        let config = Config::load_with_env(file, HashMap::new()).unwrap();
+        let mut config = Config::load_with_env(file, HashMap::new()).unwrap();
+        // A file the test wrote itself (not through `write_config`) still says sled.
+        if etcd_mode() && config.storage.backend == authd::config::StorageBackend::Sled {
+            config.storage.backend = authd::config::StorageBackend::Etcd;
+            config.etcd.endpoints = vec![SHARED_ETCD.to_owned()];
+            config.etcd.prefix = etcd_prefix(dir);
+        }
         TestApp::run(dir, config, InheritedListeners::default()).await
     }
 
@@ -106,15 +119,39 @@ impl TestApp {
         clock: authd::clock::Clock,
     ) -> TestApp {
         let token_file = config.admin.token_file.clone();
+        let etcd = config.storage.backend == authd::config::StorageBackend::Etcd;
+        if etcd {
+            // Started on first use; the whole binary shares it.
+            let shared = tokio::task::spawn_blocking(super::etcd::shared_member)
+                .await
+                .unwrap();
+            assert_eq!(shared.endpoint(0), SHARED_ETCD);
+        }
         let app = App::build_on_clock(config, listeners, clock).await.unwrap();
         let public = format!("http://{}", app.public_addr().unwrap());
         let admin = format!("http://{}", app.admin_addr().unwrap());
         let (control, control_rx) = mpsc::channel(4);
         let running = tokio::spawn(app.run(control_rx));
+        if etcd {
+            wait_ready(&public).await;
+        }
         let admin_token = std::fs::read_to_string(token_file)
             .unwrap()
             .trim()
             .to_owned();
+        if etcd {
+            // The whole point of etcd mode: a silent fallback to sled would prove nothing.
+            let cluster: serde_json::Value = reqwest::Client::new()
+                .get(format!("{admin}/admin/v1/cluster"))
+                .bearer_auth(&admin_token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(cluster["backend"], "etcd", "{cluster}");
+        }
         TestApp {
             api: Api::new(public, admin, admin_token),
             dir: dir.to_owned(),
@@ -158,5 +195,26 @@ impl TestApp {
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// Polls `GET /readyz` until `200` (the daemon's store is loaded), for [`READY_TIMEOUT`].
+async fn wait_ready(public: &str) {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let status = client
+            .get(format!("{public}/readyz"))
+            .send()
+            .await
+            .map(|response| response.status());
+        if status.as_ref().is_ok_and(|status| *status == reqwest::StatusCode::OK) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{public}/readyz not 200 within {READY_TIMEOUT:?}: {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

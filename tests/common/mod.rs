@@ -6,20 +6,33 @@
 //! - `in_process`: [`TestApp`], a daemon in the test's own process on port 0.
 //! - `process`: [`Daemon`], the real binary as a child process (signals, `kill -9`).
 //! - `tokens`: JWTs taken apart and forged.
+//! - `etcd`: [`EtcdCluster`], real etcd members on their own loopback addresses.
+//!
+//! One contract, two backends: the `api_etcd` binary (or `AUTHD_TEST_STORE=etcd` for any
+//! binary) runs every [`TestApp`] on etcd instead of sled ([`etcd_mode`]).
 
 // Each test binary uses its own share of these helpers (and of the re-exports below).
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod config;
+pub mod etcd;
 pub mod in_process;
 pub mod process;
 pub mod tokens;
 
 pub use client::{Api, PASSWORD, assert_error, header, header_str, percent_encode, text};
+pub use etcd::EtcdCluster;
 pub use config::{
-    config_text, config_with, in_process_config, in_process_env, set, shipped_config, write_config,
+    SHARED_ETCD, config_text, etcd_config, etcd_mode, etcd_prefix, set_in_section, config_with, in_process_config, in_process_env, set, shipped_config, write_config,
 };
 pub use in_process::TestApp;
 pub use process::{Daemon, POLL, STEP_TIMEOUT, TEST_TIMEOUT, message, strip_ansi, within_timeout};
 pub use tokens::{b64_json, claims, jose_header, with_claim, without_claim};
+
+/// 16 random hex digits, for names that must not collide between tests or runs.
+pub fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

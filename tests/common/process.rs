@@ -205,6 +205,21 @@ impl Daemon {
         Ok(())
     }
 
+    /// Waits for the `listening` log line only (an etcd-backed daemon listens before its
+    /// store is loaded, and says `authd is ready` only then), learning the ports, and the
+    /// admin token when `DIR/data/admin.token` exists.
+    pub async fn wait_until_listening(&mut self, dir: &Path) {
+        let listening = self
+            .wait_for_line(|l| listening_addresses(l).is_some())
+            .await;
+        let (public, admin) = listening_addresses(&listening).unwrap();
+        self.api.public = format!("http://{public}");
+        self.api.admin = format!("http://{admin}");
+        if let Ok(token) = std::fs::read_to_string(dir.join("data/admin.token")) {
+            self.api.admin_token = token.trim().to_owned();
+        }
+    }
+
     /// `127.0.0.1:PORT` of the public listener.
     pub fn public_addr(&self) -> &str {
         self.api.public.trim_start_matches("http://")
