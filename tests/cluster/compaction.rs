@@ -37,15 +37,19 @@ async fn an_instance_paused_across_a_compaction_resyncs_and_refuses_what_was_rev
         assert!(compacted > paused_at, "the writes moved etcd on");
         b.signal("CONT");
 
-        within(Duration::from_secs(5), "the revoked token refused on B", async || {
-            verify_status(b, &access).await == StatusCode::UNAUTHORIZED
-        })
+        within(
+            Duration::from_secs(5),
+            "the revoked token refused on B",
+            async || verify_status(b, &access).await == StatusCode::UNAUTHORIZED,
+        )
         .await;
         // Resynced, not emptied: the untouched session still works there, and so do the
         // users written while it was stopped.
-        within(Duration::from_secs(5), "the other session accepted on B", async || {
-            verify_status(b, &kept).await == StatusCode::OK
-        })
+        within(
+            Duration::from_secs(5),
+            "the other session accepted on B",
+            async || verify_status(b, &kept).await == StatusCode::OK,
+        )
         .await;
         assert_eq!(
             b.try_login("meanwhile-19", PASSWORD).await.status(),

@@ -66,10 +66,7 @@ pub fn copy_secrets(from: &Path, to: &Path, admin_token: bool) {
         private_copy(&entry.path(), &to.join("data/keys").join(entry.file_name()));
     }
     if admin_token {
-        private_copy(
-            &from.join("data/admin.token"),
-            &to.join("data/admin.token"),
-        );
+        private_copy(&from.join("data/admin.token"), &to.join("data/admin.token"));
     }
 }
 

@@ -72,7 +72,9 @@ async fn holds(api: &Api, users: &HashSet<String>, jtis: &HashSet<String>) -> Re
     if lost_users.is_empty() && lost_jtis.is_empty() {
         Ok(())
     } else {
-        Err(format!("lost users {lost_users:?}, lost revocations {lost_jtis:?}"))
+        Err(format!(
+            "lost users {lost_users:?}, lost revocations {lost_jtis:?}"
+        ))
     }
 }
 
@@ -89,18 +91,26 @@ async fn acknowledged_writes_survive_the_etcd_leader_and_one_authd_killed_under_
             .collect();
         let acked_by = |i: usize| counts[i].load(Ordering::SeqCst);
 
-        within(Duration::from_secs(20), "load on every instance", async || {
-            (0..3).all(|i| acked_by(i) >= 10)
-        })
+        within(
+            Duration::from_secs(20),
+            "load on every instance",
+            async || (0..3).all(|i| acked_by(i) >= 10),
+        )
         .await;
         let leader = d.etcd.leader().expect("an etcd leader");
         d.etcd.kill(leader);
         d.kill_node(VICTIM);
         let before: Vec<usize> = (0..3).map(acked_by).collect();
         // The survivors go on acknowledging (a new leader is elected).
-        within(Duration::from_secs(30), "writes acknowledged after the kills", async || {
-            (0..3).filter(|&i| i != VICTIM).all(|i| acked_by(i) >= before[i] + 10)
-        })
+        within(
+            Duration::from_secs(30),
+            "writes acknowledged after the kills",
+            async || {
+                (0..3)
+                    .filter(|&i| i != VICTIM)
+                    .all(|i| acked_by(i) >= before[i] + 10)
+            },
+        )
         .await;
         stop.store(true, Ordering::SeqCst);
         let mut users = HashSet::new();

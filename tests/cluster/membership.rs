@@ -28,7 +28,12 @@ async fn listed_addrs(node: &Daemon) -> HashSet<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|member| member["public_addr"].as_str().unwrap_or_default().to_owned())
+        .map(|member| {
+            member["public_addr"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -43,9 +48,11 @@ async fn the_cluster_route_lists_every_live_instance_and_drops_a_killed_one() {
 
         // The last one started just now: every instance lists all three within 2 s.
         for i in 0..3 {
-            within(Duration::from_secs(2), &format!("3 members listed on authd {i}"), async || {
-                listed_addrs(d.node(i)).await == all
-            })
+            within(
+                Duration::from_secs(2),
+                &format!("3 members listed on authd {i}"),
+                async || listed_addrs(d.node(i)).await == all,
+            )
             .await;
         }
         let listed = cluster(d.node(0)).await;
@@ -54,7 +61,13 @@ async fn the_cluster_route_lists_every_live_instance_and_drops_a_killed_one() {
         let nodes: HashSet<&str> = members.iter().filter_map(|m| m["node"].as_str()).collect();
         assert_eq!(nodes.len(), 3, "one node id each: {listed}");
         for member in members {
-            for field in ["version", "started_at", "last_seen", "signing_kid", "keyset"] {
+            for field in [
+                "version",
+                "started_at",
+                "last_seen",
+                "signing_kid",
+                "keyset",
+            ] {
                 assert!(member[field].is_string(), "{field} of {member}");
             }
         }
@@ -62,9 +75,11 @@ async fn the_cluster_route_lists_every_live_instance_and_drops_a_killed_one() {
         let gone = d.node(2).public_addr().to_owned();
         d.kill_node(2);
         for i in 0..2 {
-            within(Duration::from_secs(30), &format!("the killed one gone on authd {i}"), async || {
-                !listed_addrs(d.node(i)).await.contains(&gone)
-            })
+            within(
+                Duration::from_secs(30),
+                &format!("the killed one gone on authd {i}"),
+                async || !listed_addrs(d.node(i)).await.contains(&gone),
+            )
             .await;
         }
         let left = listed_addrs(d.node(0)).await;

@@ -106,7 +106,13 @@ async fn a_login_works_everywhere_at_once_and_every_revocation_reaches_every_ins
         let second = login_everywhere(&d, "by-username").await;
         let answered = admin_revoke(&d, json!({"username": "by-username"})).await;
         refused_everywhere(&d, text(&first["access_token"]), answered, "admin username").await;
-        refused_everywhere(&d, text(&second["access_token"]), answered, "admin username").await;
+        refused_everywhere(
+            &d,
+            text(&second["access_token"]),
+            answered,
+            "admin username",
+        )
+        .await;
 
         // Logout of one session.
         user(&d, "logout").await;
@@ -136,28 +142,53 @@ async fn a_login_works_everywhere_at_once_and_every_revocation_reaches_every_ins
         let response = a
             .end_session(text(&keeper["access_token"]), &sid(ended_access))
             .await;
-        assert_eq!(response.status(), StatusCode::NO_CONTENT, "DELETE /v1/sessions");
-        refused_everywhere(&d, ended_access, Instant::now(), "DELETE /v1/sessions/{sid}").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::NO_CONTENT,
+            "DELETE /v1/sessions"
+        );
+        refused_everywhere(
+            &d,
+            ended_access,
+            Instant::now(),
+            "DELETE /v1/sessions/{sid}",
+        )
+        .await;
 
         // Admin disable.
         user(&d, "disabled").await;
         let tokens = login_everywhere(&d, "disabled").await;
         let response = a.update_user("disabled", json!({"disabled": true})).await;
         assert_eq!(response.status(), StatusCode::OK, "disable");
-        refused_everywhere(&d, text(&tokens["access_token"]), Instant::now(), "admin disable").await;
+        refused_everywhere(
+            &d,
+            text(&tokens["access_token"]),
+            Instant::now(),
+            "admin disable",
+        )
+        .await;
 
         // Admin delete.
         user(&d, "deleted").await;
         let tokens = login_everywhere(&d, "deleted").await;
         let response = a.delete_user("deleted").await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "delete");
-        refused_everywhere(&d, text(&tokens["access_token"]), Instant::now(), "admin delete").await;
+        refused_everywhere(
+            &d,
+            text(&tokens["access_token"]),
+            Instant::now(),
+            "admin delete",
+        )
+        .await;
 
         // Admin password change.
         user(&d, "admin-password").await;
         let tokens = login_everywhere(&d, "admin-password").await;
         let response = a
-            .update_user("admin-password", json!({"password": "an admin-set password"}))
+            .update_user(
+                "admin-password",
+                json!({"password": "an admin-set password"}),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK, "admin password change");
         refused_everywhere(
@@ -176,9 +207,18 @@ async fn a_login_works_everywhere_at_once_and_every_revocation_reaches_every_ins
         let response = a
             .change_password(own_access, PASSWORD, "a self-chosen password")
             .await;
-        assert_eq!(response.status(), StatusCode::NO_CONTENT, "POST /v1/password");
-        refused_everywhere(&d, text(&other["access_token"]), Instant::now(), "POST /v1/password")
-            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::NO_CONTENT,
+            "POST /v1/password"
+        );
+        refused_everywhere(
+            &d,
+            text(&other["access_token"]),
+            Instant::now(),
+            "POST /v1/password",
+        )
+        .await;
         for i in 0..3 {
             assert_eq!(
                 verify_status(d.node(i), own_access).await,
@@ -195,11 +235,21 @@ async fn a_login_works_everywhere_at_once_and_every_revocation_reaches_every_ins
         assert_eq!(response.status(), StatusCode::OK, "first refresh");
         let rotated: Value = response.json().await.unwrap();
         fresh_everywhere(&d, text(&rotated["access_token"]), "a refreshed token").await;
-        assert_error(a.refresh(old_refresh).await, StatusCode::BAD_REQUEST, "invalid_grant")
-            .await;
+        assert_error(
+            a.refresh(old_refresh).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        )
+        .await;
         let answered = Instant::now();
         refused_everywhere(&d, text(&tokens["access_token"]), answered, "refresh reuse").await;
-        refused_everywhere(&d, text(&rotated["access_token"]), answered, "refresh reuse").await;
+        refused_everywhere(
+            &d,
+            text(&rotated["access_token"]),
+            answered,
+            "refresh reuse",
+        )
+        .await;
         assert_error(
             d.node(1).refresh(text(&rotated["refresh_token"])).await,
             StatusCode::BAD_REQUEST,

@@ -21,7 +21,8 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_millis(1500);
 
 #[tokio::test]
-async fn without_quorum_writes_answer_503_verify_serves_until_max_staleness_then_503_and_recovers() {
+async fn without_quorum_writes_answer_503_verify_serves_until_max_staleness_then_503_and_recovers()
+{
     need_etcd!();
     let _serial = SERIAL.lock().await;
     within_timeout(async {

@@ -17,7 +17,11 @@ use crate::need_etcd;
 const ROUNDS: usize = 5;
 
 /// `POST /v1/token/refresh` on `api` once every racer is ready: (status, body).
-async fn racer(api: Api, barrier: Arc<tokio::sync::Barrier>, refresh: String) -> (StatusCode, Value) {
+async fn racer(
+    api: Api,
+    barrier: Arc<tokio::sync::Barrier>,
+    refresh: String,
+) -> (StatusCode, Value) {
     barrier.wait().await;
     let response = api.refresh(&refresh).await;
     let status = response.status();
@@ -51,8 +55,15 @@ async fn one_refresh_token_on_three_instances_at_once_wins_once_and_revokes_the_
             assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
             for (status, body) in &outcomes {
                 if *status != StatusCode::OK {
-                    assert_eq!(*status, StatusCode::BAD_REQUEST, "round {round}: {outcomes:?}");
-                    assert_eq!(body["error"], "invalid_grant", "round {round}: {outcomes:?}");
+                    assert_eq!(
+                        *status,
+                        StatusCode::BAD_REQUEST,
+                        "round {round}: {outcomes:?}"
+                    );
+                    assert_eq!(
+                        body["error"], "invalid_grant",
+                        "round {round}: {outcomes:?}"
+                    );
                 }
             }
 
@@ -65,8 +76,7 @@ async fn one_refresh_token_on_three_instances_at_once_wins_once_and_revokes_the_
                         Duration::from_secs(1),
                         &format!("round {round}: the raced session revoked on authd {i}"),
                         async || {
-                            verify_status(d.node(i), text(access)).await
-                                == StatusCode::UNAUTHORIZED
+                            verify_status(d.node(i), text(access)).await == StatusCode::UNAUTHORIZED
                         },
                     )
                     .await;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::common::{Daemon, EtcdCluster, PASSWORD, config_with, within_timeout};
-use crate::deployment::{SERIAL, cluster_config, copy_secrets, public_status, within, write_cluster_config};
+use crate::deployment::{
+    SERIAL, cluster_config, copy_secrets, public_status, within, write_cluster_config,
+};
 use crate::need_etcd;
 
 /// Secret files made by any authd (one on sled, stopped again): what an operator has in
@@ -47,9 +49,11 @@ async fn serve_starts_before_etcd_answers_503_where_it_needs_the_store_and_conne
 
         // Blocks this test's thread only: the daemon is another process.
         etcd.start_now();
-        within(Duration::from_secs(20), "/readyz 200 once etcd runs", async || {
-            public_status(&node, "/readyz").await == Some(StatusCode::OK)
-        })
+        within(
+            Duration::from_secs(20),
+            "/readyz 200 once etcd runs",
+            async || public_status(&node, "/readyz").await == Some(StatusCode::OK),
+        )
         .await;
         node.add_user("alice", &[]).await;
         assert_eq!(
@@ -80,7 +84,10 @@ async fn an_instance_with_a_missing_or_different_admin_token_refuses_to_start_na
         let mut refused = Daemon::spawn(Daemon::command(missing.path()));
         let status = refused.wait_exit().await;
         let stderr = refused.all_stderr().await.join("\n");
-        assert!(!status.success(), "started without the admin token:\n{stderr}");
+        assert!(
+            !status.success(),
+            "started without the admin token:\n{stderr}"
+        );
         assert!(stderr.contains("admin.token_file"), "{stderr}");
         assert!(stderr.contains("data/admin.token"), "{stderr}");
         assert!(
@@ -98,7 +105,10 @@ async fn an_instance_with_a_missing_or_different_admin_token_refuses_to_start_na
         let mut refused = Daemon::spawn(Daemon::command(different.path()));
         let status = refused.wait_exit().await;
         let stderr = refused.all_stderr().await.join("\n");
-        assert!(!status.success(), "started with a different admin token:\n{stderr}");
+        assert!(
+            !status.success(),
+            "started with a different admin token:\n{stderr}"
+        );
         assert!(stderr.contains("admin.token_file"), "{stderr}");
         assert!(
             !stderr.contains("a-different-admin-token"),

@@ -6,6 +6,7 @@
 //!
 //! - `127.0.1.x`: the one member shared by the whole `api_etcd` binary ([`shared_member`]).
 //! - `127.0.10.x` … `127.0.19.x`: the `cluster` binary, one net per test (see its docs).
+//! - `127.0.20.x`: the one member of the `store_etcd` binary (the backend contract).
 //!
 //! A member is started through a small `sh` wrapper that runs etcd in the background and
 //! kills it as soon as the test process is gone: a test that panics or is killed leaves no
@@ -93,14 +94,17 @@ impl Drop for EtcdCluster {
 impl EtcdCluster {
     /// Whether `etcd` and `etcdctl` are on the PATH (tests needing etcd skip without).
     pub fn installed() -> bool {
-        ["etcd", "etcdctl"].iter().all(|tool| {
-            Command::new(tool)
-                .arg("version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|status| status.success())
-        })
+        // `etcd --version`, but `etcdctl version`.
+        [("etcd", "--version"), ("etcdctl", "version")]
+            .iter()
+            .all(|(tool, flag)| {
+                Command::new(tool)
+                    .arg(flag)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success())
+            })
     }
 
     /// Starts `size` members on `127.0.{net}.1..=size` and waits until each is healthy.
@@ -204,7 +208,10 @@ impl EtcdCluster {
                 .args(["--listen-client-urls", &format!("http://{host}:2379")])
                 .args(["--advertise-client-urls", &format!("http://{host}:2379")])
                 .args(["--listen-peer-urls", &format!("http://{host}:2380")])
-                .args(["--initial-advertise-peer-urls", &format!("http://{host}:2380")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://{host}:2380"),
+                ])
                 .args(["--initial-cluster", &initial_cluster])
                 .args(["--initial-cluster-token", &self.token])
                 .args(["--initial-cluster-state", state])
@@ -242,7 +249,10 @@ impl EtcdCluster {
             if let Some(member) = self.members[i].as_mut()
                 && let Ok(Some(status)) = member.wrapper.try_wait()
             {
-                panic!("etcd member {i} exited ({status}); its log:\n{}", self.log(i));
+                panic!(
+                    "etcd member {i} exited ({status}); its log:\n{}",
+                    self.log(i)
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -271,9 +281,7 @@ impl EtcdCluster {
             stream.read_to_string(&mut answer)?;
             Ok(answer)
         };
-        attempt().is_ok_and(|answer| {
-            answer.replace(' ', "").contains("\"health\":\"true\"")
-        })
+        attempt().is_ok_and(|answer| answer.replace(' ', "").contains("\"health\":\"true\""))
     }
 
     /// SIGKILL member `i` (its data stays for [`EtcdCluster::restart`]).

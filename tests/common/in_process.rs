@@ -208,7 +208,10 @@ async fn wait_ready(public: &str) {
             .send()
             .await
             .map(|response| response.status());
-        if status.as_ref().is_ok_and(|status| *status == reqwest::StatusCode::OK) {
+        if status
+            .as_ref()
+            .is_ok_and(|status| *status == reqwest::StatusCode::OK)
+        {
             return;
         }
         assert!(

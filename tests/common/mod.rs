@@ -22,10 +22,11 @@ pub mod process;
 pub mod tokens;
 
 pub use client::{Api, PASSWORD, assert_error, header, header_str, percent_encode, text};
-pub use etcd::EtcdCluster;
 pub use config::{
-    SHARED_ETCD, config_text, etcd_config, etcd_mode, etcd_prefix, set_in_section, config_with, in_process_config, in_process_env, set, shipped_config, write_config,
+    SHARED_ETCD, config_text, config_with, etcd_config, etcd_mode, etcd_prefix, in_process_config,
+    in_process_env, set, set_in_section, shipped_config, write_config,
 };
+pub use etcd::EtcdCluster;
 pub use in_process::TestApp;
 pub use process::{Daemon, POLL, STEP_TIMEOUT, TEST_TIMEOUT, message, strip_ansi, within_timeout};
 pub use tokens::{b64_json, claims, jose_header, with_claim, without_claim};

@@ -332,8 +332,7 @@ fn killed_by(txn: &Txn, key: &Key, view: &crate::store::View) -> bool {
         Write::Delete(Key::User(name)) => *name == session.username,
         Write::PutUser(user) => {
             user.username == session.username
-                && (user.generation != session.generation
-                    || user.account_id != session.account_id)
+                && (user.generation != session.generation || user.account_id != session.account_id)
         }
         _ => false,
     })
