@@ -48,22 +48,11 @@ pub fn etcd_mode() -> bool {
 /// in `dir/.etcd-prefix`, so that a restart in the same folder finds the same data and no
 /// two folders see each other's.
 pub fn etcd_prefix(dir: &Path) -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
     let file = dir.join(".etcd-prefix");
     if let Ok(prefix) = std::fs::read_to_string(&file) {
         return prefix;
     }
-    // std's hasher keys are random per process and per map; the time and the folder make
-    // the name unique within a process too.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write(dir.as_os_str().as_encoded_bytes());
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    let prefix = format!("/t/{:016x}/", hasher.finish());
+    let prefix = format!("/t/{}/", authd::random::random_id(12));
     std::fs::write(&file, &prefix).unwrap();
     prefix
 }
