@@ -249,3 +249,58 @@ fn client_options(config: &Config) -> anyhow::Result<ClientOptions> {
         user,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(prints: &[(&str, &str)]) -> DeploymentRecord {
+        DeploymentRecord {
+            created_at: 0,
+            fingerprints: prints
+                .iter()
+                .map(|(what, print)| ((*what).to_owned(), (*print).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_secret_that_differs_from_the_deployments_is_named() {
+        let own = vec![(
+            "admin.token_file (/b/data/admin.token)".to_owned(),
+            fingerprint("admin token", b"secret-b"),
+        )];
+        let deployment = record(&[(
+            "admin.token_file (/a/data/admin.token)",
+            &fingerprint("admin token", b"secret-a"),
+        )]);
+        let err = compare(&own, &deployment).unwrap_err();
+        assert!(
+            err.starts_with("admin.token_file (/b/data/admin.token) differs"),
+            "{err}"
+        );
+        // The same secret under another path is the same secret.
+        let same = record(&[(
+            "admin.token_file (/a/data/admin.token)",
+            &fingerprint("admin token", b"secret-b"),
+        )]);
+        assert_eq!(compare(&own, &same), Ok(()));
+    }
+
+    #[test]
+    fn a_fingerprint_never_shows_the_secret_and_differs_per_kind_of_secret() {
+        let print = fingerprint("admin token", b"secret");
+        assert_eq!(print.len(), 64);
+        assert!(!print.contains("secret"));
+        assert_ne!(print, fingerprint("feed token", b"secret"));
+    }
+
+    #[test]
+    fn the_node_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = node_id(dir.path()).unwrap();
+        assert_eq!(node_id(dir.path()).unwrap(), first);
+        assert!(first.len() >= 16);
+    }
+}
