@@ -435,6 +435,7 @@ impl<'e> Loader<'e> {
     }
 
     /// The `[etcd]` keys that only make sense together.
+    ///
     /// A pair with one half missing is named by the half that is set: that is the key the
     /// file (or the environment) says something about.
     fn check_etcd(&mut self, etcd: &EtcdConfig) {
