@@ -63,7 +63,8 @@ ips=(127.0.0.21 127.0.0.22 127.0.0.23)
 endpoints="http://${ips[0]}:2379,http://${ips[1]}:2379,http://${ips[2]}:2379"
 peers="m1=http://${ips[0]}:2380,m2=http://${ips[1]}:2380,m3=http://${ips[2]}:2380"
 password="correct horse battery staple"
-pids=()
+etcd_pids=()
+authd_pids=()
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S.%3N)" "$*"; }
 
@@ -78,10 +79,15 @@ stop_all() {
             tail -n 8 "$file" || true
         done
     fi
-    if ((${#pids[@]})); then
-        kill -TERM "${pids[@]}" 2>/dev/null || true
-        wait "${pids[@]}" 2>/dev/null || true
-    fi
+    # authd first: a stopping instance still tells etcd it leaves.
+    local group
+    for group in authd etcd; do
+        local -n group_pids="${group}_pids"
+        if ((${#group_pids[@]})); then
+            kill -TERM "${group_pids[@]}" 2>/dev/null || true
+            wait "${group_pids[@]}" 2>/dev/null || true
+        fi
+    done
     if ((remove_work)); then rm -rf "$work"; fi
     exit "$status"
 }
@@ -113,7 +119,7 @@ for i in 1 2 3; do
         --initial-cluster-state new \
         --auto-compaction-mode periodic --auto-compaction-retention 1h \
         --logger zap >"$work/etcd$i.log" 2>&1 &
-    pids+=($!)
+    etcd_pids+=($!)
 done
 log "etcd: starting 3 members ($endpoints)"
 until_ok 30 etcdctl --endpoints "$endpoints" endpoint health
@@ -148,7 +154,7 @@ TOML
 
 start_authd() { # $1: instance number
     "$AUTHD" serve --config "$work/authd$1/config.toml" >"$work/authd$1.log" 2>&1 &
-    pids+=($!)
+    authd_pids+=($!)
 }
 
 ready() { # $1: instance number
@@ -221,7 +227,7 @@ log "etcd: defragmented"
 if ((keep)); then
     trap - EXIT
     log "left running (--keep): data, configurations and logs in $work"
-    echo "stop it with: kill ${pids[*]}"
+    echo "stop it with: kill ${authd_pids[*]}; then: kill ${etcd_pids[*]}"
     exit 0
 fi
 log "all checks passed; stopping"
