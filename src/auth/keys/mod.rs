@@ -218,9 +218,16 @@ impl KeySet {
 /// no other use of SHA-256 over the bare key can be matched against it.
 fn public_part(key: &Key) -> Vec<u8> {
     if key.alg.is_asymmetric()
-        && let Some(jwk) = key.jwk()
+        && let Some(serde_json::Value::Object(jwk)) = key.jwk()
     {
-        return jwk.to_string().into_bytes();
+        // Members sorted by name: the same bytes whatever order the JWK was built in, so
+        // two authd versions holding one key agree.
+        let mut members: Vec<(&String, String)> = jwk
+            .iter()
+            .map(|(name, value)| (name, value.to_string()))
+            .collect();
+        members.sort();
+        return serde_json::json!(members).to_string().into_bytes();
     }
     let mut inner = Sha256::new();
     inner.update(b"authd keyset fingerprint v1: hmac key\0");
