@@ -18,12 +18,13 @@ use crate::auth::admin_token::AdminToken;
 use crate::auth::password::Hasher;
 use crate::auth::{Authority, Settings, create_private_dir, keys};
 use crate::clock::Clock;
+use crate::cluster::Instance;
 use crate::config::StorageBackend;
 use crate::config::{Config, restart_required_changes};
 use crate::http::Routes;
 use crate::http::server::{Phase, serve};
 use crate::notify;
-use crate::store::{MemberRecord, Store};
+use crate::store::Store;
 
 mod etcd;
 
@@ -108,11 +109,10 @@ impl App {
                 state.authority.count_shared_login(&state.settings(), event);
             }
         }));
-        let node = match config_node(&state) {
-            Some(node) => node,
-            None => etcd::node_id(&state.settings().config.storage.path)?,
-        };
-        store.publish_member(describe(&state, &node, public.local_addr()?));
+        let (settings, now) = (state.settings(), state.clock().now());
+        let instance = Instance::start(&settings.config.storage.path, public.local_addr()?, now)?;
+        store.publish_member(crate::cluster::describe(&instance, &settings.keys, now));
+        let _ = state.instance.set(instance);
         Ok(App {
             state,
             store,
@@ -273,30 +273,6 @@ impl App {
             Some(reason) => Err(anyhow::anyhow!(reason)),
             None => Ok(()),
         }
-    }
-}
-
-/// The node id of a running instance (cluster mode keeps one in the data folder).
-fn config_node(state: &AppState) -> Option<String> {
-    let file = state.settings().config.storage.path.join("node.id");
-    std::fs::read_to_string(file)
-        .ok()
-        .map(|text| text.trim().to_owned())
-        .filter(|text| !text.is_empty())
-}
-
-/// What this instance's heartbeat says of it.
-fn describe(state: &AppState, node: &str, public_addr: SocketAddr) -> MemberRecord {
-    let settings = state.settings();
-    let now = state.clock().now();
-    MemberRecord {
-        node: node.to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        public_addr: public_addr.to_string(),
-        started_at: now,
-        last_seen: now,
-        signing_kid: settings.keys.signing_key().kid.clone(),
-        keyset: String::new(),
     }
 }
 
