@@ -18,12 +18,13 @@ use crate::auth::admin_token::AdminToken;
 use crate::auth::password::Hasher;
 use crate::auth::{Authority, Settings, create_private_dir, keys};
 use crate::clock::Clock;
+use crate::cluster::Instance;
 use crate::config::StorageBackend;
 use crate::config::{Config, restart_required_changes};
 use crate::http::Routes;
 use crate::http::server::{Phase, serve};
 use crate::notify;
-use crate::store::{MemberRecord, Store};
+use crate::store::Store;
 
 mod etcd;
 
@@ -108,11 +109,10 @@ impl App {
                 state.authority.count_shared_login(&state.settings(), event);
             }
         }));
-        let node = match config_node(&state) {
-            Some(node) => node,
-            None => etcd::node_id(&state.settings().config.storage.path)?,
-        };
-        store.publish_member(describe(&state, &node, public.local_addr()?));
+        let (settings, now) = (state.settings(), state.clock().now());
+        let instance = Instance::start(&settings.config.storage.path, public.local_addr()?, now)?;
+        store.publish_member(crate::cluster::describe(&instance, &settings.keys, now));
+        let _ = state.instance.set(instance);
         Ok(App {
             state,
             store,
@@ -203,6 +203,7 @@ impl App {
                 ready = true;
                 notify::notify("READY=1\nSTATUS=serving");
                 tracing::info!("authd is ready");
+                tokio::spawn(announce(state.clone(), store.clone()));
             }
             tokio::select! {
                 message = control.recv() => match message {
@@ -211,6 +212,7 @@ impl App {
                         let status = reload(&state, &config_file).await;
                         let settings = state.settings();
                         store.set_limits(settings.config.etcd.request_timeout, settings.config.etcd.max_staleness);
+                        tokio::spawn(announce(state.clone(), store.clone()));
                         notify::notify(&format!("READY=1\nSTATUS={status}"));
                     }
                     Some(Control::Shutdown) | None => break,
@@ -276,30 +278,6 @@ impl App {
     }
 }
 
-/// The node id of a running instance (cluster mode keeps one in the data folder).
-fn config_node(state: &AppState) -> Option<String> {
-    let file = state.settings().config.storage.path.join("node.id");
-    std::fs::read_to_string(file)
-        .ok()
-        .map(|text| text.trim().to_owned())
-        .filter(|text| !text.is_empty())
-}
-
-/// What this instance's heartbeat says of it.
-fn describe(state: &AppState, node: &str, public_addr: SocketAddr) -> MemberRecord {
-    let settings = state.settings();
-    let now = state.clock().now();
-    MemberRecord {
-        node: node.to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        public_addr: public_addr.to_string(),
-        started_at: now,
-        last_seen: now,
-        signing_kid: settings.keys.signing_key().kid.clone(),
-        keyset: String::new(),
-    }
-}
-
 /// The passed listener, or a new one bound to `addr`.
 async fn listener(
     inherited: Option<std::net::TcpListener>,
@@ -318,6 +296,27 @@ async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
         match control.recv().await {
             Some(Control::Shutdown) | None => return,
             Some(Control::Reload) => tracing::info!("reload ignored while shutting down"),
+        }
+    }
+}
+
+/// Publishes what this instance's heartbeat says of it (cluster mode), and warns when a
+/// live member's key set differs from this one's: expected during a staged rotation, a
+/// mistake otherwise (a token signed there fails here).
+async fn announce(state: Arc<AppState>, store: Store) {
+    let Some(instance) = state.instance.get() else {
+        return;
+    };
+    let settings = state.settings();
+    let own = crate::cluster::describe(instance, &settings.keys, state.clock().now());
+    store.publish_member(own.clone());
+    if let Ok(Some(members)) = store.members().await {
+        let differ = crate::cluster::keyset_mismatch(&own, &members);
+        if !differ.is_empty() {
+            tracing::warn!(
+                nodes = ?differ,
+                "these members' key sets differ from this instance's: every instance needs the same files in jwt.keys_dir (expected only during a staged rotation)"
+            );
         }
     }
 }

@@ -854,4 +854,117 @@ mod tests {
         std::fs::write(&token, "t".repeat(32)).unwrap();
         assert!(Config::load_with_env(&file, env).is_ok());
     }
+
+    // ----- storage.backend and [etcd] (rev 4) -----
+
+    #[test]
+    fn the_etcd_keys_are_read_from_file_and_environment() {
+        let (dir, file) = config_file(
+            "[storage]\nbackend = \"etcd\"\n[etcd]\n\
+             endpoints = [\"http://127.0.0.21:2379\", \"https://etcd.example:2379\"]\n\
+             prefix = \"/site-a/\"\ndial_timeout = \"1s\"\nrequest_timeout = \"3s\"\n\
+             ca_file = \"tls/ca.pem\"\ncert_file = \"tls/c.pem\"\nkey_file = \"tls/c.key\"\n\
+             username = \"authd\"\npassword_file = \"etcd.password\"\n",
+        );
+        let base = dir.path().canonicalize().unwrap();
+        // Checked like every secret file: it must exist and be its owner's alone.
+        std::fs::write(base.join("etcd.password"), "pw\n").unwrap();
+        set_mode(&base.join("etcd.password"), 0o600);
+
+        let config = Config::load_with_env(
+            &file,
+            env(&[
+                (
+                    "AUTHD__ETCD__ENDPOINTS",
+                    "http://10.0.0.1:2379,http://10.0.0.2:2379",
+                ),
+                ("AUTHD__ETCD__MAX_STALENESS", "750ms"),
+            ]),
+        )
+        .unwrap();
+
+        assert_eq!(config.storage.backend, StorageBackend::Etcd);
+        assert_eq!(
+            config.etcd.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"],
+            "the environment wins"
+        );
+        assert_eq!(config.etcd.prefix, "/site-a/");
+        assert_eq!(config.etcd.dial_timeout, Duration::from_secs(1));
+        assert_eq!(config.etcd.request_timeout, Duration::from_secs(3));
+        assert_eq!(config.etcd.max_staleness, Duration::from_millis(750));
+        assert_eq!(config.etcd.ca_file, Some(base.join("tls/ca.pem")));
+        assert_eq!(config.etcd.cert_file, Some(base.join("tls/c.pem")));
+        assert_eq!(config.etcd.key_file, Some(base.join("tls/c.key")));
+        assert_eq!(config.etcd.username.as_deref(), Some("authd"));
+        assert_eq!(config.etcd.password_file, Some(base.join("etcd.password")));
+
+        let (_dir, defaults) = load("", &[]);
+        let defaults = defaults.unwrap();
+        assert_eq!(defaults.storage.backend, StorageBackend::Sled);
+        assert_eq!(defaults.etcd.endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(defaults.etcd.prefix, "/authd/");
+        assert_eq!(defaults.etcd.dial_timeout, Duration::from_secs(2));
+        assert_eq!(defaults.etcd.request_timeout, Duration::from_secs(5));
+        assert_eq!(defaults.etcd.max_staleness, Duration::from_secs(5));
+        assert_eq!(
+            (defaults.etcd.ca_file, defaults.etcd.cert_file),
+            (None, None)
+        );
+        assert_eq!(
+            (defaults.etcd.username, defaults.etcd.password_file),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn bad_etcd_settings_are_refused_naming_key_and_file() {
+        let cases = [
+            ("[etcd]\nmax_staleness = \"0s\"\n", "etcd.max_staleness"),
+            ("[etcd]\nendpoints = []\n", "etcd.endpoints"),
+            ("[storage]\nbackend = \"mongo\"\n", "storage.backend"),
+            (
+                "[etcd]\nendpoints = [\"127.0.0.1:2379\"]\n",
+                "etcd.endpoints",
+            ),
+            (
+                "[etcd]\nendpoints = [\"http://10.0.0.1:2379/v3\"]\n",
+                "etcd.endpoints",
+            ),
+            ("[etcd]\ncert_file = \"client.pem\"\n", "etcd.cert_file"),
+            ("[etcd]\nkey_file = \"client.key\"\n", "etcd.key_file"),
+            ("[etcd]\nusername = \"authd\"\n", "etcd.username"),
+            ("[etcd]\nprefix = \"\"\n", "etcd.prefix"),
+        ];
+        for (contents, key) in cases {
+            let (dir, problems) = problems(contents, &[]);
+
+            assert_eq!(problems.len(), 1, "{contents}: {problems:?}");
+            let prefix = format!("{key} in {}: ", file_name(&dir));
+            assert!(problems[0].starts_with(&prefix), "{contents}: {problems:?}");
+        }
+        let (_dir, problems) = problems("", &[("AUTHD__ETCD__MAX_STALENESS", "0s")]);
+        assert!(
+            problems[0].starts_with("etcd.max_staleness in AUTHD__ETCD__MAX_STALENESS: "),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn backend_endpoints_and_prefix_need_a_restart_while_timeouts_and_staleness_reload() {
+        let (_dir, old) = load("", &[]);
+        let old = old.unwrap();
+        let mut new = old.clone();
+        new.etcd.request_timeout = Duration::from_secs(9);
+        new.etcd.max_staleness = Duration::from_secs(1);
+        assert!(restart_required_changes(&old, &new).is_empty());
+
+        new.storage.backend = StorageBackend::Etcd;
+        new.etcd.endpoints = vec!["http://127.0.0.22:2379".to_owned()];
+        new.etcd.prefix = "/other/".to_owned();
+        assert_eq!(
+            restart_required_changes(&old, &new),
+            ["storage.backend", "etcd.endpoints", "etcd.prefix"]
+        );
+    }
 }

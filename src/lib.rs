@@ -16,6 +16,8 @@
 //! - [`app`]: the composition root — build (files, store, listeners, state) and run
 //!   (serve, reload, drain, flush). Only [`signals`] names it, for [`app::Control`].
 //! - [`state`]: [`state::AppState`], what requests and tasks share, made from ready parts.
+//! - [`cluster`]: this instance as a deployment member — node id, self-description, key-set
+//!   comparison.
 //! - [`clock`]: the only reader of the wall and monotonic clocks.
 //! - [`logging`]: the log subscriber (text or JSON).
 //! - [`metrics`]: Prometheus metrics of requests, logins, verifications and queues.
@@ -34,6 +36,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod http;

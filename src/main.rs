@@ -69,6 +69,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::RevocationsCommand,
     },
+    /// The deployment's live members (running daemon).
+    Cluster {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: cli::ClusterCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +88,9 @@ fn main() -> ExitCode {
         Command::Revoke { config, target } => load(&config).and_then(|c| cli::revoke(&c, target)),
         Command::Revocations { config, command } => {
             load(&config).and_then(|c| cli::revocations(&c, command))
+        }
+        Command::Cluster { config, command } => {
+            load(&config).and_then(|c| cli::cluster(&c, command))
         }
     };
     match result {

@@ -18,6 +18,8 @@ pub struct AppState {
     /// Where the admin listener really listens (a passed socket may differ from the
     /// configuration): decides whether `/metrics` needs a credential.
     pub admin_addr: SocketAddr,
+    /// Who this instance is (`GET /admin/v1/cluster`); set once at start.
+    pub instance: std::sync::OnceLock<crate::cluster::Instance>,
     settings: ArcSwap<Settings>,
     draining: AtomicBool,
     clock: Clock,
@@ -34,6 +36,7 @@ impl AppState {
         AppState {
             authority,
             admin_addr,
+            instance: std::sync::OnceLock::new(),
             settings: ArcSwap::from_pointee(settings),
             draining: AtomicBool::new(false),
             clock,

@@ -1,5 +1,6 @@
-//! The admin commands (`authd user …`, `authd revoke`, `authd revocations list`): the real
-//! binary, run as a child process, against a daemon started in-process on port 0. Every
+//! The admin commands (`authd user …`, `authd revoke`, `authd revocations list`, `authd
+//! cluster status`) and `check-config`: the real binary, run as a child process, against a
+//! daemon started in-process on port 0. Every
 //! change is checked through its effect on the public API (logins, token verification).
 
 // The daemon under test runs on the system clock, and so do the tests' expectations.
@@ -475,6 +476,35 @@ async fn a_wrong_admin_token_is_reported_without_showing_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn cluster_status_prints_one_line_for_the_one_sled_instance() {
+    let daemon = Daemon::start().await;
+    let token = daemon.user_token("frank", &[]).await;
+    let kid = common::jose_header(&token)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let node = std::fs::read_to_string(daemon.dir.join("data/node.id")).unwrap();
+
+    let out = daemon.ok(&["cluster", "status"], "").await;
+
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let cells: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            node.trim(),
+            daemon.public.trim_start_matches("http://"),
+            env!("CARGO_PKG_VERSION"),
+            kid.as_str(),
+        ],
+        "node, public_addr, version, signing_kid; one instance has no keyset to differ from"
+    );
+
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_that_is_not_running_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin.token");
@@ -491,6 +521,7 @@ async fn a_daemon_that_is_not_running_is_reported() {
         &["user", "list"][..],
         &["revoke", "--user", "ivan"],
         &["revocations", "list", "--json"],
+        &["cluster", "status"],
     ] {
         let run = run_authd(args, "", Some(&config)).await;
         assert_eq!(run.code, Some(1), "{run:?}");
@@ -679,5 +710,51 @@ async fn check_config_warns_when_rs256_signs_and_still_accepts_it() {
         run.stderr
             .contains(&format!("warning: {}", authd::config::RS256_WARNING)),
         "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_refuses_bad_etcd_settings_naming_each_key() {
+    let (dir, config) = private_setup(
+        "[storage]\nbackend = \"mongo\"\n[etcd]\nendpoints = []\nmax_staleness = \"0s\"\n\
+         cert_file = \"client.pem\"\n",
+    );
+    let file = dir.path().canonicalize().unwrap().join("config.toml");
+
+    let run = check_config(&config).await;
+
+    assert_eq!(run.code, Some(1), "{run:?}");
+    for key in [
+        "storage.backend",
+        "etcd.endpoints",
+        "etcd.max_staleness",
+        "etcd.cert_file",
+    ] {
+        assert!(
+            run.stderr
+                .contains(&format!("{key} in {}: ", file.display())),
+            "{key}: {run:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_never_contacts_etcd() {
+    // TEST-NET-1 (RFC 5737): nothing answers there, so a connection attempt could only
+    // end at the dial timeout, which is set far above the limit below.
+    let (_dir, config) = private_setup(
+        "[storage]\nbackend = \"etcd\"\n[etcd]\nendpoints = [\"http://192.0.2.1:2379\"]\n\
+         dial_timeout = \"60s\"\nrequest_timeout = \"60s\"\n",
+    );
+    let started = std::time::Instant::now();
+
+    let run = check_config(&config).await;
+
+    assert!(run.success, "{run:?}");
+    assert!(run.stdout.contains("configuration is valid"), "{run:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "check-config waited for etcd: {:?}",
+        started.elapsed()
     );
 }

@@ -1,13 +1,15 @@
-//! The admin commands (`authd user …`, `authd revoke`, `authd revocations …`): a client of
-//! the running daemon's admin listener, found through the same configuration file, and
-//! authenticated with the admin API token from `admin.token_file`.
+//! The admin commands (`authd user …`, `authd revoke`, `authd revocations …`, `authd
+//! cluster status`): a client of the running daemon's admin listener, found through the
+//! same configuration file, and authenticated with the admin API token from
+//! `admin.token_file`.
 //!
-//! Their arguments are declared next to what they do (`users`, `revocations`; `main` only
-//! mounts them), the HTTP exchange lives in `client`, the password prompt in
+//! Their arguments are declared next to what they do (`users`, `revocations`, `cluster`;
+//! `main` only mounts them), the HTTP exchange lives in `client`, the password prompt in
 //! `password`, and what is printed in `output`. Output goes to stdout; passwords and
 //! tokens are never printed.
 
 mod client;
+mod cluster;
 mod output;
 mod password;
 mod revocations;
@@ -17,6 +19,7 @@ use std::future::Future;
 
 use anyhow::Context as _;
 
+pub use cluster::{ClusterCommand, cluster};
 pub use revocations::{RevocationsCommand, RevokeArgs, revocations, revoke};
 pub use users::{UserCommand, user};
 

@@ -435,18 +435,29 @@ impl<'e> Loader<'e> {
     }
 
     /// The `[etcd]` keys that only make sense together.
+    ///
+    /// A pair with one half missing is named by the half that is set: that is the key the
+    /// file (or the environment) says something about.
     fn check_etcd(&mut self, etcd: &EtcdConfig) {
         if etcd.cert_file.is_some() != etcd.key_file.is_some()
             && !self.bad.contains("etcd.key_file")
         {
             self.problem(
-                "etcd.key_file",
+                if etcd.cert_file.is_some() {
+                    "etcd.cert_file"
+                } else {
+                    "etcd.key_file"
+                },
                 "etcd.cert_file and etcd.key_file go together: set both or neither",
             );
         }
         if etcd.username.is_some() != etcd.password_file.is_some() {
             self.problem(
-                "etcd.password_file",
+                if etcd.username.is_some() {
+                    "etcd.username"
+                } else {
+                    "etcd.password_file"
+                },
                 "etcd.username and etcd.password_file go together: set both or neither",
             );
         }

@@ -1,19 +1,22 @@
-//! Handlers of the admin listener: users, revocations and `/metrics`. Every route first
+//! Handlers of the admin listener: users, revocations, the cluster's members and
+//! `/metrics`. Every route first
 //! checks the admin credential: the admin API token or an access token with the `admin`
 //! role (`/metrics` only when the listener is not on loopback).
 
 use std::collections::HashMap;
 
 use http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warp::reply::Response;
 
 use super::error::ApiError;
-use super::reply::{json, no_content};
+use super::reply::{json, no_content, rfc3339};
 use super::request::{Accepts, Ctx, RawBody, decode_body, paging};
 use super::views::{RevocationView, UserView, sessions_response};
+use crate::auth::AuthError;
 use crate::auth::password::Password;
 use crate::auth::service::{RevocationTarget, UserChanges};
+use crate::store::MemberRecord;
 
 /// Who is acting through the admin API, for the audit log.
 async fn authorize(ctx: &Ctx) -> Result<String, ApiError> {
@@ -181,6 +184,58 @@ pub async fn list_revocations(
     ))
 }
 
+/// A member of `GET /admin/v1/cluster`.
+#[derive(Serialize)]
+struct MemberView<'a> {
+    node: &'a str,
+    version: &'a str,
+    public_addr: &'a str,
+    started_at: String,
+    last_seen: String,
+    signing_kid: &'a str,
+    keyset: &'a str,
+}
+
+impl<'a> From<&'a MemberRecord> for MemberView<'a> {
+    fn from(member: &'a MemberRecord) -> MemberView<'a> {
+        MemberView {
+            node: &member.node,
+            version: &member.version,
+            public_addr: &member.public_addr,
+            started_at: rfc3339(member.started_at),
+            last_seen: rfc3339(member.last_seen),
+            signing_kid: &member.signing_kid,
+            keyset: &member.keyset,
+        }
+    }
+}
+
+/// The deployment's live instances (API.md rev 4): the store's member list in cluster
+/// mode; on sled, where the one process is all there is, this instance described now.
+pub async fn cluster(ctx: Ctx) -> Result<Response, ApiError> {
+    authorize(&ctx).await?;
+    let store = ctx.state.authority.store();
+    let mut members = match store.members().await.map_err(AuthError::from)? {
+        Some(members) => members,
+        None => {
+            let instance = ctx.state.instance.get().ok_or_else(|| {
+                ApiError::unavailable("this instance is still starting; try again shortly")
+            })?;
+            vec![crate::cluster::describe(
+                instance,
+                &ctx.settings.keys,
+                ctx.now,
+            )]
+        }
+    };
+    members.sort_by(|a, b| a.node.cmp(&b.node));
+    let members: Vec<MemberView<'_>> = members.iter().map(MemberView::from).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "backend": store.backend_name(), "members": members }),
+    ))
+}
+
 /// Decodes `%XX` escapes of a path segment (e.g. `%40` for `@`); invalid escapes stay.
 fn percent_decode(segment: &str) -> String {
     let bytes = segment.as_bytes();
@@ -227,6 +282,10 @@ pub async fn metrics(ctx: Ctx) -> Result<Response, ApiError> {
         metrics::gauge!(crate::metrics::REVOCATION_ENTRIES).set(entries as f64);
     }
     metrics::gauge!(crate::metrics::HASH_QUEUE_DEPTH).set(authority.hasher().queue_depth() as f64);
+    // Cluster mode: how long ago an etcd quorum last confirmed this instance's view.
+    if let Some(age) = authority.store().view_age() {
+        metrics::gauge!(crate::metrics::VIEW_AGE).set(age.as_secs_f64());
+    }
     let sizes = authority.throttle().sizes();
     for (table, size) in [
         ("pairs", sizes.pairs),

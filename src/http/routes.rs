@@ -263,6 +263,17 @@ pub const ADMIN_ROUTES: &[Route] = &[
         }),
     },
     Route {
+        template: "/admin/v1/cluster",
+        allow: "GET",
+        serve: Serve::Filter(|s, _| {
+            warp::path!("admin" / "v1" / "cluster")
+                .and(warp::get())
+                .and(ctx(s.clone()))
+                .then(|c| respond(admin::cluster(c)))
+                .boxed()
+        }),
+    },
+    Route {
         template: "/metrics",
         allow: "GET",
         serve: Serve::Filter(|s, _| {

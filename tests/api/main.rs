@@ -10,6 +10,7 @@ mod common;
 
 mod admin;
 mod browser;
+mod cluster;
 mod connections;
 mod errors;
 mod hardening;

@@ -247,6 +247,14 @@ impl Api {
             .await
             .unwrap()
     }
+
+    /// `GET /admin/v1/cluster`.
+    pub async fn cluster(&self) -> Response {
+        self.admin_request(Method::GET, "/admin/v1/cluster")
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 /// Asserts an API.md error: status and `error` code; returns the body.

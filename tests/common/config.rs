@@ -50,19 +50,11 @@ pub fn etcd_mode() -> bool {
 /// in `dir/.etcd-prefix`, so that a restart in the same folder finds the same data and no
 /// two folders see each other's.
 pub fn etcd_prefix(dir: &Path) -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
     let file = dir.join(".etcd-prefix");
     if let Ok(prefix) = std::fs::read_to_string(&file) {
         return prefix;
     }
-    // std's hasher keys are random per process; the counter and the folder make the name
-    // unique within a process too.
-    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write(dir.as_os_str().as_encoded_bytes());
-    hasher.write_u64(MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
-    let prefix = format!("/t/{:016x}/", hasher.finish());
+    let prefix = format!("/t/{}/", authd::random::random_id(12));
     std::fs::write(&file, &prefix).unwrap();
     prefix
 }

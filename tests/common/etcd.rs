@@ -6,6 +6,7 @@
 //!
 //! - `127.0.1.x`: the one member shared by the whole `api_etcd` binary ([`shared_member`]).
 //! - `127.0.10.x` … `127.0.19.x`: the `cluster` binary, one net per test (see its docs).
+//! - `127.0.20.x`: the one member of the `store_etcd` binary (the backend contract).
 //!
 //! A member is started through a small `sh` wrapper that runs etcd in the background and
 //! kills it as soon as the test process is gone: a test that panics or is killed leaves no
@@ -93,11 +94,12 @@ impl Drop for EtcdCluster {
 impl EtcdCluster {
     /// Whether `etcd` and `etcdctl` are on the PATH (tests needing etcd skip without).
     pub fn installed() -> bool {
+        // `etcd --version`, but `etcdctl version`.
         [("etcd", "--version"), ("etcdctl", "version")]
             .iter()
-            .all(|(tool, version)| {
+            .all(|(tool, flag)| {
                 Command::new(tool)
-                    .arg(version)
+                    .arg(flag)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status()

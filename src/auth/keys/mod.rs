@@ -17,6 +17,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use jsonwebtoken::DecodingKeyKind;
+use sha2::{Digest as _, Sha256};
+
 pub use algorithm::KeyAlgorithm;
 pub use folder::is_valid_kid;
 pub use generate::{ensure_key, generate_key};
@@ -185,6 +188,57 @@ impl KeySet {
         let keys: Vec<serde_json::Value> = self.keys.iter().filter_map(Key::jwk).collect();
         serde_json::json!({ "keys": keys })
     }
+
+    /// A fingerprint of the set (lower-case hex SHA-256) over every key's kid, algorithm
+    /// and public part, in kid order: equal exactly when two instances hold the same keys
+    /// (which one signs is not part of it). Cluster members publish it, so it must never
+    /// reveal a secret: an HMAC key enters only as a domain-labelled hash of it.
+    pub fn fingerprint(&self) -> String {
+        let mut outer = Sha256::new();
+        outer.update(b"authd keyset fingerprint v1\n");
+        for key in &self.keys {
+            let public = public_part(key);
+            // Length-prefixed fields: no two different sets feed the same bytes.
+            for field in [key.kid.as_bytes(), key.alg.as_str().as_bytes(), &public] {
+                outer.update((field.len() as u64).to_be_bytes());
+                outer.update(field);
+            }
+        }
+        outer
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+}
+
+/// What a key contributes to [`KeySet::fingerprint`]: an asymmetric key's public JWK (what
+/// `/v1/jwks` publishes anyway); for an HMAC key, whose only form is the secret, the
+/// SHA-256 of a domain label and the secret, so the fingerprint is a hash of a hash and
+/// no other use of SHA-256 over the bare key can be matched against it.
+fn public_part(key: &Key) -> Vec<u8> {
+    if key.alg.is_asymmetric()
+        && let Some(serde_json::Value::Object(jwk)) = key.jwk()
+    {
+        // Members sorted by name: the same bytes whatever order the JWK was built in, so
+        // two authd versions holding one key agree.
+        let mut members: Vec<(&String, String)> = jwk
+            .iter()
+            .map(|(name, value)| (name, value.to_string()))
+            .collect();
+        members.sort();
+        return serde_json::json!(members).to_string().into_bytes();
+    }
+    let mut inner = Sha256::new();
+    inner.update(b"authd keyset fingerprint v1: hmac key\0");
+    match key.decoding.kind() {
+        DecodingKeyKind::SecretOrDer(bytes) => inner.update(bytes),
+        DecodingKeyKind::RsaModulusExponent { n, e } => {
+            inner.update(n);
+            inner.update(e);
+        }
+    }
+    inner.finalize().to_vec()
 }
 
 #[cfg(test)]
@@ -306,5 +360,60 @@ mod tests {
             !printed.contains("66, 66") && !printed.contains(&secret[..8]),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn the_fingerprint_is_equal_exactly_when_the_key_sets_are() {
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        let secret = STANDARD.encode([7u8; 32]);
+        for dir in [&one, &two] {
+            write_file(dir.path(), "h1.key", &secret, 0o600);
+        }
+        let ed = generate_key(one.path(), KeyAlgorithm::EdDSA, t0()).unwrap();
+        std::fs::copy(
+            one.path().join(format!("{ed}.pem")),
+            two.path().join(format!("{ed}.pem")),
+        )
+        .unwrap();
+        let load = |dir: &Path, alg| KeySet::load(dir, alg, None).unwrap().fingerprint();
+
+        let first = load(one.path(), KeyAlgorithm::HS256);
+        assert_eq!(first.len(), 64, "hex SHA-256: {first}");
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+        assert_eq!(first, load(two.path(), KeyAlgorithm::HS256), "same files");
+        assert_eq!(
+            first,
+            load(one.path(), KeyAlgorithm::EdDSA),
+            "which key signs is not part of the set"
+        );
+
+        // Another secret under the same kid.
+        write_file(two.path(), "h1.key", &STANDARD.encode([8u8; 32]), 0o600);
+        assert_ne!(first, load(two.path(), KeyAlgorithm::HS256));
+
+        // A key added, then the same key under another kid.
+        generate_key(one.path(), KeyAlgorithm::ES256, t0()).unwrap();
+        let added = load(one.path(), KeyAlgorithm::HS256);
+        assert_ne!(first, added);
+        std::fs::rename(one.path().join("h1.key"), one.path().join("h2.key")).unwrap();
+        assert_ne!(added, load(one.path(), KeyAlgorithm::HS256));
+    }
+
+    #[test]
+    fn the_fingerprint_reveals_no_hmac_secret() {
+        use sha2::{Digest as _, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let raw = [0x42u8; 32];
+        write_file(dir.path(), "k.key", &STANDARD.encode(raw), 0o600);
+        let set = KeySet::load(dir.path(), KeyAlgorithm::HS256, None).unwrap();
+
+        let fingerprint = set.fingerprint();
+
+        let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        assert!(!fingerprint.contains(&hex(&raw)[..16]), "{fingerprint}");
+        assert!(!fingerprint.contains(&STANDARD.encode(raw)[..16]));
+        // Not the bare hash of the key either (which a key reused elsewhere could match).
+        assert_ne!(fingerprint, hex(&Sha256::digest(raw)));
     }
 }

@@ -18,6 +18,9 @@ struct Prepared {
     nonce: u64,
     compares: Vec<Compare>,
     ops: Vec<TxnOp>,
+    /// Deletions of sessions that `ops` already kills, past etcd's operation limit: applied
+    /// in further transactions before the commit is acknowledged.
+    follow_ups: Vec<Vec<TxnOp>>,
     /// The changes, with revocation entries placed; versions are set once committed.
     changes: Vec<Change>,
     /// The first key the commit puts, read back when etcd leaves the outcome uncertain.
@@ -91,6 +94,7 @@ impl EtcdBackend {
         let mut ops = Vec::with_capacity(txn.writes.len() + 4);
         let mut changes = Vec::with_capacity(txn.writes.len());
         let mut witness = None;
+        let mut deferrable = Vec::new();
         for write in &txn.writes {
             match write {
                 Write::PutUser(user) => {
@@ -155,7 +159,12 @@ impl EtcdBackend {
                     if let Some(old) = old_seqs.remove(key) {
                         ops.push(TxnOp::delete(self.layout.log_entry(old), None));
                     }
-                    ops.push(TxnOp::delete(self.layout.key(key), None));
+                    let delete = TxnOp::delete(self.layout.key(key), None);
+                    if killed_by(txn, key, &self.view) {
+                        deferrable.push(delete);
+                    } else {
+                        ops.push(delete);
+                    }
                     changes.push(Change::Deleted(key.clone()));
                 }
             }
@@ -163,16 +172,27 @@ impl EtcdBackend {
         if next_seq != first_seq {
             ops.push(TxnOp::put(counter, next_seq.to_be_bytes().to_vec(), None));
         }
-        if compares.len() > MAX_TXN_OPS {
+        if compares.len() > MAX_TXN_OPS || ops.len() > MAX_TXN_OPS {
             return Err(StoreError::Unavailable(format!(
-                "a commit with {} preconditions is over etcd's limit of {MAX_TXN_OPS}",
-                compares.len()
+                "a commit of {} preconditions and {} writes is over etcd's limit of {MAX_TXN_OPS} operations",
+                compares.len(),
+                ops.len() + deferrable.len()
             )));
         }
+        // As many of the deferrable deletions as fit go with the commit; the rest follow.
+        let room = MAX_TXN_OPS - ops.len();
+        let mut deferred = deferrable.into_iter();
+        ops.extend(deferred.by_ref().take(room));
+        let deferred: Vec<TxnOp> = deferred.collect();
+        let follow_ups = deferred
+            .chunks(MAX_TXN_OPS)
+            .map(<[TxnOp]>::to_vec)
+            .collect();
         Ok(Prepared {
             nonce,
             compares,
-            ops: nest(ops),
+            ops,
+            follow_ups,
             changes,
             witness,
         })
@@ -209,6 +229,12 @@ impl EtcdBackend {
             }
             Err(err) => self.read_back(&prepared, err).await?,
         };
+        for ops in &prepared.follow_ups {
+            // Plain deletions: repeating one that applied changes nothing.
+            self.client
+                .txn(etcd_client::Txn::new().and_then(ops.clone()))
+                .await?;
+        }
         Ok(Attempt::Done(self.publish(revision, prepared.changes)))
     }
 
@@ -218,17 +244,17 @@ impl EtcdBackend {
         let Some(witness) = &prepared.witness else {
             return Err(err.into());
         };
-        let (_, values) = self
-            .read_keys(std::slice::from_ref(witness))
-            .await
-            .map_err(|_| StoreError::from(err))?;
+        let values = match self.read_keys(std::slice::from_ref(witness)).await {
+            Ok((_, values)) => values,
+            Err(_) => return Err(err.into()),
+        };
         match values.into_iter().next().flatten() {
             Some(kv) if nonce_of(kv.value()) == Some(prepared.nonce) => {
                 Ok(to_version(kv.mod_revision()))
             }
-            _ => Err(StoreError::Unavailable(
-                "etcd did not commit the write".into(),
-            )),
+            _ => Err(StoreError::Unavailable(format!(
+                "etcd did not commit the write ({err})"
+            ))),
         }
     }
 
@@ -291,19 +317,25 @@ impl EtcdBackend {
     }
 }
 
-/// Puts `ops` in one list, or in nested transactions of at most [`MAX_TXN_OPS`] each
-/// (a nested transaction without compares always applies, inside the outer one).
-fn nest(ops: Vec<TxnOp>) -> Vec<TxnOp> {
-    if ops.len() <= MAX_TXN_OPS {
-        return ops;
-    }
-    let mut nested = Vec::new();
-    let mut rest = ops.into_iter().peekable();
-    while rest.peek().is_some() {
-        let chunk: Vec<TxnOp> = rest.by_ref().take(MAX_TXN_OPS).collect();
-        nested.push(TxnOp::txn(etcd_client::Txn::new().and_then(chunk)));
-    }
-    nested
+/// Whether deleting `key` may wait for a later transaction: it is a session whose user the
+/// same commit deletes or moves to another generation, so the commit itself already ends it
+/// (sessions of an older generation or a deleted account authenticate nothing).
+fn killed_by(txn: &Txn, key: &Key, view: &crate::store::View) -> bool {
+    let Key::Session(sid) = key else {
+        return false;
+    };
+    let Some(session) = view.session(sid) else {
+        return false;
+    };
+    let session = &session.record;
+    txn.writes.iter().any(|write| match write {
+        Write::Delete(Key::User(name)) => *name == session.username,
+        Write::PutUser(user) => {
+            user.username == session.username
+                && (user.generation != session.generation || user.account_id != session.account_id)
+        }
+        _ => false,
+    })
 }
 
 fn to_revision(version: Version) -> i64 {

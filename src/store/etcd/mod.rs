@@ -1,6 +1,8 @@
 //! The etcd backend (cluster mode): N instances share one store in etcd under
 //! `etcd.prefix`. Every commit is one etcd transaction whose compares are the [`Txn`]'s
 //! preconditions on `mod_revision`; it is acknowledged only once a quorum committed it.
+//! A commit over etcd's 128-operation limit (a user with many sessions deleted) sends
+//! the deletions of sessions it already ended in follow-up transactions before its answer.
 //! Each instance keeps its [`View`] from a snapshot plus a watch ([`sync`]), applies its own
 //! commits at once, and reads a key it does not know yet linearizably before answering no.
 //!
@@ -31,8 +33,9 @@ use super::records::{Key, LoginEvent, MemberRecord, UnixSeconds, Version, Versio
 use super::view::View;
 use crate::clock::Clock;
 
-/// etcd refuses a transaction with more operations than this in one list (its default
-/// `--max-txn-ops`); larger commits nest their writes in sub-transactions of this size.
+/// etcd refuses a transaction with more operations than this (its default `--max-txn-ops`;
+/// nested transactions count against the same budget). A commit past it sends the
+/// deletions of sessions it already kills in further transactions (see `commit.rs`).
 const MAX_TXN_OPS: usize = 128;
 
 /// How often a commit retries when only its own counters moved (not its preconditions).
