@@ -77,6 +77,8 @@ const STARTUP: Duration = Duration::from_secs(10);
 pub struct Node {
     pub dir: tempfile::TempDir,
     pub daemon: Option<Daemon>,
+    /// When its process was last started.
+    pub started: Instant,
 }
 
 /// 3 etcd members on `127.0.{net}.1..=3` and 3 authd instances on them.
@@ -116,10 +118,12 @@ impl Deployment {
             if i > 0 {
                 copy_secrets(nodes[0].dir.path(), dir.path(), true);
             }
+            let started = Instant::now();
             let daemon = Daemon::start(dir.path()).await;
             nodes.push(Node {
                 dir,
                 daemon: Some(daemon),
+                started,
             });
         }
         let deployment = Deployment { etcd, nodes };
@@ -156,9 +160,20 @@ impl Deployment {
     /// it has loaded its snapshot.
     pub async fn restart_node(&mut self, i: usize) {
         assert!(self.nodes[i].daemon.is_none(), "authd {i} is running");
+        self.nodes[i].started = Instant::now();
         let daemon = Daemon::start(self.nodes[i].dir.path()).await;
         self.nodes[i].daemon = Some(daemon);
         self.wait_ready(i).await;
+    }
+
+    /// Restarts instance `i` on its own `[etcd]` `settings` (e.g. endpoints: one member).
+    pub async fn reconfigure_node(&mut self, i: usize, settings: &[(&str, &str)]) {
+        self.kill_node(i);
+        write_cluster_config(
+            self.nodes[i].dir.path(),
+            &cluster_config(&self.etcd, settings),
+        );
+        self.restart_node(i).await;
     }
 
     /// A second [`Api`] on instance `i` (for tasks running beside the test).
@@ -200,8 +215,13 @@ pub async fn public_status(api: &Api, path: &str) -> Option<StatusCode> {
 }
 
 /// Every `id_field` of every item of the admin list `path` (`users`, `revocations`),
-/// following `next` through all pages.
-pub async fn list_all(api: &Api, path: &str, items: &str, id_field: &str) -> HashSet<String> {
+/// following `next` through all pages; an error names a page that was not `200`.
+pub async fn list_all(
+    api: &Api,
+    path: &str,
+    items: &str,
+    id_field: &str,
+) -> Result<HashSet<String>, String> {
     let mut seen = HashSet::new();
     let mut after: Option<String> = None;
     loop {
@@ -210,14 +230,27 @@ pub async fn list_all(api: &Api, path: &str, items: &str, id_field: &str) -> Has
             None => format!("{path}?limit=1000"),
         };
         let response = api.admin_request(Method::GET, &query).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {query}");
+        if response.status() != StatusCode::OK {
+            return Err(format!("GET {query}: {}", response.status()));
+        }
         let page: Value = response.json().await.unwrap();
         for item in page[items].as_array().unwrap() {
             seen.insert(item[id_field].as_str().unwrap().to_owned());
         }
         match page["next"].as_str() {
             Some(next) => after = Some(next.to_owned()),
-            None => return seen,
+            None => return Ok(seen),
         }
     }
+}
+
+/// Waits (1 s: the propagation bound) until instance `api` knows `user` — a failed login
+/// would count against the throttle, so the admin API is asked instead.
+pub async fn wait_known(api: &Api, user: &str) {
+    within(
+        Duration::from_secs(1),
+        &format!("{user} known"),
+        async || api.get_user(user).await.status() == StatusCode::OK,
+    )
+    .await;
 }

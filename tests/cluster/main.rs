@@ -16,6 +16,7 @@
 //! | 15 | `startup`: serve starts before etcd |
 //! | 16 | `startup`: missing or different secrets refuse the start |
 //! | 17 | `membership`: `GET /admin/v1/cluster` |
+//! | 18 | `failover`: one etcd member down is no outage |
 //!
 //! (net 1 belongs to `tests/api_etcd`.)
 

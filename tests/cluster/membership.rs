@@ -46,11 +46,13 @@ async fn the_cluster_route_lists_every_live_instance_and_drops_a_killed_one() {
         let all: HashSet<String> = (0..3).map(|i| d.node(i).public_addr().to_owned()).collect();
         assert_eq!(all.len(), 3);
 
-        // The last one started just now: every instance lists all three within 2 s.
+        // Every instance lists all three within 2 s of the last one's start.
+        let deadline = d.nodes[2].started + Duration::from_secs(2);
         for i in 0..3 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             within(
-                Duration::from_secs(2),
-                &format!("3 members listed on authd {i}"),
+                left,
+                &format!("3 members listed on authd {i} within 2 s of the last start"),
                 async || listed_addrs(d.node(i)).await == all,
             )
             .await;
@@ -74,9 +76,10 @@ async fn the_cluster_route_lists_every_live_instance_and_drops_a_killed_one() {
 
         let gone = d.node(2).public_addr().to_owned();
         d.kill_node(2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for i in 0..2 {
             within(
-                Duration::from_secs(30),
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
                 &format!("the killed one gone on authd {i}"),
                 async || !listed_addrs(d.node(i)).await.contains(&gone),
             )
