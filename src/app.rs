@@ -203,6 +203,7 @@ impl App {
                 ready = true;
                 notify::notify("READY=1\nSTATUS=serving");
                 tracing::info!("authd is ready");
+                tokio::spawn(announce(state.clone(), store.clone()));
             }
             tokio::select! {
                 message = control.recv() => match message {
@@ -211,6 +212,7 @@ impl App {
                         let status = reload(&state, &config_file).await;
                         let settings = state.settings();
                         store.set_limits(settings.config.etcd.request_timeout, settings.config.etcd.max_staleness);
+                        tokio::spawn(announce(state.clone(), store.clone()));
                         notify::notify(&format!("READY=1\nSTATUS={status}"));
                     }
                     Some(Control::Shutdown) | None => break,
@@ -294,6 +296,27 @@ async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
         match control.recv().await {
             Some(Control::Shutdown) | None => return,
             Some(Control::Reload) => tracing::info!("reload ignored while shutting down"),
+        }
+    }
+}
+
+/// Publishes what this instance's heartbeat says of it (cluster mode), and warns when a
+/// live member's key set differs from this one's: expected during a staged rotation, a
+/// mistake otherwise (a token signed there fails here).
+async fn announce(state: Arc<AppState>, store: Store) {
+    let Some(instance) = state.instance.get() else {
+        return;
+    };
+    let settings = state.settings();
+    let own = crate::cluster::describe(instance, &settings.keys, state.clock().now());
+    store.publish_member(own.clone());
+    if let Ok(Some(members)) = store.members().await {
+        let differ = crate::cluster::keyset_mismatch(&own, &members);
+        if !differ.is_empty() {
+            tracing::warn!(
+                nodes = ?differ,
+                "these members' key sets differ from this instance's: every instance needs the same files in jwt.keys_dir (expected only during a staged rotation)"
+            );
         }
     }
 }

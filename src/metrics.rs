@@ -18,6 +18,8 @@ pub const REFRESHES: &str = "authd_refreshes_total";
 pub const REVOCATION_ENTRIES: &str = "authd_revocation_entries";
 pub const HASH_QUEUE_DEPTH: &str = "authd_hash_queue_depth";
 pub const THROTTLE_TRACKED: &str = "authd_login_throttle_tracked";
+/// Cluster mode: seconds since an etcd quorum last confirmed this instance's view current.
+pub const VIEW_AGE: &str = "authd_store_view_age_seconds";
 pub const BUILD_INFO: &str = "authd_build_info";
 /// Connections closed unanswered at once: their peer held `server.max_connections_per_ip`.
 pub const CONNECTIONS_REFUSED: &str = "authd_connections_refused_total";

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::files::{create_private_dir, read_token_file, write_private_file_new};
+use crate::files::{create_private_dir, read_token_file};
 use crate::store::etcd::{ClientOptions, Deployment, DeploymentRecord, EtcdBackend, EtcdClient};
 use crate::store::{Freshness, Store, View};
 
@@ -33,7 +33,10 @@ pub async fn open(config: &Config, clock: &Clock) -> anyhow::Result<(Store, Clus
                 settings.storage.path.display()
             )
         })?;
-        Ok((client_options(&settings)?, node_id(&settings.storage.path)?))
+        Ok((
+            client_options(&settings)?,
+            crate::cluster::node_id(&settings.storage.path)?,
+        ))
     })
     .await??;
     let view = Arc::new(View::default());
@@ -199,22 +202,6 @@ fn compare(own: &[(String, String)], deployment: &DeploymentRecord) -> Result<()
     Ok(())
 }
 
-/// This instance's node id: made once, kept in `node.id` in the data folder, so it stays
-/// the same across restarts.
-pub fn node_id(data_dir: &Path) -> anyhow::Result<String> {
-    let file = data_dir.join("node.id");
-    match std::fs::read_to_string(&file) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
-        Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", file.display())),
-    }
-    let id = crate::random::random_id(16);
-    write_private_file_new(&file, id.as_bytes())
-        .with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(id)
-}
-
 /// The `[etcd]` settings with their files read.
 fn client_options(config: &Config) -> anyhow::Result<ClientOptions> {
     let etcd = &config.etcd;
@@ -294,13 +281,5 @@ mod tests {
         assert_eq!(print.len(), 64);
         assert!(!print.contains("secret"));
         assert_ne!(print, fingerprint("feed token", b"secret"));
-    }
-
-    #[test]
-    fn the_node_id_is_made_once_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = node_id(dir.path()).unwrap();
-        assert_eq!(node_id(dir.path()).unwrap(), first);
-        assert!(first.len() >= 16);
     }
 }

@@ -282,6 +282,10 @@ pub async fn metrics(ctx: Ctx) -> Result<Response, ApiError> {
         metrics::gauge!(crate::metrics::REVOCATION_ENTRIES).set(entries as f64);
     }
     metrics::gauge!(crate::metrics::HASH_QUEUE_DEPTH).set(authority.hasher().queue_depth() as f64);
+    // Cluster mode: how long ago an etcd quorum last confirmed this instance's view.
+    if let Some(age) = authority.store().view_age() {
+        metrics::gauge!(crate::metrics::VIEW_AGE).set(age.as_secs_f64());
+    }
     let sizes = authority.throttle().sizes();
     for (table, size) in [
         ("pairs", sizes.pairs),

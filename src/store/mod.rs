@@ -108,6 +108,12 @@ impl Store {
         self.freshness.currency()
     }
 
+    /// How long ago the view was last confirmed current (cluster mode; `None` on sled or
+    /// before the first confirmation).
+    pub fn view_age(&self) -> Option<std::time::Duration> {
+        self.freshness.age()
+    }
+
     /// `Ok` when the view may answer; else why not, as a store failure (`503`).
     pub fn check_current(&self) -> Result<(), StoreError> {
         match self.currency() {
