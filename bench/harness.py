@@ -1124,8 +1124,10 @@ class Bench:
     def run_cluster_group(self) -> None:
         if not any(self.want(n) for n in CLUSTER_FIGURES):
             return
-        etcd = EtcdCluster(self.tmp / "etcd")
-        log(f"etcd: starting 3 members on {', '.join(ETCD_IPS)}")
+        etcd_dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=self.args.etcd_dir)) if self.args.etcd_dir \
+            else self.tmp / "etcd"
+        etcd = EtcdCluster(etcd_dir)
+        log(f"etcd: starting 3 members on {', '.join(ETCD_IPS)} (data in {etcd_dir})")
         etcd.start()
         instances: list[Authd] = []
         try:
@@ -1151,6 +1153,8 @@ class Bench:
             for authd in instances:
                 authd.stop()
             etcd.stop()
+            if self.args.etcd_dir and not self.args.keep:
+                shutil.rmtree(etcd_dir, ignore_errors=True)
 
     def cluster_propagation(self, instances: list[Authd]) -> None:
         a, b, c = instances
@@ -1324,8 +1328,9 @@ class Bench:
             f"{authd.first_start_s:.2f} s")
         # The instance really has the seeded data: a seeded user logs in, revocations list.
         authd.login("user000000")
-        status, body = authd.admin().request("GET", "/admin/v1/revocations?limit=1",
-                                             headers=authd.admin_headers())
+        admin = authd.admin()
+        status, body = admin.request("GET", "/admin/v1/revocations?limit=1", headers=authd.admin_headers())
+        admin.close()
         if status != 200 or not json.loads(body)["revocations"]:
             raise HarnessError(f"the seeded revocations are not listed: {status} {body[:200]!r}")
         times = []
@@ -1412,6 +1417,9 @@ def parse_args(argv):
     p.add_argument("--revocations", type=int, help="seeded revoked jtis (default 1000000; quick 100000)")
     p.add_argument("--revoke-samples", type=int, help="revoke_visible samples (default 200; quick 50)")
     p.add_argument("--trials", type=int, help="cluster_propagation trials (default 200; quick 50)")
+    p.add_argument("--etcd-dir", metavar="DIR",
+                   help="where the etcd members keep their data (default: the work folder); the "
+                   "seeded cluster_restart needs a few GiB")
     p.add_argument("--purge-jtis", type=int, help="revocations per purge round (default 1000)")
     p.add_argument("--purge-rounds", type=int, help="purge rounds (default 9; quick 8)")
     p.add_argument("--client-threads", type=int, default=8,
