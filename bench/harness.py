@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""authd benchmark harness (issue 6): see bench/README.md.
+"""authd benchmark harness (issues 6 and 13): see bench/README.md.
 
 Builds authd, the floor route (examples/floor.rs) and the seeder (examples/seed.rs) in
 release mode, starts them on loopback ports in a temporary folder, drives them with wrk
 (and a few Python clients for what wrk cannot do), and prints one line per figure.
+
+The cluster figures (issue 13, `--only cluster`) also start a 3-member etcd cluster on
+127.0.0.31-33 (etcd and etcdctl must be installed) and authd instances backed by it.
 
 Python 3.11 standard library only; wrk (Debian package `wrk`) and du must be installed.
 """
@@ -46,7 +49,14 @@ FIGURES = [
     "login_peak_rss",
     "revoke_visible_p99",
     "purge",
+    "cluster_propagation",
+    "cluster_verify_ratio",
+    "cluster_login_rps",
+    "cluster_restart",
 ]
+# The cluster figures need etcd and take minutes of their own: they run when named (or with
+# `--only cluster`), not in the default run.
+CLUSTER_FIGURES = [name for name in FIGURES if name.startswith("cluster_")]
 NEEDS = {
     "verify_revoked_1m": {"verify_one"},
     "login_peak_rss": {"login_rps"},
@@ -266,6 +276,8 @@ def toml_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     return json.dumps(str(value))
 
 
@@ -273,13 +285,17 @@ class Authd:
     """One authd process with its own folder: config.toml, data/ (sled, keys, admin token)
     and authd.log (stdout + stderr)."""
 
-    def __init__(self, binary: Path, folder: Path, name: str, password=None, jwt=None):
+    def __init__(self, binary: Path, folder: Path, name: str, password=None, jwt=None,
+                 sections=None):
         self.binary = binary
         self.folder = folder
         self.name = name
         self.folder.mkdir(parents=True, exist_ok=True)
         self.password = dict(password or CHEAP_ARGON2)
         self.jwt = dict(jwt or {})
+        # More configuration, merged into the sections written (cluster mode: `storage.backend`
+        # and `[etcd]`).
+        self.sections = {key: dict(values) for key, values in (sections or {}).items()}
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.admin_port = 0
@@ -309,6 +325,8 @@ class Authd:
             # cost being measured. They go to authd.log.
             "log": {"level": "info"},
         }
+        for section, values in self.sections.items():
+            sections.setdefault(section, {}).update(values)
         lines = [f"# written by bench/harness.py for the {self.name} instance"]
         for section, values in sections.items():
             lines.append(f"\n[{section}]")
@@ -460,6 +478,104 @@ class Floor:
 
 
 # --------------------------------------------------------------------------------------
+# etcd (cluster figures)
+
+ETCD_IPS = ["127.0.0.31", "127.0.0.32", "127.0.0.33"]
+
+
+class EtcdCluster:
+    """Three etcd members on 127.0.0.31-33 (client port 2379, peer port 2380; Linux routes
+    all of 127.0.0.0/8 to loopback), data in the harness' folder. Fixed addresses rather
+    than probed ports: etcd members must know each other's peer URLs before they start.
+    The tests use other addresses."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"http://{ip}:2379" for ip in ETCD_IPS]
+
+    def start(self, timeout: float = 60.0) -> None:
+        for tool in ("etcd", "etcdctl"):
+            if shutil.which(tool) is None:
+                raise HarnessError(f"{tool} is not installed (Debian: apt-get install etcd-server etcd-client)")
+        for ip in ETCD_IPS:
+            for port in (2379, 2380):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(0.5)
+                    if sock.connect_ex((ip, port)) == 0:
+                        raise HarnessError(
+                            f"{ip}:{port} is already taken (an etcd left over from another run?): "
+                            "the cluster figures need 127.0.0.31-33 ports 2379 and 2380")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        peers = ",".join(f"m{i + 1}=http://{ip}:2380" for i, ip in enumerate(ETCD_IPS))
+        token = f"authd-bench-{secrets.token_hex(4)}"
+        for i, ip in enumerate(ETCD_IPS):
+            name = f"m{i + 1}"
+            with open(self.folder / f"{name}.log", "ab") as out:
+                self.procs.append(spawn(
+                    ["etcd", "--name", name, "--data-dir", str(self.folder / name),
+                     "--listen-client-urls", f"http://{ip}:2379",
+                     "--advertise-client-urls", f"http://{ip}:2379",
+                     "--listen-peer-urls", f"http://{ip}:2380",
+                     "--initial-advertise-peer-urls", f"http://{ip}:2380",
+                     "--initial-cluster", peers, "--initial-cluster-token", token,
+                     "--initial-cluster-state", "new", "--log-level", "error"],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=clean_env(),
+                ))
+        deadline = time.monotonic() + timeout
+        while True:
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead:
+                raise HarnessError(f"an etcd member exited at start; see {self.folder}/m*.log")
+            health = subprocess.run(
+                ["etcdctl", "--endpoints", ",".join(self.endpoints), "--command-timeout=2s",
+                 "endpoint", "health"],
+                capture_output=True, text=True, check=False, env=clean_env(),
+            )
+            if health.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise HarnessError(f"etcd did not become healthy within {timeout:.0f} s:\n{health.stderr[-1000:]}")
+            time.sleep(0.1)
+
+    def db_size_mib(self) -> float:
+        """The first member's database size (etcdctl endpoint status)."""
+        out = subprocess.run(
+            ["etcdctl", "--endpoints", self.endpoints[0], "endpoint", "status", "-w", "json"],
+            capture_output=True, text=True, check=False, env=clean_env(),
+        )
+        with contextlib.suppress(ValueError, KeyError, IndexError):
+            return json.loads(out.stdout)[0]["Status"]["dbSize"] / 2**20
+        return float("nan")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop(proc, grace=10.0)
+        self.procs = []
+
+
+def etcd_sections(etcd: EtcdCluster, prefix: str) -> dict:
+    return {"storage": {"backend": "etcd"}, "etcd": {"endpoints": etcd.endpoints, "prefix": prefix}}
+
+
+def copy_secrets(source: Authd, dest: Authd) -> None:
+    """The files every instance of a deployment shares, made by the first one: the signing
+    keys and the token/key files (never node.id, which names the instance). Folders 0700,
+    files 0600, as authd makes them."""
+    dest.data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (dest.data / "keys").mkdir(mode=0o700, exist_ok=True)
+    files = [Path("keys") / p.name for p in (source.data / "keys").iterdir() if p.is_file()]
+    files += [Path(n) for n in ("admin.token", "feed.token", "mfa.key") if (source.data / n).exists()]
+    for rel in files:
+        shutil.copyfile(source.data / rel, dest.data / rel)
+        os.chmod(dest.data / rel, 0o600)
+
+
+# --------------------------------------------------------------------------------------
 # wrk
 
 
@@ -554,6 +670,7 @@ class Bench:
         self.floor: Floor | None = None
         self.cores = len(os.sched_getaffinity(0))
         self.errors = 0
+        self._hash_ms: float | None = None
 
     # ---- helpers
 
@@ -896,6 +1013,8 @@ class Bench:
             authd.stop()
 
     def hash_time(self) -> float:
+        if self._hash_ms is not None:
+            return self._hash_ms
         out = subprocess.run(
             [str(self.bin["seed"]), "hash-time", "--runs", "10"],
             capture_output=True, text=True, timeout=300, check=False,
@@ -906,6 +1025,7 @@ class Bench:
         hash_ms = float(facts["hash_ms"])
         log(f"one argon2id hash at the defaults: median {hash_ms:.2f} ms of 10 "
             f"(min {facts['hash_min_ms']}, max {facts['hash_max_ms']})")
+        self._hash_ms = hash_ms
         return hash_ms
 
     def run_purge(self) -> None:
@@ -981,6 +1101,271 @@ class Bench:
             {"wait_s": waits, "du_kib": sizes, "growth": growth},
         ))
 
+    # ---- cluster mode on etcd (issue 13)
+
+    def cluster_instances(self, etcd: EtcdCluster, label: str, prefix: str, count: int = 3,
+                          password=None) -> list[Authd]:
+        """`count` authd instances on the etcd cluster under `prefix`: the first one creates
+        the deployment's secrets, which are copied to the others before they start."""
+        instances = []
+        for i in range(count):
+            instances.append(Authd(
+                self.bin["authd"], self.tmp / f"{label}{i + 1}", f"{label}{i + 1}",
+                password=password, sections=etcd_sections(etcd, prefix),
+            ))
+        instances[0].start()
+        for other in instances[1:]:
+            copy_secrets(instances[0], other)
+            other.start()
+        log(f"{label}: {count} authd on etcd (prefix {prefix}) on "
+            f"{', '.join(a.url for a in instances)}")
+        return instances
+
+    def run_cluster_group(self) -> None:
+        if not any(self.want(n) for n in CLUSTER_FIGURES):
+            return
+        etcd_dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=self.args.etcd_dir)) if self.args.etcd_dir \
+            else self.tmp / "etcd"
+        etcd = EtcdCluster(etcd_dir)
+        log(f"etcd: starting 3 members on {', '.join(ETCD_IPS)} (data in {etcd_dir})")
+        etcd.start()
+        instances: list[Authd] = []
+        try:
+            if self.want("cluster_propagation") or self.want("cluster_verify_ratio"):
+                cheap = self.cluster_instances(etcd, "cheap", "/bench-cheap/")
+                instances += cheap
+                if self.want("cluster_propagation"):
+                    self.cluster_propagation(cheap)
+                if self.want("cluster_verify_ratio"):
+                    self.cluster_verify_ratio(cheap[0])
+                for authd in cheap:
+                    authd.stop()
+            if self.want("cluster_login_rps"):
+                storm = self.cluster_instances(etcd, "storm", "/bench-storm/", password=DEFAULT_ARGON2)
+                instances += storm
+                self.cluster_login_rps(storm)
+                for authd in storm:
+                    authd.stop()
+            if self.want("cluster_restart"):
+                self.cluster_restart(etcd, instances)
+        finally:
+            # The instances first: a stopping instance still tells etcd that it leaves.
+            for authd in instances:
+                authd.stop()
+            etcd.stop()
+            if self.args.etcd_dir and not self.args.keep:
+                shutil.rmtree(etcd_dir, ignore_errors=True)
+
+    def cluster_propagation(self, instances: list[Authd]) -> None:
+        a, b, c = instances
+        n = self.args.trials
+        log(f"cluster_propagation: {n} × (admin revoke of a session on A → 401 on B and C)")
+        # login.max_sessions_per_user (100 by default) ends a user's oldest sessions: at most
+        # 50 sessions per user.
+        names = [f"prop{i:03d}" for i in range(-(-n // 50))]
+        admin = a.admin()
+        for name in names:
+            a.create_user(name, admin)
+        admin.close()
+        public_a = a.public()
+        tokens = [a.login(names[i % len(names)], public_a) for i in range(n)]
+        public_a.close()
+        pollers = [b.public(), c.public()]
+        # Every token works on B and C first: the revocation must overturn a 200 each instance
+        # has already given (and the session is in its view, not read from etcd on a miss).
+        for token in tokens:
+            bearer = {"Authorization": f"Bearer {token}"}
+            for who, client in zip("BC", pollers):
+                deadline = time.monotonic() + 5
+                while True:
+                    status, _ = client.request("GET", "/v1/verify", headers=bearer)
+                    if status == 200:
+                        break
+                    if time.monotonic() > deadline:
+                        raise HarnessError(f"a fresh token from A answers {status} on {who}")
+                    time.sleep(0.01)
+        admin = a.admin()
+        headers = a.admin_headers()
+        totals, revoke_ms, missed = [], [], 0
+        limit = 5.0  # seconds: a trial that takes longer counts as missed (and as 5 s)
+        for token in tokens:
+            sid = jwt_claims(token)["sid"]
+            bearer = {"Authorization": f"Bearer {token}"}
+            sent = time.perf_counter()
+            status, body = admin.request("POST", "/admin/v1/revocations", {"sid": sid}, headers,
+                                         retry=False)
+            answered = time.perf_counter()
+            if status != 200:
+                raise HarnessError(f"revocation of a session refused: {status} {body[:200]!r}")
+            revoke_ms.append((answered - sent) * 1000)
+            # Poll B and C in turn, each on its keep-alive connection, until both say 401.
+            pending = {0, 1}
+            seen = answered
+            while pending and time.perf_counter() - answered < limit:
+                for i in list(pending):
+                    status, _ = pollers[i].request("GET", "/v1/verify", headers=bearer, retry=False)
+                    if status == 401:
+                        pending.discard(i)
+                        seen = time.perf_counter()
+                    elif status != 200:
+                        raise HarnessError(f"verify answered {status} during propagation")
+            if pending:
+                missed += 1
+                totals.append(limit * 1000)
+            else:
+                totals.append((seen - answered) * 1000)
+        admin.close()
+        for client in pollers:
+            client.close()
+        p50, p99, worst = median(totals), percentile(totals, 99), max(totals)
+        ok = p99 <= 250 and not missed
+        note = f"n={n}; the admin revoke itself p50 {median(revoke_ms):.1f} ms"
+        if missed:
+            note += f"; {missed} trials not 401 on both within {limit:.0f} s"
+        self.add(Figure(
+            "cluster_propagation", f"{p99:.1f} ms",
+            f"p99; p50 {p50:.1f} ms, max {worst:.1f} ms (revoke on A → 401 on B, C)",
+            "p99 <= 250 ms", verdict(ok), note,
+            {"p50_ms": p50, "p99_ms": p99, "max_ms": worst, "samples_ms": totals,
+             "revoke_ms": revoke_ms, "missed": missed},
+        ))
+
+    def cluster_verify_ratio(self, on_etcd: Authd) -> None:
+        """verify_one on an etcd-backed instance and on a sled one, alternating (ABBA) in
+        one run: the ratio of each pair, median over the runs."""
+        sled = Authd(self.bin["authd"], self.tmp / "ratio-sled", "ratio-sled")
+        sled.start()
+        try:
+            targets = {}
+            for who, authd in (("etcd", on_etcd), ("sled", sled)):
+                authd.create_user("ratio")
+                token = authd.login("ratio")
+                targets[who] = (authd.url + "/v1/verify", [f"Authorization: Bearer {token}"])
+            log("cluster_verify_ratio: verify_one (wrk -t2 -c32, one token) on etcd and on sled")
+            warm = min(2, self.args.duration)
+            for who, (url, headers) in targets.items():
+                self.wrk.run(url, duration=warm, connections=32, headers=headers)
+            runs = {"etcd": [], "sled": []}
+            ratios, problems = [], []
+            for run in range(self.args.runs):
+                order = ["etcd", "sled"] if run % 2 == 0 else ["sled", "etcd"]
+                got = {}
+                for who in order:
+                    url, headers = targets[who]
+                    got[who] = self.wrk.run(url, connections=32, headers=headers)
+                    runs[who].append(got[who].rps)
+                    if got[who].problems():
+                        problems.append(f"{who}: {got[who].problems()}")
+                ratios.append(got["etcd"].rps / got["sled"].rps if got["sled"].rps else 0.0)
+                log(f"cluster_verify_ratio run {run + 1}: etcd {got['etcd'].rps:,.0f}/s, "
+                    f"sled {got['sled'].rps:,.0f}/s, ratio {ratios[-1]:.3f}")
+            ratio = median(ratios)
+            self.add(Figure(
+                "cluster_verify_ratio", f"{ratio:.3f} x sled",
+                f"verify_one etcd {median(runs['etcd']):,.0f} / sled {median(runs['sled']):,.0f} req/s",
+                ">= 0.95 x sled", verdict(ratio >= 0.95 and not problems),
+                "; ".join([f"pair ratios {' '.join(f'{r:.3f}' for r in ratios)}"] + problems),
+                {"ratio": ratio, "ratio_runs": ratios, "etcd_runs": runs["etcd"], "sled_runs": runs["sled"]},
+            ))
+        finally:
+            sled.stop()
+
+    def cluster_login_rps(self, instances: list[Authd]) -> None:
+        hash_ms = self.hash_time()
+        bound = self.cores / (hash_ms / 1000)
+        # One user per instance (`--login-user shared`: one user for all three). Every login
+        # commits a session under its user's session cap (login.max_sessions_per_user), so
+        # one user's logins on three instances at once meet as etcd conflicts.
+        shared = self.args.login_user == "shared"
+        names = ["storm"] * len(instances) if shared else [f"storm{i + 1}" for i in range(len(instances))]
+        for name in sorted(set(names)):
+            instances[0].create_user(name)
+        for authd, name in zip(instances, names):  # each logs in before the clock starts
+            authd.login(name)
+        # 66 connections in all, as close to the single-instance login_rps' 64 as three
+        # equal shares get; one wrk thread per instance.
+        storm_args = dict(threads=1, connections=22, script="login.lua", timeout="20s")
+        urls = [authd.url + "/v1/login" for authd in instances]
+        log(f"cluster_login_rps: wrk -t1 -c22 on /v1/login of each of {len(urls)} instances at once "
+            f"({'one user for all' if shared else 'one user per instance'}); "
+            f"bound {self.cores} cores / {hash_ms:.1f} ms = {bound:.1f}/s")
+
+        def storm(duration):
+            procs = [self.wrk.start(url, duration=duration, script_args=[name, PASSWORD], **storm_args)
+                     for url, name in zip(urls, names)]
+            return [self.wrk.finish(proc, timeout=duration + 60) for proc in procs]
+
+        storm(min(2, self.args.duration))
+        runs, problems = [], []
+        for run in range(self.args.runs):
+            results = storm(self.args.duration)
+            total = sum(result.rps for result in results)
+            runs.append(total)
+            problems += [f"instance {i + 1}: {r.problems()}" for i, r in enumerate(results) if r.problems()]
+            log(f"cluster_login_rps run {run + 1}: {total:.1f}/s "
+                f"({' + '.join(f'{r.rps:.1f}' for r in results)})")
+        rps = median(runs)
+        ratio = rps / bound
+        self.add(Figure(
+            "cluster_login_rps", f"{rps:,.1f} req/s",
+            f"{ratio:.3f} x bound ({self.cores} / {hash_ms:.1f} ms = {bound:.1f}/s), 3 instances",
+            ">= 0.8 x bound", verdict(ratio >= 0.8 and not problems),
+            "; ".join([f"runs {' '.join(f'{r:.1f}' for r in runs)}/s"
+                       + ("; one user on all instances" if shared else "")] + problems),
+            {"rps": rps, "runs": runs, "hash_ms": hash_ms, "bound": bound, "ratio": ratio},
+        ))
+
+    def cluster_restart(self, etcd: EtcdCluster, instances: list[Authd]) -> None:
+        users, revocations = self.args.users, self.args.revocations
+        prefix = "/bench/"
+        log(f"cluster_restart: seeding etcd under {prefix} with {users:,} users and "
+            f"{revocations:,} revoked jtis (examples/seed.rs fill --etcd)")
+        started = time.monotonic()
+        out = subprocess.run(
+            [str(self.bin["seed"]), "fill", "--etcd", ",".join(etcd.endpoints), "--prefix", prefix,
+             "--users", str(users), "--revocations", str(revocations), "--password", PASSWORD,
+             "--memory-kib", str(CHEAP_ARGON2["argon2_memory_kib"]),
+             "--iterations", str(CHEAP_ARGON2["argon2_iterations"])],
+            capture_output=True, text=True, timeout=3600, check=False,
+        )
+        seed_s = time.monotonic() - started
+        if out.returncode != 0:
+            raise HarnessError(f"seeding etcd failed:\n{out.stdout}\n{out.stderr}")
+        facts = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+        db_mib = etcd.db_size_mib()
+        log(f"cluster_restart: seeded in {seed_s:.1f} s (users {facts.get('users_s')} s, revocations "
+            f"{facts.get('revocations_s')} s = {facts.get('revocations_per_s')}/s), etcd db {db_mib:.0f} MiB")
+        authd = Authd(self.bin["authd"], self.tmp / "restart", "restart",
+                      sections=etcd_sections(etcd, prefix))
+        instances.append(authd)
+        authd.start(timeout=600)
+        log(f"cluster_restart: first start (creates the deployment's secrets) ready in "
+            f"{authd.first_start_s:.2f} s")
+        # The instance really has the seeded data: a seeded user logs in, revocations list.
+        authd.login("user000000")
+        admin = authd.admin()
+        status, body = admin.request("GET", "/admin/v1/revocations?limit=1", headers=authd.admin_headers())
+        admin.close()
+        if status != 200 or not json.loads(body)["revocations"]:
+            raise HarnessError(f"the seeded revocations are not listed: {status} {body[:200]!r}")
+        times = []
+        for run in range(self.args.runs):
+            authd.stop()
+            times.append(authd.start(timeout=600))
+            log(f"cluster_restart run {run + 1}: {times[-1]:.3f} s")
+        value = median(times)
+        note = (f"restarts {', '.join(f'{t:.2f}' for t in times)} s; first start {authd.first_start_s:.2f} s; "
+                f"seeding {seed_s:.0f} s (users {float(facts.get('users_s', 'nan')):.0f} s, revocations "
+                f"{float(facts.get('revocations_s', 'nan')):.0f} s); etcd db {db_mib:.0f} MiB")
+        if (users, revocations) != (100_000, 1_000_000):
+            note += f"; {revocations:,} revocations, {users:,} users"
+        self.add(Figure(
+            "cluster_restart", f"{value:.3f} s", "spawn → first /readyz 200, etcd-backed",
+            "", "", note,
+            {"restarts_s": times, "first_start_s": authd.first_start_s, "seed_s": seed_s,
+             "seed_facts": facts, "etcd_db_mib": db_mib},
+        ))
+
     def finish(self) -> list[Figure]:
         if self.floor_samples:
             self.results["floor"] = Figure(
@@ -1038,13 +1423,20 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true",
                    help="short smoke run for CI: 2 s per wrk, 1 run, smaller seeds")
     p.add_argument("--only", default="",
-                   help=f"comma-separated figures to run (prerequisites are added): {', '.join(FIGURES[1:])}")
+                   help=f"comma-separated figures to run (prerequisites are added): {', '.join(FIGURES[1:])}; "
+                   "`cluster` names the four cluster_* figures (not part of the default run: they need etcd)")
     p.add_argument("--runs", type=int, help="runs per figure, medians reported (default 3; quick 1)")
     p.add_argument("--duration", type=int, help="seconds per wrk run (default 5; quick 2)")
     p.add_argument("--tokens", type=int, help="distinct tokens for verify_10k (default 10000; quick 1000)")
     p.add_argument("--users", type=int, help="seeded users (default 100000; quick 10000)")
     p.add_argument("--revocations", type=int, help="seeded revoked jtis (default 1000000; quick 100000)")
     p.add_argument("--revoke-samples", type=int, help="revoke_visible samples (default 200; quick 50)")
+    p.add_argument("--trials", type=int, help="cluster_propagation trials (default 200; quick 50)")
+    p.add_argument("--login-user", choices=["per-instance", "shared"], default="per-instance",
+                   help="cluster_login_rps: one user per instance (default) or one user for all three")
+    p.add_argument("--etcd-dir", metavar="DIR",
+                   help="where the etcd members keep their data (default: the work folder); the "
+                   "seeded cluster_restart needs a few GiB")
     p.add_argument("--purge-jtis", type=int, help="revocations per purge round (default 1000)")
     p.add_argument("--purge-rounds", type=int, help="purge rounds (default 9; quick 8)")
     p.add_argument("--client-threads", type=int, default=8,
@@ -1060,14 +1452,17 @@ def parse_args(argv):
     p.add_argument("--strict", action="store_true", help="exit 1 when a figure FAILs")
     args = p.parse_args(argv)
     defaults = dict(runs=(1, 3), duration=(2, 5), tokens=(1000, 10_000), users=(10_000, 100_000),
-                    revocations=(100_000, 1_000_000), revoke_samples=(50, 200),
+                    revocations=(100_000, 1_000_000), revoke_samples=(50, 200), trials=(50, 200),
                     purge_jtis=(1000, 1000), purge_rounds=(8, 9))
     for key, (quick, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
-    if min(args.runs, args.duration, args.tokens, args.purge_rounds, args.client_threads) < 1:
-        p.error("--runs, --duration, --tokens, --purge-rounds and --client-threads must be at least 1")
-    selected = {n.strip() for n in args.only.split(",") if n.strip()} or set(FIGURES[1:])
+    if min(args.runs, args.duration, args.tokens, args.purge_rounds, args.client_threads, args.trials) < 1:
+        p.error("--runs, --duration, --tokens, --purge-rounds, --client-threads and --trials must be at least 1")
+    selected = {n.strip() for n in args.only.split(",") if n.strip()}
+    if "cluster" in selected:
+        selected = (selected - {"cluster"}) | set(CLUSTER_FIGURES)
+    selected = selected or set(FIGURES[1:]) - set(CLUSTER_FIGURES)
     unknown = selected - set(FIGURES)
     if unknown:
         p.error(f"unknown figure(s): {', '.join(sorted(unknown))}; known: {', '.join(FIGURES[1:])}")
@@ -1097,6 +1492,7 @@ def main(argv) -> int:
         bench.guarded(bench.run_seeded_group, ["verify_revoked_1m", "startup_1m"])
         bench.guarded(bench.run_storm_group, ["login_rps", "verify_p99_storm", "login_peak_rss"])
         bench.guarded(bench.run_purge, ["purge"])
+        bench.guarded(bench.run_cluster_group, CLUSTER_FIGURES)
         figures = bench.finish()
     except KeyboardInterrupt as err:
         log(f"interrupted ({err or 'SIGINT'}): stopping")

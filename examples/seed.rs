@@ -1,9 +1,13 @@
 //! Benchmark helper, driven by `bench/run`: fills a store offline with users and revoked
-//! jtis through authd's own [`Store`] API, and times one argon2id hash.
+//! jtis through authd's own [`Store`] API (a sled folder, or etcd under a prefix), and times
+//! one argon2id hash.
 //!
 //! ```sh
 //! # 100k users (password "bench-password", hashed once at m=64 KiB, t=1) + 1M revoked jtis
 //! cargo run --release --example seed -- fill --data /tmp/authd-bench/data \
+//!     --users 100000 --revocations 1000000 --memory-kib 64 --iterations 1
+//! # the same in etcd, under the prefix authd's `etcd.prefix` names
+//! cargo run --release --example seed -- fill --etcd http://127.0.0.31:2379 --prefix /bench/ \
 //!     --users 100000 --revocations 1000000 --memory-kib 64 --iterations 1
 //! # median time of one hash at the shipped defaults (m=19456 KiB, t=2, p=1), 10 runs
 //! cargo run --release --example seed -- hash-time --runs 10
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use authd::auth::password::HashCost;
 use authd::config::PasswordConfig;
+use authd::store::etcd::ClientOptions;
 use authd::store::{NewRevocation, RevocationKind, Store, Txn, UserRecord};
 use clap::{Args, Parser, Subcommand};
 
@@ -33,7 +38,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create users and revoked jtis in the store at `--data` (authd must not be running).
+    /// Create users and revoked jtis in the sled store at `--data` (authd must not be
+    /// running), or in etcd at `--etcd` under `--prefix`.
     Fill(Fill),
     /// Print the median wall time of one argon2id hash with the given cost.
     HashTime(HashTime),
@@ -66,8 +72,14 @@ impl Cost {
 #[derive(Args)]
 struct Fill {
     /// The sled folder (authd's `storage.path`).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "etcd", conflicts_with = "etcd")]
+    data: Option<PathBuf>,
+    /// etcd endpoints (comma-separated, or the option repeated): seed etcd instead of sled.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// The key prefix in etcd (authd's `etcd.prefix`).
+    #[arg(long, default_value = "/authd/", requires = "etcd")]
+    prefix: String,
     /// Number of users, named `user000000`, `user000001`, ….
     #[arg(long, default_value_t = 100_000)]
     users: usize,
@@ -139,21 +151,71 @@ fn run_fill(args: &Fill) -> anyhow::Result<()> {
     runtime.block_on(fill(args, threads))
 }
 
-/// Writes per commit: large batches make seeding a million entries take seconds.
+/// Writes per commit on sled: large batches make seeding a million entries take seconds.
 const BATCH: usize = 1000;
+
+/// Users per commit on etcd: one put each, within etcd's 128 operations per transaction
+/// (the backend refuses a commit past that limit rather than split it).
+const ETCD_USER_BATCH: usize = 120;
+
+/// Revocations per commit on etcd: each is two puts (the entry and its place in the list)
+/// and one precondition, plus the list counter's put: 2 × 60 + 1 = 121 operations. At
+/// about 250 bytes a put, a commit stays far below etcd's 1.5 MiB request limit.
+const ETCD_REVOCATION_BATCH: usize = 60;
+
+/// Where the fill goes, and how it is cut into commits.
+struct Target {
+    store: Store,
+    user_batch: usize,
+    revocation_batch: usize,
+    /// Concurrent committers of revocations. On etcd every commit of revocations
+    /// compare-and-swaps the one list counter, so concurrent committers would only retry
+    /// each other's conflicts: one at a time.
+    revocation_writers: usize,
+}
+
+async fn open_target(args: &Fill, writers: usize) -> anyhow::Result<Target> {
+    if let Some(data) = &args.data {
+        let store = Store::open_sled(data)
+            .await
+            .with_context(|| format!("cannot open the store at {}", data.display()))?;
+        return Ok(Target {
+            store,
+            user_batch: BATCH,
+            revocation_batch: BATCH,
+            revocation_writers: writers,
+        });
+    }
+    if args.etcd.is_empty() {
+        bail!("one of --data or --etcd is needed");
+    }
+    let options = ClientOptions {
+        endpoints: args.etcd.clone(),
+        dial_timeout: Duration::from_secs(5),
+        // A commit of 121 operations on a busy 2-core machine: generous, so that a slow
+        // fsync is not taken for an outage.
+        request_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    Ok(Target {
+        store: Store::etcd_writer(options, &args.prefix),
+        user_batch: ETCD_USER_BATCH,
+        revocation_batch: ETCD_REVOCATION_BATCH,
+        revocation_writers: 1,
+    })
+}
 
 async fn fill(args: &Fill, writers: usize) -> anyhow::Result<()> {
     let start = Instant::now();
-    let store = Store::open_sled(&args.data)
-        .await
-        .with_context(|| format!("cannot open the store at {}", args.data.display()))?;
+    let target = open_target(args, writers).await?;
+    let store = &target.store;
     println!("open_s={:.3}", start.elapsed().as_secs_f64());
 
     let hash = args.cost.hash_cost()?.hash_blocking(&args.password)?;
     let now = unix_now()?;
 
     let start = Instant::now();
-    let created = in_batches(&store, writers, args.users, |txn, i| {
+    let created = in_batches(store, writers, target.user_batch, args.users, |txn, i| {
         txn.put_user(UserRecord {
             // Seeded accounts are numbered above anything the store hands out later.
             account_id: u64::MAX / 2 + i as u64,
@@ -171,15 +233,21 @@ async fn fill(args: &Fill, writers: usize) -> anyhow::Result<()> {
     println!("users_s={users_s:.3}");
 
     let start = Instant::now();
-    let revoked = in_batches(&store, writers, args.revocations, |txn, _| {
-        txn.revoke(&NewRevocation {
-            kind: RevocationKind::Jti,
-            id: authd::random::random_id(16),
-            revoked_at: now,
-            expires_at: now + args.revocation_ttl,
-            reason: None,
-        });
-    })
+    let revoked = in_batches(
+        store,
+        target.revocation_writers,
+        target.revocation_batch,
+        args.revocations,
+        |txn, _| {
+            txn.revoke(&NewRevocation {
+                kind: RevocationKind::Jti,
+                id: authd::random::random_id(16),
+                revoked_at: now,
+                expires_at: now + args.revocation_ttl,
+                reason: None,
+            });
+        },
+    )
     .await?;
     let revocations_s = start.elapsed().as_secs_f64();
     println!("revocations={revoked}");
@@ -197,11 +265,12 @@ async fn fill(args: &Fill, writers: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Adds `write(txn, i)` for every `i` in `0..count`, committing [`BATCH`] at a time from
+/// Adds `write(txn, i)` for every `i` in `0..count`, committing `batch` at a time from
 /// `writers` concurrent committers; returns how many were written.
 async fn in_batches<F>(
     store: &Store,
     writers: usize,
+    batch: usize,
     count: usize,
     write: F,
 ) -> anyhow::Result<usize>
@@ -212,16 +281,20 @@ where
     let committer = || async {
         let mut done = 0;
         loop {
-            let first = next.fetch_add(BATCH, Ordering::Relaxed);
+            let first = next.fetch_add(batch, Ordering::Relaxed);
             if first >= count {
                 return anyhow::Ok(done);
             }
             let mut txn = Txn::default();
-            for i in first..(first + BATCH).min(count) {
+            for i in first..(first + batch).min(count) {
                 write(&mut txn, i);
             }
-            done += txn.writes.len();
-            store.commit(txn).await?;
+            let writes = txn.writes.len();
+            store
+                .commit(txn)
+                .await
+                .with_context(|| format!("committing entries {first}..{}", first + writes))?;
+            done += writes;
         }
     };
     let results = futures_util::future::join_all((0..writers).map(|_| committer())).await;
