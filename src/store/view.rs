@@ -165,6 +165,14 @@ impl View {
         ahead.insert(at, batch.clone());
     }
 
+    /// Waits (at most `timeout`) until the change stream has applied `revision`.
+    pub async fn wait_for(&self, revision: Version, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.revision() < revision && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     /// The revision of the last change applied.
     pub fn revision(&self) -> Version {
         self.revision.load(Ordering::Acquire)

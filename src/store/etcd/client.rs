@@ -3,7 +3,7 @@
 //! failed. Requests carry etcd's require-leader flag: a member cut off from its leader
 //! answers "no leader" at once instead of serving stale data or hanging.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -50,6 +50,23 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The member did not answer as a member of a working cluster should (unreachable, cut
+    /// off from its leader, timed out): the next call tries the next endpoint.
+    fn is_member_failure(&self) -> bool {
+        match self {
+            CallError::Timeout(_) | CallError::Connect(_) => true,
+            CallError::Etcd(
+                etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_),
+            ) => true,
+            // gRPC codes: Cancelled 1, Unknown 2, DeadlineExceeded 4, Internal 13,
+            // Unavailable 14 (tonic's enum, which authd does not name directly).
+            CallError::Etcd(etcd_client::Error::GRpcStatus(status)) => {
+                matches!(status.code() as i32, 1 | 2 | 4 | 13 | 14)
+            }
+            CallError::Etcd(_) => false,
+        }
+    }
+
     /// The lease a put named has expired (a cached bucket lease outlived by its TTL).
     pub fn is_lease_gone(&self) -> bool {
         matches!(self, CallError::Etcd(err) if err.to_string().contains("requested lease not found"))
@@ -67,6 +84,9 @@ pub struct EtcdClient {
     options: ClientOptions,
     client: tokio::sync::Mutex<Option<Client>>,
     request_timeout_ms: AtomicU64,
+    /// The endpoint the next connection goes to: one member at a time, the next one after
+    /// a failure (etcd's own balancing keeps sending to a dead member).
+    next_endpoint: AtomicUsize,
 }
 
 impl EtcdClient {
@@ -76,6 +96,7 @@ impl EtcdClient {
             options,
             client: tokio::sync::Mutex::new(None),
             request_timeout_ms: AtomicU64::new(timeout),
+            next_endpoint: AtomicUsize::new(0),
         }
     }
 
@@ -95,14 +116,41 @@ impl EtcdClient {
             return Ok(client.clone());
         }
         let dial = self.options.dial_timeout;
-        let client = tokio::time::timeout(
+        let count = self.options.endpoints.len().max(1);
+        let index = self.next_endpoint.load(Ordering::Relaxed) % count;
+        let endpoint = self
+            .options
+            .endpoints
+            .get(index)
+            .cloned()
+            .unwrap_or_default();
+        let connected = tokio::time::timeout(
             dial,
-            Client::connect(&self.options.endpoints, Some(self.connect_options()?)),
+            Client::connect([endpoint], Some(self.connect_options()?)),
         )
-        .await
-        .map_err(|_| CallError::Timeout(dial))??;
+        .await;
+        let client = match connected {
+            Ok(Ok(client)) => client,
+            Ok(Err(err)) => {
+                self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+                return Err(CallError::Etcd(err));
+            }
+            Err(_) => {
+                self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+                return Err(CallError::Timeout(dial));
+            }
+        };
         *slot = Some(client.clone());
         Ok(client)
+    }
+
+    /// Forgets the connection after a member failure: the next call connects to the next
+    /// endpoint.
+    pub async fn member_failed(&self) {
+        let mut slot = self.client.lock().await;
+        if slot.take().is_some() {
+            self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn connect_options(&self) -> Result<ConnectOptions, CallError> {
@@ -144,10 +192,16 @@ impl EtcdClient {
         timeout: Duration,
         call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, CallError> {
-        match tokio::time::timeout(timeout, call).await {
+        let result = match tokio::time::timeout(timeout, call).await {
             Ok(result) => result.map_err(CallError::from),
             Err(_) => Err(CallError::Timeout(timeout)),
+        };
+        if let Err(err) = &result
+            && err.is_member_failure()
+        {
+            self.member_failed().await;
         }
+        result
     }
 
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, CallError> {

@@ -13,6 +13,9 @@ use crate::store::StoreError;
 use crate::store::backend::{Change, ChangeBatch, Committed, Txn, Write};
 use crate::store::records::{Key, RevocationRecord, Version, Versioned};
 
+/// How long a conflicting commit waits for the view to catch up before answering.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A commit as etcd will see it.
 struct Prepared {
     nonce: u64,
@@ -208,7 +211,7 @@ impl EtcdBackend {
         let budget = self.client.request_timeout() * 3 / 4;
         let revision = match self.client.txn_within(request, budget).await {
             Ok(response) if response.succeeded() => header_revision(response.header()),
-            Ok(_) => {
+            Ok(response) => {
                 // A precondition failed: the caller's, or only our counter's.
                 let keys: Vec<Key> = txn.checks.iter().map(|check| check.key.clone()).collect();
                 let versions = self.catch_up_keys(&keys).await?;
@@ -217,11 +220,16 @@ impl EtcdBackend {
                     .iter()
                     .zip(&versions)
                     .all(|(check, version)| check.version == *version);
-                return Ok(if held {
-                    Attempt::Retry
-                } else {
-                    Attempt::Conflict
-                });
+                if held {
+                    return Ok(Attempt::Retry);
+                }
+                // The caller reads the view again before retrying: give the watch a moment
+                // to bring what the other instance committed (a concurrent login's session,
+                // say), or the retry would only conflict again.
+                self.view
+                    .wait_for(header_revision(response.header()), CATCH_UP_WAIT)
+                    .await;
+                return Ok(Attempt::Conflict);
             }
             Err(err) if err.is_lease_gone() => {
                 self.lock_leases().clear();

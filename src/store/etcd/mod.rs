@@ -48,8 +48,12 @@ const LEASE_BUCKET_SECS: i64 = 3600;
 /// the largest leeway a verifier may grant (API.md: at most 5 minutes).
 const EXPIRY_MARGIN_SECS: i64 = 5 * 60;
 
-/// How many keys a snapshot reads per request.
-const SNAPSHOT_PAGE: i64 = 2_000;
+/// How many keys a snapshot reads per request. etcd 3.4 walks the rest of the range on
+/// every limited request, so small pages make a large load quadratic.
+const SNAPSHOT_PAGE: i64 = 20_000;
+
+/// The longest lease asked for: a year (etcd's own limit is far above it).
+const MAX_LEASE_SECS: i64 = 366 * 86_400;
 
 /// What the first instance of a deployment records: fingerprints of the secret files every
 /// instance must share (never the secrets).
@@ -181,6 +185,10 @@ impl EtcdBackend {
 
     /// The lease for records that expire at `expires_at` (granted on first use).
     async fn lease_for(&self, expires_at: UnixSeconds) -> Result<i64, StoreError> {
+        // No record outlives the longest lease etcd grants (and no arithmetic overflows on
+        // an absurd expiry, such as a token's `exp` at the end of time).
+        let now = self.clock.now();
+        let expires_at = expires_at.clamp(now, now.saturating_add(MAX_LEASE_SECS));
         let bucket_end = (expires_at + EXPIRY_MARGIN_SECS).div_euclid(LEASE_BUCKET_SECS)
             * LEASE_BUCKET_SECS
             + LEASE_BUCKET_SECS;

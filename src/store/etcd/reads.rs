@@ -208,12 +208,14 @@ impl Backend for EtcdBackend {
                 .iter()
                 .map(|kv| decode::<RevocationRecord>(kv.value(), "revocations"))
                 .collect::<Result<Vec<_>, _>>()?;
-            let next = if entries.len() > limit {
-                entries.truncate(limit);
-                entries.last().map(|entry| entry.seq)
-            } else {
-                None
-            };
+            let more = entries.len() > limit;
+            // An entry past its `expires_at` blocks nothing: gone, as on sled after a purge,
+            // though its shared lease ends only with its hour.
+            let now = self.clock.now();
+            entries.truncate(limit);
+            let last_seq = entries.last().map(|entry| entry.seq);
+            entries.retain(|entry| entry.expires_at >= now);
+            let next = if more { last_seq } else { None };
             Ok((entries, next))
         })
     }

@@ -112,10 +112,14 @@ pub async fn run(
 async fn load(backend: &EtcdBackend) -> Result<i64, StoreError> {
     let view = backend.view();
     let revoked = view.revoked_jti_loader();
+    // The snapshot is a linearizable read: it holds everything committed before it was
+    // asked for, so the view is current as of this moment.
+    let asked = backend.freshness().clock().instant();
     let snapshot = backend.snapshot_at(&|jti| revoked.add(jti)).await?;
     let revision = i64::try_from(snapshot.revision).unwrap_or(i64::MAX);
     view.load(snapshot, revoked);
     backend.load_login_events().await?;
+    backend.freshness().confirm(asked);
     tracing::info!(revision, "loaded the store from etcd");
     Ok(revision)
 }
@@ -145,6 +149,7 @@ async fn follow(backend: &EtcdBackend, revision: i64, stop: &mut watch::Receiver
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot open the etcd watch; retrying");
+                backend.client().member_failed().await;
                 if backoff.wait(stop).await {
                     return Stopped::Stop;
                 }
@@ -160,10 +165,12 @@ async fn follow(backend: &EtcdBackend, revision: i64, stop: &mut watch::Receiver
                 Ok(Some(response)) => response,
                 Ok(None) => {
                     tracing::warn!("the etcd watch ended; resuming");
+                    backend.client().member_failed().await;
                     break;
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "the etcd watch broke; resuming");
+                    backend.client().member_failed().await;
                     break;
                 }
             };
@@ -175,6 +182,8 @@ async fn follow(backend: &EtcdBackend, revision: i64, stop: &mut watch::Receiver
                     reason = response.cancel_reason(),
                     "etcd cancelled the watch; resuming"
                 );
+                // e.g. the member lost its leader (require-leader): try another member.
+                backend.client().member_failed().await;
                 break;
             }
             backoff.reset();
