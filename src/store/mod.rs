@@ -163,6 +163,17 @@ impl Store {
         self.backend.on_login_event(sink);
     }
 
+    /// Reads the user `username` from the engine itself into the view when the view lacks
+    /// it (cluster mode; nothing to do on sled).
+    pub async fn catch_up_user(&self, username: &str) -> Result<(), StoreError> {
+        if !self.may_lag() || self.user(username).is_some() {
+            return Ok(());
+        }
+        self.backend
+            .catch_up(vec![Key::User(username.to_owned())])
+            .await
+    }
+
     /// Reads the session `sid` (and then its user) from the engine itself into the view
     /// when the view lacks them (cluster mode; nothing to do on sled).
     pub async fn catch_up_session(&self, sid: &str) -> Result<(), StoreError> {

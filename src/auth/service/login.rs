@@ -66,7 +66,18 @@ impl Authority {
         username: &str,
         password: &Password,
     ) -> Result<(Shared<UserRecord>, bool), AuthError> {
-        let user = Username::parse(username).and_then(|name| self.store.user(name.as_str()));
+        let name = Username::parse(username);
+        let mut user = name
+            .as_ref()
+            .and_then(|name| self.store.user(name.as_str()));
+        if user.is_none()
+            && let Some(name) = &name
+        {
+            // Cluster mode: the account may have been created on another instance a moment
+            // ago; read it from the store itself before calling it unknown.
+            self.store.catch_up_user(name.as_str()).await?;
+            user = self.store.user(name.as_str());
+        }
         let stored_hash = user.as_ref().map_or(settings.dummy_hash.as_str(), |u| {
             u.record.password_hash.as_str()
         });

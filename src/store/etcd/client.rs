@@ -50,6 +50,17 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The member never acted on the request (it could not be reached, or refused it with
+    /// "unavailable", e.g. for want of a leader): another member may take it as is.
+    fn was_not_sent(&self) -> bool {
+        match self {
+            CallError::Etcd(etcd_client::Error::TransportError(_)) => true,
+            CallError::Etcd(etcd_client::Error::GRpcStatus(status)) => status.code() as i32 == 14,
+            CallError::Connect(_) => true,
+            _ => false,
+        }
+    }
+
     /// The member did not answer as a member of a working cluster should (unreachable, cut
     /// off from its leader, timed out): the next call tries the next endpoint.
     fn is_member_failure(&self) -> bool {
@@ -205,15 +216,23 @@ impl EtcdClient {
     }
 
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, CallError> {
-        let mut client = self.connected().await?;
-        self.timed(client.txn(txn)).await
+        self.txn_within(txn, self.request_timeout()).await
     }
 
     /// A transaction given `timeout` instead of the request timeout (a commit keeps the
     /// rest of its budget to read an uncertain outcome back).
     pub async fn txn_within(&self, txn: Txn, timeout: Duration) -> Result<TxnResponse, CallError> {
-        let mut client = self.connected().await?;
-        self.within(timeout, client.txn(txn)).await
+        let mut tries = self.tries();
+        loop {
+            let result = match self.connected().await {
+                Ok(mut client) => self.within(timeout, client.txn(txn.clone())).await,
+                Err(err) => Err(err),
+            };
+            match result {
+                Err(err) if err.was_not_sent() && tries > 1 => tries -= 1,
+                other => return other,
+            }
+        }
     }
 
     pub async fn get(
@@ -221,8 +240,22 @@ impl EtcdClient {
         key: Vec<u8>,
         options: Option<GetOptions>,
     ) -> Result<GetResponse, CallError> {
-        let mut client = self.connected().await?;
-        self.timed(client.get(key, options)).await
+        let mut tries = self.tries();
+        loop {
+            let result = match self.connected().await {
+                Ok(mut client) => self.timed(client.get(key.clone(), options.clone())).await,
+                Err(err) => Err(err),
+            };
+            match result {
+                Err(err) if err.was_not_sent() && tries > 1 => tries -= 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// One try per endpoint for a call that a member refused before acting on it.
+    fn tries(&self) -> usize {
+        self.options.endpoints.len().max(1)
     }
 
     /// Ends the lease `id` (its keys go with it).
