@@ -82,6 +82,24 @@ pub struct ChangeBatch {
     pub changes: Vec<Change>,
 }
 
+impl ChangeBatch {
+    /// What `commit` answers for this batch: its revision and the entries it placed.
+    pub fn into_committed(self) -> Committed {
+        let revocations = self
+            .changes
+            .into_iter()
+            .filter_map(|change| match change {
+                Change::Revocation(entry) => Some(entry),
+                _ => None,
+            })
+            .collect();
+        Committed {
+            revision: self.revision,
+            revocations,
+        }
+    }
+}
+
 /// Receives every committed [`ChangeBatch`], in commit order (the in-memory view).
 pub trait ChangeSink: Send + Sync {
     fn apply(&self, batch: &ChangeBatch);

@@ -277,18 +277,7 @@ impl EtcdBackend {
         }
         let batch = ChangeBatch { revision, changes };
         self.view.apply_own(&batch);
-        let revocations = batch
-            .changes
-            .into_iter()
-            .filter_map(|change| match change {
-                Change::Revocation(entry) => Some(entry),
-                _ => None,
-            })
-            .collect();
-        Committed {
-            revision,
-            revocations,
-        }
+        batch.into_committed()
     }
 
     pub(super) async fn commit_txn(&self, txn: Txn) -> Result<Committed, StoreError> {

@@ -252,18 +252,7 @@ impl SledBackend {
         *last = batch.revision;
         // Still under the writer lock: the sink sees commits in order.
         self.sink.apply(&batch);
-        let revocations = batch
-            .changes
-            .into_iter()
-            .filter_map(|change| match change {
-                Change::Revocation(entry) => Some(entry),
-                _ => None,
-            })
-            .collect();
-        Ok(Committed {
-            revision: batch.revision,
-            revocations,
-        })
+        Ok(batch.into_committed())
     }
 
     fn snapshot_blocking(&self, revoked_jti: RevokedJtiSink<'_>) -> Result<Snapshot, StoreError> {
