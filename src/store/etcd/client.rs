@@ -191,13 +191,6 @@ impl EtcdClient {
         Ok(connect)
     }
 
-    async fn timed<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, CallError> {
-        self.within(self.request_timeout(), call).await
-    }
-
     async fn within<T>(
         &self,
         timeout: Duration,
@@ -215,13 +208,24 @@ impl EtcdClient {
         result
     }
 
+    /// A transaction that may safely run twice (reads, compare-and-swaps whose loser
+    /// re-reads, plain deletions): on a member failure it goes to the next member at once.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, CallError> {
-        self.txn_within(txn, self.request_timeout()).await
+        self.idempotent(|mut client| {
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
     }
 
-    /// A transaction given `timeout` instead of the request timeout (a commit keeps the
-    /// rest of its budget to read an uncertain outcome back).
-    pub async fn txn_within(&self, txn: Txn, timeout: Duration) -> Result<TxnResponse, CallError> {
+    /// A commit's transaction, given `timeout` (the commit keeps the rest of its budget to
+    /// read an uncertain outcome back). Sent again only where the member refused it before
+    /// acting on it: anything else may have applied, and only a read-back can tell.
+    pub async fn commit_within(
+        &self,
+        txn: Txn,
+        timeout: Duration,
+    ) -> Result<TxnResponse, CallError> {
         let mut tries = self.tries();
         loop {
             let result = match self.connected().await {
@@ -240,20 +244,40 @@ impl EtcdClient {
         key: Vec<u8>,
         options: Option<GetOptions>,
     ) -> Result<GetResponse, CallError> {
+        self.idempotent(|mut client| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { client.get(key, options).await }
+        })
+        .await
+    }
+
+    /// Runs `call`, which may safely run twice, on the next member after a member failure,
+    /// once per endpoint; all tries together bounded by the request timeout.
+    async fn idempotent<T, Call, Answer>(&self, call: Call) -> Result<T, CallError>
+    where
+        Call: Fn(Client) -> Answer,
+        Answer: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let timeout = self.request_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut tries = self.tries();
         loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let result = match self.connected().await {
-                Ok(mut client) => self.timed(client.get(key.clone(), options.clone())).await,
+                Ok(client) => self.within(left, call(client)).await,
                 Err(err) => Err(err),
             };
             match result {
-                Err(err) if err.was_not_sent() && tries > 1 => tries -= 1,
+                Err(err) if err.is_member_failure() && tries > 1 && !left.is_zero() => {
+                    tries -= 1;
+                }
+                Err(CallError::Timeout(_)) => return Err(CallError::Timeout(timeout)),
                 other => return other,
             }
         }
     }
 
-    /// One try per endpoint for a call that a member refused before acting on it.
+    /// One try per endpoint for a call that failed on its member.
     fn tries(&self) -> usize {
         self.options.endpoints.len().max(1)
     }
@@ -268,8 +292,10 @@ impl EtcdClient {
 
     /// A new lease of `ttl` seconds; its id.
     pub async fn lease_grant(&self, ttl: i64) -> Result<i64, CallError> {
-        let mut client = self.connected().await?;
-        let response = self.timed(client.lease_grant(ttl, None)).await?;
+        // Granting twice only leaves a lease unused until its TTL.
+        let response = self
+            .idempotent(|mut client| async move { client.lease_grant(ttl, None).await })
+            .await?;
         Ok(response.id())
     }
 }

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use etcd_client::{Compare, CompareOp, KeyValue, TxnOp};
 
-use super::client::CallError;
 use super::layout::{decode, encode, nonce_of};
 use super::{COUNTER_ATTEMPTS, EtcdBackend, MAX_TXN_OPS, header_revision, read_u64, to_version};
 use crate::store::StoreError;
@@ -37,8 +36,7 @@ enum Attempt {
 }
 
 impl EtcdBackend {
-    async fn prepare(&self, txn: &Txn) -> Result<Prepared, StoreError> {
-        let nonce = self.next_nonce();
+    async fn prepare(&self, txn: &Txn, nonce: u64) -> Result<Prepared, StoreError> {
         let mut compares: Vec<Compare> = txn
             .checks
             .iter()
@@ -201,18 +199,31 @@ impl EtcdBackend {
         })
     }
 
-    async fn attempt(&self, txn: &Txn) -> Result<Attempt, StoreError> {
-        let prepared = self.prepare(txn).await?;
+    /// One try at committing `txn` under `nonce` (the same for every try of one commit).
+    /// `uncertain` is set once a try's outcome was unknown and then read back as not
+    /// applied: a later try's failed precondition may then be that try, applied late.
+    async fn attempt(
+        &self,
+        txn: &Txn,
+        nonce: u64,
+        uncertain: &mut bool,
+    ) -> Result<Attempt, StoreError> {
+        let prepared = self.prepare(txn, nonce).await?;
         let request = etcd_client::Txn::new()
             .when(prepared.compares.clone())
             .and_then(prepared.ops.clone());
         // Three quarters of the budget for the commit; the rest to read an uncertain
         // outcome back (the whole commit is bounded by the request timeout).
         let budget = self.client.request_timeout() * 3 / 4;
-        let revision = match self.client.txn_within(request, budget).await {
+        let revision = match self.client.commit_within(request, budget).await {
             Ok(response) if response.succeeded() => header_revision(response.header()),
             Ok(response) => {
-                // A precondition failed: the caller's, or only our counter's.
+                // A precondition failed: perhaps only because an earlier try of this
+                // commit applied after all.
+                if *uncertain && let Some(revision) = self.applied(&prepared).await? {
+                    return self.finish(prepared, revision).await;
+                }
+                // Otherwise the caller's precondition, or only our counter's.
                 let keys: Vec<Key> = txn.checks.iter().map(|check| check.key.clone()).collect();
                 let versions = self.catch_up_keys(&keys).await?;
                 let held = txn
@@ -235,8 +246,22 @@ impl EtcdBackend {
                 self.lock_leases().clear();
                 return Ok(Attempt::Retry);
             }
-            Err(err) => self.read_back(&prepared, err).await?,
+            Err(err) => match self.applied(&prepared).await {
+                Ok(Some(revision)) => revision,
+                // Not applied (yet): the next try carries the caller's preconditions too,
+                // so at most one try can apply, and the nonce tells which.
+                Ok(None) => {
+                    *uncertain = true;
+                    return Ok(Attempt::Retry);
+                }
+                Err(_) => return Err(err.into()),
+            },
         };
+        self.finish(prepared, revision).await
+    }
+
+    /// Completes a commit that applied at `revision`: the deferred deletions, then the view.
+    async fn finish(&self, prepared: Prepared, revision: Version) -> Result<Attempt, StoreError> {
         for ops in &prepared.follow_ups {
             // Plain deletions: repeating one that applied changes nothing.
             self.client
@@ -246,24 +271,22 @@ impl EtcdBackend {
         Ok(Attempt::Done(self.publish(revision, prepared.changes)))
     }
 
-    /// The commit's fate when etcd left it uncertain (a timeout, a lost connection): its
-    /// first put carries the nonce, so reading that key back tells whether it applied.
-    async fn read_back(&self, prepared: &Prepared, err: CallError) -> Result<Version, StoreError> {
+    /// Whether a try of this commit applied, when etcd left the outcome uncertain (a
+    /// timeout, a lost connection): its first put carries the commit's nonce, so reading
+    /// that key back tells. The revision it applied at, if it did.
+    async fn applied(&self, prepared: &Prepared) -> Result<Option<Version>, StoreError> {
         let Some(witness) = &prepared.witness else {
-            return Err(err.into());
+            return Err(StoreError::Unavailable(
+                "etcd left the outcome of a commit unknown".into(),
+            ));
         };
-        let values = match self.read_keys(std::slice::from_ref(witness)).await {
-            Ok((_, values)) => values,
-            Err(_) => return Err(err.into()),
-        };
-        match values.into_iter().next().flatten() {
+        let (_, values) = self.read_keys(std::slice::from_ref(witness)).await?;
+        Ok(match values.into_iter().next().flatten() {
             Some(kv) if nonce_of(kv.value()) == Some(prepared.nonce) => {
-                Ok(to_version(kv.mod_revision()))
+                Some(to_version(kv.mod_revision()))
             }
-            _ => Err(StoreError::Unavailable(format!(
-                "etcd did not commit the write ({err})"
-            ))),
-        }
+            _ => None,
+        })
     }
 
     /// Applies a commit at `revision` to the view (read your writes); answers it.
@@ -293,9 +316,11 @@ impl EtcdBackend {
             None
         };
         let timeout = self.client.request_timeout();
+        let nonce = self.next_nonce();
+        let mut uncertain = false;
         let attempts = async {
             for _ in 0..COUNTER_ATTEMPTS {
-                match self.attempt(&txn).await? {
+                match self.attempt(&txn, nonce, &mut uncertain).await? {
                     Attempt::Done(committed) => return Ok(committed),
                     Attempt::Conflict => return Err(StoreError::Conflict),
                     Attempt::Retry => {}
