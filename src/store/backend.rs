@@ -180,6 +180,13 @@ pub trait Backend: Send + Sync + 'static {
     /// `"sled"` or `"etcd"`.
     fn name(&self) -> &'static str;
 
+    /// The store's epoch: a random id made when the store is created (or restored), which
+    /// every revocation-feed cursor carries. `None` until the engine has told it (cluster
+    /// mode, before the first snapshot).
+    fn epoch(&self) -> Option<String> {
+        None
+    }
+
     /// Reads `keys` from the engine itself (linearizably) into the view, for a record the
     /// view may not have seen yet (cluster mode); a no-op where the view is the store.
     fn catch_up(&self, keys: Vec<Key>) -> BoxFuture<'_, Result<(), StoreError>> {

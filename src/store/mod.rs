@@ -267,6 +267,16 @@ impl Store {
         self.backend.next_id().await
     }
 
+    // ----- the revocation feed -----
+
+    /// The store's epoch, which feed cursors carry; unavailable until the engine told it
+    /// (cluster mode, before the first snapshot).
+    pub fn epoch(&self) -> Result<String, StoreError> {
+        self.backend
+            .epoch()
+            .ok_or_else(|| StoreError::Unavailable("the store's epoch is not known yet".into()))
+    }
+
     // ----- the deployment -----
 
     /// Which engine this is: `"sled"` or `"etcd"`.

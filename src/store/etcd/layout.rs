@@ -6,6 +6,7 @@
 //! <prefix>u/<username>        user              <prefix>l/<seq: 16 hex>  revocation, list order
 //! <prefix>s/<sid>             session           <prefix>m/seq, m/id     counters (u64 BE)
 //! <prefix>r/<hash: 64 hex>    refresh token     <prefix>m/deployment    the deployment record
+//!                                               <prefix>m/epoch         the feed cursors' epoch
 //! <prefix>v/<j|s|u>/<id>      revocation entry  <prefix>n/<node>        member heartbeat (leased)
 //! <prefix>t/<node>/<n: 16 hex> a login outcome for the shared throttle (leased by login.window)
 //! ```

@@ -91,6 +91,8 @@ pub struct EtcdBackend {
     heartbeats: sync::Heartbeats,
     login_sink: Mutex<Option<LoginEventSink>>,
     login_events: AtomicU64,
+    /// The deployment's epoch (`<prefix>m/epoch`), once read or made at a snapshot load.
+    epoch: Mutex<Option<String>>,
 }
 
 impl EtcdBackend {
@@ -118,7 +120,50 @@ impl EtcdBackend {
             heartbeats: sync::Heartbeats::default(),
             login_sink: Mutex::default(),
             login_events: AtomicU64::new(random_start()),
+            epoch: Mutex::default(),
         }
+    }
+
+    /// Reads the deployment's epoch, making it if there is none yet (a new deployment, or
+    /// one created before epochs were kept): the first instance's id wins.
+    pub(crate) async fn ensure_epoch(&self) -> Result<String, StoreError> {
+        let key = self.layout.meta("epoch");
+        let made = crate::random::random_id(12);
+        let txn = etcd_client::Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(key.clone(), made.clone(), None)])
+            .or_else(vec![TxnOp::get(key, None)]);
+        let response = self.client.txn(txn).await?;
+        let epoch = if response.succeeded() {
+            made
+        } else {
+            let stored = response
+                .op_responses()
+                .into_iter()
+                .find_map(|op| match op {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                })
+                .ok_or_else(|| StoreError::Unavailable("the epoch record vanished".into()))?;
+            String::from_utf8(stored).map_err(|_| StoreError::Corrupt {
+                space: "meta",
+                reason: "the epoch is not UTF-8".into(),
+            })?
+        };
+        *self.epoch.lock().unwrap_or_else(PoisonError::into_inner) = Some(epoch.clone());
+        Ok(epoch)
+    }
+
+    /// The epoch [`EtcdBackend::ensure_epoch`] read, if it ran.
+    pub(crate) fn known_epoch(&self) -> Option<String> {
+        self.epoch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn client(&self) -> &EtcdClient {

@@ -126,6 +126,10 @@ impl Backend for EtcdBackend {
         "etcd"
     }
 
+    fn epoch(&self) -> Option<String> {
+        self.known_epoch()
+    }
+
     fn snapshot<'a>(
         &'a self,
         revoked_jti: RevokedJtiSink<'a>,

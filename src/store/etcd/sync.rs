@@ -110,6 +110,7 @@ pub async fn run(
 
 /// Loads a snapshot into the view; answers its revision.
 async fn load(backend: &EtcdBackend) -> Result<i64, StoreError> {
+    backend.ensure_epoch().await?;
     let view = backend.view();
     let revoked = view.revoked_jti_loader();
     // The snapshot is a linearizable read: it holds everything committed before it was

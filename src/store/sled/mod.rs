@@ -1,6 +1,6 @@
 //! The sled backend: one embedded database in a folder, one tree per kind of record, a
-//! revocation log tree in commit order and a meta tree with the last revision. The only
-//! module that knows sled.
+//! revocation log tree in commit order and a meta tree with the last revision and the
+//! store's epoch. The only module that knows sled.
 //!
 //! Commits run one at a time under a writer lock, each as one sled transaction over every
 //! tree: the revision (and each revocation entry's `seq`) is taken inside it, the batch is
@@ -35,6 +35,10 @@ const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 /// The meta tree's key of the last committed revision (u64, big-endian).
 const REVISION_KEY: &[u8] = b"revision";
 
+/// The meta tree's key of the store's epoch (UTF-8): made at the first open, and at the
+/// first open of a store written before epochs were kept.
+const EPOCH_KEY: &[u8] = b"epoch";
+
 /// The sled store in one folder.
 pub struct SledBackend {
     db: sled::Db,
@@ -46,6 +50,8 @@ pub struct SledBackend {
     /// `seq` (big-endian) → `kind byte ‖ id`: the list order.
     revocation_log: sled::Tree,
     meta: sled::Tree,
+    /// See [`Backend::epoch`].
+    epoch: String,
     /// The last committed revision; held for the whole of a commit.
     writer: Mutex<Version>,
     sink: Arc<dyn ChangeSink>,
@@ -211,6 +217,18 @@ impl SledBackend {
             // sled's id generator, so continue above every id it has handed out.
             None => db.generate_id()?,
         };
+        let epoch = match meta.get(EPOCH_KEY)? {
+            Some(bytes) => String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt {
+                space: "meta",
+                reason: "the epoch is not UTF-8".into(),
+            })?,
+            None => {
+                let epoch = crate::random::random_id(12);
+                meta.insert(EPOCH_KEY, epoch.as_bytes())?;
+                db.flush()?;
+                epoch
+            }
+        };
         Ok(SledBackend {
             users: db.open_tree("users")?,
             sessions: db.open_tree("sessions")?,
@@ -218,6 +236,7 @@ impl SledBackend {
             revocations: db.open_tree("revocations")?,
             revocation_log: db.open_tree("revocation_log")?,
             meta,
+            epoch,
             writer: Mutex::new(revision),
             sink,
             flusher: Flusher::start(db.clone())
@@ -401,6 +420,10 @@ fn off_reactor<T>(work: impl FnOnce() -> T) -> T {
 impl Backend for SledBackend {
     fn name(&self) -> &'static str {
         "sled"
+    }
+
+    fn epoch(&self) -> Option<String> {
+        Some(self.epoch.clone())
     }
 
     fn snapshot<'a>(
@@ -622,6 +645,16 @@ mod tests {
         txn.writes.push(Write::PutRevocation(jti("j2")));
         let next = backend.commit(txn).await.unwrap();
         assert!(next.revocations[0].seq > committed.revocations[0].seq);
+    }
+
+    #[tokio::test]
+    async fn the_epoch_is_made_at_the_first_open_and_kept_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path()).0.epoch().unwrap();
+        assert!(first.len() >= 16 && !first.contains('.'), "{first}");
+        assert_eq!(open(dir.path()).0.epoch().unwrap(), first);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(open(other.path()).0.epoch().unwrap(), first);
     }
 
     #[tokio::test]
