@@ -28,6 +28,8 @@ use crate::store::Store;
 
 mod etcd;
 
+pub use etcd::restore_backend;
+
 // Kept here too: `authd::app::AppState` is how tests and the fuzz targets name it.
 pub use crate::state::AppState;
 

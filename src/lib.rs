@@ -34,6 +34,7 @@
 pub mod activation;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

@@ -69,6 +69,22 @@ enum Command {
         #[command(subcommand)]
         command: cli::RevocationsCommand,
     },
+    /// Write a backup of the running daemon's store to a file.
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Where to write it (it appears only once whole, readable by its owner only).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Load a backup into the configured store, which must be empty (daemon stopped).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The backup file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
     /// The deployment's live members (running daemon).
     Cluster {
         #[command(flatten)]
@@ -89,6 +105,8 @@ fn main() -> ExitCode {
         Command::Revocations { config, command } => {
             load(&config).and_then(|c| cli::revocations(&c, command))
         }
+        Command::Backup { config, out } => load(&config).and_then(|c| cli::backup(&c, &out)),
+        Command::Restore { config, input } => load(&config).and_then(|c| cli::restore(&c, &input)),
         Command::Cluster { config, command } => {
             load(&config).and_then(|c| cli::cluster(&c, command))
         }

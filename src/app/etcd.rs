@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::files::{create_private_dir, read_token_file};
 use crate::store::etcd::{ClientOptions, Deployment, DeploymentRecord, EtcdBackend, EtcdClient};
-use crate::store::{Freshness, Store, View};
+use crate::store::{Backend as _, Freshness, Store, View};
 
 /// The running side of cluster mode, for [`super::App::run`].
 pub struct Cluster {
@@ -91,19 +91,13 @@ impl Cluster {
         };
         let mut waiting = stop.clone();
         loop {
-            match self.backend.claim_deployment(&record).await {
-                Ok(Deployment::Created) => {
-                    tracing::info!("created a new deployment in etcd");
-                    break;
+            match self.admit(&record).await {
+                Ok(()) => break,
+                Err(Refused::Fatal(err)) => {
+                    fatal.send_replace(Some(err));
+                    return;
                 }
-                Ok(Deployment::Existing(existing)) => {
-                    if let Err(err) = compare(&self.fingerprints, &existing) {
-                        fatal.send_replace(Some(err));
-                        return;
-                    }
-                    break;
-                }
-                Err(err) => {
+                Err(Refused::Unreachable(err)) => {
                     tracing::warn!(error = %err, "cannot reach etcd yet; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
@@ -113,6 +107,60 @@ impl Cluster {
             }
         }
         crate::store::etcd::sync::run(self.backend, stop, loaded).await;
+    }
+}
+
+/// The deployment's store for `authd restore`: connected as `serve` would be, but neither
+/// loaded nor followed (nothing serves it while it is restored).
+pub fn restore_backend(config: &Config, clock: &Clock) -> anyhow::Result<Arc<EtcdBackend>> {
+    let view = Arc::new(View::default());
+    let freshness = Arc::new(Freshness::always(clock.clone()));
+    Ok(Arc::new(EtcdBackend::new(
+        EtcdClient::new(client_options(config)?),
+        &config.etcd.prefix,
+        "restore".to_owned(),
+        view,
+        freshness,
+        clock.clone(),
+    )))
+}
+
+/// Why an instance may not load the deployment's store (yet).
+enum Refused {
+    /// For good: it must not serve this store.
+    Fatal(String),
+    /// etcd did not answer; try again.
+    Unreachable(crate::store::StoreError),
+}
+
+impl Cluster {
+    /// Whether this instance may serve the deployment: its store is not a restore cut off
+    /// midway, and its secrets are the deployment's (recorded now by its first instance).
+    async fn admit(&self, record: &DeploymentRecord) -> Result<(), Refused> {
+        let state = self
+            .backend
+            .restore_state()
+            .await
+            .map_err(Refused::Unreachable)?;
+        if state.incomplete {
+            return Err(Refused::Fatal(
+                crate::store::StoreError::Incomplete.to_string(),
+            ));
+        }
+        match self
+            .backend
+            .claim_deployment(record)
+            .await
+            .map_err(Refused::Unreachable)?
+        {
+            Deployment::Created => {
+                tracing::info!("created a new deployment in etcd");
+                Ok(())
+            }
+            Deployment::Existing(existing) => {
+                compare(&self.fingerprints, &existing).map_err(Refused::Fatal)
+            }
+        }
     }
 }
 

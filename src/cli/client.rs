@@ -21,6 +21,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PAGE_LIMIT: u32 = 1000;
 /// How long one request may take: generous, because setting a password hashes it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a download (a backup of millions of records) may take.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// The admin API token. Its `Debug` never shows it.
 struct AdminToken(String);
@@ -123,6 +125,41 @@ impl AdminClient {
         self.call(method, path, body, action, subject)
             .await?
             .ok_or_else(|| anyhow!("cannot {action}: authd answered without a body"))
+    }
+
+    /// Writes the body of `GET path` to `out` as it arrives; answers how many bytes.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut dyn std::io::Write,
+        action: &str,
+    ) -> anyhow::Result<u64> {
+        let url = format!("http://{}{path}", self.addr);
+        let mut response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token.0)
+            .timeout(DOWNLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(|err| self.transport_error(&err))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(self.api_error(status, &text, action, Subject::Other));
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|err| {
+            anyhow!(
+                "cannot {action}: the transfer broke off ({})",
+                root_cause(&err)
+            )
+        })? {
+            out.write_all(&chunk)
+                .with_context(|| format!("cannot {action}: cannot write"))?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     /// Every item of a paged list (`{key: [...], "next": cursor | null}`), following `next`.

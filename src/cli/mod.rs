@@ -1,17 +1,19 @@
 //! The admin commands (`authd user …`, `authd revoke`, `authd revocations …`, `authd
-//! cluster status`): a client of the running daemon's admin listener, found through the
-//! same configuration file, and authenticated with the admin API token from
-//! `admin.token_file`.
+//! cluster status`, `authd backup`): a client of the running daemon's admin listener,
+//! found through the same configuration file, and authenticated with the admin API token
+//! from `admin.token_file`.
 //!
 //! Their arguments are declared next to what they do (`users`, `revocations`, `cluster`;
 //! `main` only mounts them), the HTTP exchange lives in `client`, the password prompt in
 //! `password`, and what is printed in `output`. Output goes to stdout; passwords and
 //! tokens are never printed.
 
+mod backup;
 mod client;
 mod cluster;
 mod output;
 mod password;
+mod restore;
 mod revocations;
 mod users;
 
@@ -19,7 +21,9 @@ use std::future::Future;
 
 use anyhow::Context as _;
 
+pub use backup::backup;
 pub use cluster::{ClusterCommand, cluster};
+pub use restore::restore;
 pub use revocations::{RevocationsCommand, RevokeArgs, revocations, revoke};
 pub use users::{UserCommand, user};
 

@@ -29,11 +29,4 @@ pub fn no_content() -> Response {
     response
 }
 
-/// Seconds since the epoch as an RFC 3339 UTC string (clamped to 1970…9999: humantime
-/// cannot format later years, and a token's `exp` can be anything up to i64::MAX).
-pub fn rfc3339(seconds: i64) -> String {
-    const LAST_SECOND_OF_9999: i64 = 253_402_300_799;
-    let seconds = seconds.clamp(0, LAST_SECOND_OF_9999) as u64;
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
-    humantime::format_rfc3339_seconds(time).to_string()
-}
+pub use crate::clock::rfc3339;

@@ -274,6 +274,17 @@ pub const ADMIN_ROUTES: &[Route] = &[
         }),
     },
     Route {
+        template: "/admin/v1/backup",
+        allow: "GET",
+        serve: Serve::Filter(|s, _| {
+            warp::path!("admin" / "v1" / "backup")
+                .and(warp::get())
+                .and(ctx(s.clone()))
+                .then(|c| respond(admin::backup(c)))
+                .boxed()
+        }),
+    },
+    Route {
         template: "/metrics",
         allow: "GET",
         serve: Serve::Filter(|s, _| {

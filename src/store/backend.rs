@@ -114,6 +114,62 @@ pub struct Snapshot {
     pub sessions: Vec<Versioned<SessionRecord>>,
 }
 
+/// One stored record as a backup carries it, and a restore writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    User(UserRecord),
+    Session(SessionRecord),
+    Refresh(RefreshHash, RefreshRecord),
+    Revocation(RevocationRecord),
+}
+
+/// What an export sends: first the point it reads at, then every record as of that point,
+/// kind by kind (users, sessions, refresh tokens, revocation entries).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exported {
+    Begin(ExportPoint),
+    Record(Record),
+}
+
+/// The point an export reads the store at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportPoint {
+    /// The revision every exported record is read at: no record is newer, and every seq
+    /// and version is at most this.
+    pub revision: Version,
+    /// Above every id the store has handed out (a restore continues from it).
+    pub next_id: u64,
+}
+
+/// How long an export waits for its reader: one that stops reading must not hold the
+/// export (and, on sled, the old values commits save for it) without end.
+const READER_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Hands `item` to an export's reader.
+pub async fn send_exported(
+    out: &tokio::sync::mpsc::Sender<Exported>,
+    item: Exported,
+) -> Result<(), StoreError> {
+    match tokio::time::timeout(READER_STALL, out.send(item)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(StoreError::Unavailable(
+            "the backup's reader went away".into(),
+        )),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "the backup's reader read nothing for {READER_STALL:?}"
+        ))),
+    }
+}
+
+/// What a restore finds in the store it is about to fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreState {
+    /// It holds a user, a session or a revocation entry.
+    pub holds_records: bool,
+    /// A restore began and did not finish.
+    pub incomplete: bool,
+}
+
 /// Takes the login events of other instances (the login throttle).
 pub type LoginEventSink = std::sync::Arc<dyn Fn(&LoginEvent) + Send + Sync>;
 
@@ -225,6 +281,34 @@ pub trait Backend: Send + Sync + 'static {
     fn publish_member(&self, member: MemberRecord) {
         let _ = member;
     }
+
+    // ----- backup and restore -----
+
+    /// Sends [`Exported::Begin`], then every record as of that one revision, to `out`,
+    /// while commits go on. Fails when `out` is closed.
+    fn export<'a>(
+        &'a self,
+        out: &'a tokio::sync::mpsc::Sender<Exported>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Whether the store holds records, and whether a restore into it was cut off.
+    fn restore_state(&self) -> BoxFuture<'_, Result<RestoreState, StoreError>>;
+
+    /// Starts a restore: removes every record (what a cut-off restore left) and marks the
+    /// store incomplete, durably, so that nothing serves it until [`Backend::finish_restore`].
+    fn begin_restore(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Writes `records` as they are, at `revision` (no checks, no change stream: nothing
+    /// serves the store during a restore).
+    fn import(
+        &self,
+        records: Vec<Record>,
+        revision: Version,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Ends a restore: the counters continue above `point`, the store gets a new epoch,
+    /// and the incomplete mark goes, last and durably.
+    fn finish_restore(&self, point: ExportPoint) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Makes everything durable before the process exits (blocking; at shutdown).
     fn close(&self) -> Result<(), StoreError>;

@@ -9,6 +9,11 @@ pub enum StoreError {
     /// A commit's precondition failed: a record changed since it was read.
     #[error("the store changed concurrently")]
     Conflict,
+    /// A restore into the store began and did not finish: nothing may serve it.
+    #[error(
+        "a restore into the store was cut off before it finished: run `authd restore` again (the store is incomplete)"
+    )]
+    Incomplete,
     /// A stored record cannot be decoded.
     #[error("corrupt record in {space}: {reason}")]
     Corrupt { space: &'static str, reason: String },

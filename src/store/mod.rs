@@ -56,6 +56,9 @@ impl Store {
     pub async fn open_sled(path: &Path) -> Result<Store, StoreError> {
         let view = Arc::new(View::default());
         let backend = sled::SledBackend::open(path, view.clone())?;
+        if backend.restore_state().await?.incomplete {
+            return Err(StoreError::Incomplete);
+        }
         Store::start(Arc::new(backend), view).await
     }
 
@@ -265,6 +268,17 @@ impl Store {
     /// A new id, unique for the life of the store.
     pub async fn next_id(&self) -> Result<u64, StoreError> {
         self.backend.next_id().await
+    }
+
+    // ----- backups -----
+
+    /// Sends every record as of one revision to `out` while commits go on (see
+    /// [`Backend::export`]).
+    pub async fn export(
+        &self,
+        out: &tokio::sync::mpsc::Sender<backend::Exported>,
+    ) -> Result<(), StoreError> {
+        self.backend.export(out).await
     }
 
     // ----- the revocation feed -----

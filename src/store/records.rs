@@ -10,6 +10,24 @@ pub type UnixSeconds = i64;
 /// A refresh token as stored: the SHA-256 of the token, never the token.
 pub type RefreshHash = [u8; 32];
 
+/// A refresh hash as 64 lower-case hex digits (etcd keys, backups).
+pub fn refresh_hash_hex(hash: &RefreshHash) -> String {
+    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The refresh hash `text` spells in hex; `None` unless it is exactly 64 hex digits.
+pub fn refresh_hash_from_hex(text: &[u8]) -> Option<RefreshHash> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (slot, pair) in hash.iter_mut().zip(text.chunks(2)) {
+        let digits = std::str::from_utf8(pair).ok()?;
+        *slot = u8::from_str_radix(digits, 16).ok()?;
+    }
+    Some(hash)
+}
+
 /// One account. `account_id` is unique for the life of the store, so a user deleted and
 /// re-created under the same name is a different account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
-use crate::store::records::{Key, RefreshHash, RevocationKind};
+use crate::store::records::{Key, RevocationKind, refresh_hash_from_hex, refresh_hash_hex};
 
 /// `[1] ‖ nonce (u64 BE) ‖ bincode(record)`.
 const FORMAT_CURRENT: u8 = 1;
@@ -61,7 +61,7 @@ impl Layout {
         match key {
             Key::User(name) => self.under(&[b"u/", name.as_bytes()]),
             Key::Session(sid) => self.under(&[b"s/", sid.as_bytes()]),
-            Key::Refresh(hash) => self.under(&[b"r/", hex(hash).as_bytes()]),
+            Key::Refresh(hash) => self.under(&[b"r/", refresh_hash_hex(hash).as_bytes()]),
             Key::Revocation(kind, id) => {
                 self.under(&[b"v/", &[kind_char(*kind)], b"/", id.as_bytes()])
             }
@@ -103,7 +103,7 @@ impl Layout {
         match rest {
             [b'u', b'/', name @ ..] => Named::Record(Key::User(text(name))),
             [b's', b'/', sid @ ..] => Named::Record(Key::Session(text(sid))),
-            [b'r', b'/', hash @ ..] => match unhex(hash) {
+            [b'r', b'/', hash @ ..] => match refresh_hash_from_hex(hash) {
                 Some(hash) => Named::Record(Key::Refresh(hash)),
                 None => Named::Other,
             },
@@ -150,22 +150,6 @@ fn kind_of(byte: u8) -> Option<RevocationKind> {
         b'u' => Some(RevocationKind::User),
         _ => None,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn unhex(text: &[u8]) -> Option<RefreshHash> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut hash = [0u8; 32];
-    for (slot, pair) in hash.iter_mut().zip(text.chunks(2)) {
-        let digits = std::str::from_utf8(pair).ok()?;
-        *slot = u8::from_str_radix(digits, 16).ok()?;
-    }
-    Some(hash)
 }
 
 pub fn encode<T: Serialize>(nonce: u64, record: &T) -> Result<Vec<u8>, StoreError> {

@@ -10,6 +10,7 @@
 //! lease shared by every record expiring in the same hour, so a million entries need a few
 //! hundred leases, not a million; readers ignore entries past their `expires_at` anyway.
 
+mod backup;
 mod client;
 mod commit;
 mod layout;

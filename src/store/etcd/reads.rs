@@ -14,12 +14,12 @@ use super::{
 };
 use crate::store::StoreError;
 use crate::store::backend::{
-    Backend, BoxFuture, Committed, Expired, LoginEventSink, RevocationsPage, RevokedJtiSink,
-    Snapshot, Txn, UsersPage,
+    Backend, BoxFuture, Committed, Expired, ExportPoint, Exported, LoginEventSink, Record,
+    RestoreState, RevocationsPage, RevokedJtiSink, Snapshot, Txn, UsersPage,
 };
 use crate::store::records::{
     Key, LoginEvent, MemberRecord, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
-    SessionRecord, UnixSeconds, UserRecord, Versioned,
+    SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
 };
 
 impl EtcdBackend {
@@ -49,33 +49,13 @@ impl EtcdBackend {
         keys_only: bool,
         mut each: impl FnMut(&KeyValue) -> Result<(), StoreError>,
     ) -> Result<i64, StoreError> {
-        let start = self.layout.space(space);
-        let end = prefix_end(&start);
-        let mut from = start;
-        let mut revision = revision;
-        loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(SNAPSHOT_PAGE)
-                .with_revision(revision);
-            if keys_only {
-                options = options.with_keys_only();
-            }
-            let response = self.client.get(from.clone(), Some(options)).await?;
-            if revision == 0 {
-                revision = i64::try_from(header_revision(response.header())).unwrap_or(i64::MAX);
-            }
-            for kv in response.kvs() {
+        let mut pages = Pages::new(self.layout.space(space), revision);
+        while let Some(page) = pages.next(self, keys_only).await? {
+            for kv in page.kvs() {
                 each(kv)?;
             }
-            match response.kvs().last() {
-                Some(last) if response.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => return Ok(revision),
-            }
         }
+        Ok(pages.revision)
     }
 
     pub(crate) async fn snapshot_at(
@@ -118,6 +98,55 @@ impl EtcdBackend {
             users,
             sessions,
         })
+    }
+}
+
+/// A space read page by page at one revision.
+pub(super) struct Pages {
+    from: Option<Vec<u8>>,
+    end: Vec<u8>,
+    /// The revision read at (0 until the first page, when asked to read now).
+    pub(super) revision: i64,
+}
+
+impl Pages {
+    /// The keys that start with `start`, at `revision` (0: now).
+    pub(super) fn new(start: Vec<u8>, revision: i64) -> Pages {
+        Pages {
+            end: prefix_end(&start),
+            from: Some(start),
+            revision,
+        }
+    }
+
+    /// The next page; `None` after the last.
+    pub(super) async fn next(
+        &mut self,
+        backend: &EtcdBackend,
+        keys_only: bool,
+    ) -> Result<Option<etcd_client::GetResponse>, StoreError> {
+        let Some(from) = self.from.take() else {
+            return Ok(None);
+        };
+        let mut options = GetOptions::new()
+            .with_range(self.end.clone())
+            .with_limit(SNAPSHOT_PAGE)
+            .with_revision(self.revision);
+        if keys_only {
+            options = options.with_keys_only();
+        }
+        let response = backend.client.get(from, Some(options)).await?;
+        if self.revision == 0 {
+            self.revision = i64::try_from(header_revision(response.header())).unwrap_or(i64::MAX);
+        }
+        if let Some(last) = response.kvs().last()
+            && response.more()
+        {
+            let mut next = last.key().to_vec();
+            next.push(0);
+            self.from = Some(next);
+        }
+        Ok(Some(response))
     }
 }
 
@@ -321,6 +350,34 @@ impl Backend for EtcdBackend {
 
     fn set_request_timeout(&self, timeout: Duration) {
         self.client.set_request_timeout(timeout);
+    }
+
+    fn export<'a>(
+        &'a self,
+        out: &'a tokio::sync::mpsc::Sender<Exported>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.export_to(out))
+    }
+
+    fn restore_state(&self) -> BoxFuture<'_, Result<RestoreState, StoreError>> {
+        Box::pin(self.restore_state_now())
+    }
+
+    fn begin_restore(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.begin_restore_now())
+    }
+
+    fn import(
+        &self,
+        records: Vec<Record>,
+        _revision: Version,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        // etcd gives every write its own revision.
+        Box::pin(self.import_now(records))
+    }
+
+    fn finish_restore(&self, point: ExportPoint) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.finish_restore_now(point))
     }
 
     fn close(&self) -> Result<(), StoreError> {

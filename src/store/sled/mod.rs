@@ -7,6 +7,7 @@
 //! handed to the change sink before the lock is released (so the view sees commits in
 //! order), and `commit` returns once the group flusher has put it on disk.
 
+mod backup;
 mod codec;
 mod flusher;
 
@@ -19,8 +20,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::StoreError;
 use super::backend::{
-    Backend, BoxFuture, Change, ChangeBatch, ChangeSink, Committed, Expired, RevocationsPage,
-    RevokedJtiSink, Snapshot, Txn, UsersPage, Write,
+    Backend, BoxFuture, Change, ChangeBatch, ChangeSink, Committed, Expired, ExportPoint, Exported,
+    Record, RestoreState, RevocationsPage, RevokedJtiSink, Snapshot, Txn, UsersPage, Write,
 };
 use super::records::{
     Key, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, SessionRecord, UnixSeconds,
@@ -56,6 +57,7 @@ pub struct SledBackend {
     writer: Mutex<Version>,
     sink: Arc<dyn ChangeSink>,
     flusher: Flusher,
+    exports: backup::Exports,
 }
 
 impl From<sled::Error> for StoreError {
@@ -241,12 +243,14 @@ impl SledBackend {
             sink,
             flusher: Flusher::start(db.clone())
                 .map_err(|err| StoreError::Unavailable(format!("cannot start a thread: {err}")))?,
+            exports: backup::Exports::default(),
             db,
         })
     }
 
     fn commit_blocking(&self, txn: &Txn) -> Result<Committed, StoreError> {
         let mut last = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.exports.before_commit(self, txn)?;
         let trees = (
             &self.users,
             &self.sessions,
@@ -490,7 +494,34 @@ impl Backend for SledBackend {
     }
 
     fn next_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move { off_reactor(|| Ok(self.db.generate_id()?)) })
+        Box::pin(async move { off_reactor(|| self.next_id_blocking()) })
+    }
+
+    fn export<'a>(
+        &'a self,
+        out: &'a tokio::sync::mpsc::Sender<Exported>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.export_to(out))
+    }
+
+    fn restore_state(&self) -> BoxFuture<'_, Result<RestoreState, StoreError>> {
+        Box::pin(async move { off_reactor(|| self.restore_state_blocking()) })
+    }
+
+    fn begin_restore(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { off_reactor(|| self.begin_restore_blocking()) })
+    }
+
+    fn import(
+        &self,
+        records: Vec<Record>,
+        revision: Version,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { off_reactor(|| self.import_blocking(&records, revision)) })
+    }
+
+    fn finish_restore(&self, point: ExportPoint) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { off_reactor(|| self.finish_restore_blocking(point)) })
     }
 
     fn close(&self) -> Result<(), StoreError> {
