@@ -9,6 +9,7 @@
 mod common;
 
 mod admin;
+mod backup;
 mod browser;
 mod cluster;
 mod connections;

@@ -18,6 +18,8 @@ mod common;
 
 #[path = "../api/admin.rs"]
 mod admin;
+#[path = "../api/backup.rs"]
+mod backup;
 #[path = "../api/browser.rs"]
 mod browser;
 #[path = "../api/connections.rs"]

@@ -87,6 +87,8 @@ pub struct EtcdBackend {
     /// Commits that take revocation positions run one at a time here: they all move the
     /// same counter, so concurrent ones would only conflict.
     counter_writer: tokio::sync::Mutex<()>,
+    /// Ids this instance reserved and has not handed out yet.
+    ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     nonces: AtomicU64,
     member: Mutex<Option<MemberRecord>>,
     heartbeats: sync::Heartbeats,
@@ -116,6 +118,7 @@ impl EtcdBackend {
             node,
             leases: Mutex::default(),
             counter_writer: tokio::sync::Mutex::new(()),
+            ids: tokio::sync::Mutex::new(0..0),
             nonces: AtomicU64::new(random_start()),
             member: Mutex::default(),
             heartbeats: sync::Heartbeats::default(),

@@ -150,6 +150,43 @@ impl Pages {
     }
 }
 
+impl EtcdBackend {
+    /// The next [`ID_BLOCK`] ids from the shared counter `<prefix>m/id` (the last id
+    /// reserved by any instance).
+    async fn reserve_ids(&self) -> Result<std::ops::Range<u64>, StoreError> {
+        let key = self.layout.meta("id");
+        for _ in 0..COUNTER_ATTEMPTS {
+            let (_, values) = self.read_keys(std::slice::from_ref(&key)).await?;
+            let current = values.into_iter().next().flatten();
+            let (last, revision) = match &current {
+                Some(kv) => (read_u64(kv.value())?, kv.mod_revision()),
+                None => (0, 0),
+            };
+            let reserved = last.saturating_add(ID_BLOCK);
+            let txn = etcd_client::Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then(vec![TxnOp::put(
+                    key.clone(),
+                    reserved.to_be_bytes().to_vec(),
+                    None,
+                )]);
+            if self.client.txn(txn).await?.succeeded() {
+                return Ok(last + 1..reserved + 1);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too much contention on the id counter".into(),
+        ))
+    }
+}
+
+/// How many ids an instance reserves at a time.
+const ID_BLOCK: u64 = 32;
+
 impl Backend for EtcdBackend {
     fn name(&self) -> &'static str {
         "etcd"
@@ -271,33 +308,15 @@ impl Backend for EtcdBackend {
 
     fn next_id(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let key = self.layout.meta("id");
-            for _ in 0..COUNTER_ATTEMPTS {
-                let (_, values) = self.read_keys(std::slice::from_ref(&key)).await?;
-                let current = values.into_iter().next().flatten();
-                let (last, revision) = match &current {
-                    Some(kv) => (read_u64(kv.value())?, kv.mod_revision()),
-                    None => (0, 0),
-                };
-                let next = last + 1;
-                let txn = etcd_client::Txn::new()
-                    .when(vec![Compare::mod_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        revision,
-                    )])
-                    .and_then(vec![TxnOp::put(
-                        key.clone(),
-                        next.to_be_bytes().to_vec(),
-                        None,
-                    )]);
-                if self.client.txn(txn).await?.succeeded() {
-                    return Ok(next);
-                }
+            // Ids are reserved from the shared counter a block at a time, one reservation
+            // at a time per instance: concurrent creations on one instance do not race
+            // each other for the counter.
+            let mut ids = self.ids.lock().await;
+            if ids.is_empty() {
+                *ids = self.reserve_ids().await?;
             }
-            Err(StoreError::Unavailable(
-                "too much contention on the id counter".into(),
-            ))
+            ids.next()
+                .ok_or_else(|| StoreError::Unavailable("no id was reserved".into()))
         })
     }
 
