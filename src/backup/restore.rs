@@ -105,14 +105,15 @@ pub async fn restore(
     };
     let mut batch = Vec::with_capacity(BATCH);
     for item in lines(path)?.skip(1) {
-        let (number, line) = item?;
-        let Some(record) = parse(path, number, &line)?
-            .into_record()
-            .map_err(|reason| RestoreError::Malformed {
-                path: path.to_owned(),
-                line: number,
-                reason,
-            })?
+        let line = item?;
+        let Some(record) =
+            parse(path, &line)?
+                .into_record()
+                .map_err(|reason| RestoreError::Malformed {
+                    path: path.to_owned(),
+                    line: line.number,
+                    reason,
+                })?
         else {
             break;
         };
@@ -145,11 +146,19 @@ fn check(path: &Path) -> Result<Checked, RestoreError> {
             path: path.to_owned(),
         });
     };
-    let (_, first) = first?;
-    let header: Header = serde_json::from_str(&first).map_err(|err| RestoreError::Malformed {
-        path: path.to_owned(),
-        line: 1,
-        reason: format!("not an authd backup header: {err}"),
+    let first = first?;
+    let header: Header = serde_json::from_str(&first.text).map_err(|err| {
+        if first.terminated {
+            RestoreError::Malformed {
+                path: path.to_owned(),
+                line: 1,
+                reason: format!("not an authd backup header: {err}"),
+            }
+        } else {
+            RestoreError::CutOff {
+                path: path.to_owned(),
+            }
+        }
     })?;
     if header.format != FORMAT {
         return Err(RestoreError::Malformed {
@@ -171,15 +180,15 @@ fn check(path: &Path) -> Result<Checked, RestoreError> {
     let mut records = 0u64;
     let mut ended = false;
     for item in lines {
-        let (number, line) = item?;
+        let line = item?;
         if ended {
             return Err(RestoreError::Malformed {
                 path: path.to_owned(),
-                line: number,
+                line: line.number,
                 reason: "a line after the end line".into(),
             });
         }
-        let parsed = parse(path, number, &line)?;
+        let parsed = parse(path, &line)?;
         if let Line::End { records: count } = parsed {
             if count != records {
                 return Err(RestoreError::CutOff {
@@ -193,7 +202,7 @@ fn check(path: &Path) -> Result<Checked, RestoreError> {
             .into_record()
             .map_err(|reason| RestoreError::Malformed {
                 path: path.to_owned(),
-                line: number,
+                line: line.number,
                 reason,
             })?;
         match &record {
@@ -217,34 +226,67 @@ fn check(path: &Path) -> Result<Checked, RestoreError> {
     })
 }
 
-fn parse(path: &Path, number: u64, line: &str) -> Result<Line, RestoreError> {
-    serde_json::from_str(line).map_err(|err| RestoreError::Malformed {
-        path: path.to_owned(),
-        line: number,
-        reason: err.to_string(),
+/// A line that does not parse is malformed, or, when its newline is missing, cut off.
+fn parse(path: &Path, line: &FileLine) -> Result<Line, RestoreError> {
+    serde_json::from_str(&line.text).map_err(|err| {
+        if line.terminated {
+            RestoreError::Malformed {
+                path: path.to_owned(),
+                line: line.number,
+                reason: err.to_string(),
+            }
+        } else {
+            RestoreError::CutOff {
+                path: path.to_owned(),
+            }
+        }
     })
 }
 
-/// The file's lines with their numbers (from 1).
+/// One line of the file: its number (from 1), its text, and whether its newline was there
+/// (every line authd writes has one; a last line without it was cut off).
+struct FileLine {
+    number: u64,
+    text: String,
+    terminated: bool,
+}
+
+/// The file's lines.
 fn lines(
     path: &Path,
-) -> Result<impl Iterator<Item = Result<(u64, String), RestoreError>>, RestoreError> {
+) -> Result<impl Iterator<Item = Result<FileLine, RestoreError>>, RestoreError> {
     let read_error = |source| RestoreError::Read {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(read_error)?;
+    let mut reader = BufReader::new(File::open(path).map_err(read_error)?);
     let path = path.to_owned();
-    Ok(BufReader::new(file)
-        .lines()
-        .zip(1u64..)
-        .map(move |(line, number)| {
-            line.map(|line| (number, line))
-                .map_err(|source| RestoreError::Read {
-                    path: path.clone(),
-                    source,
-                })
-        }))
+    let mut number = 0u64;
+    Ok(std::iter::from_fn(move || {
+        let mut text = String::new();
+        match reader.read_line(&mut text) {
+            Ok(0) => None,
+            Ok(_) => {
+                number += 1;
+                let terminated = text.ends_with('\n');
+                if terminated {
+                    text.pop();
+                    if text.ends_with('\r') {
+                        text.pop();
+                    }
+                }
+                Some(Ok(FileLine {
+                    number,
+                    text,
+                    terminated,
+                }))
+            }
+            Err(source) => Some(Err(RestoreError::Read {
+                path: path.clone(),
+                source,
+            })),
+        }
+    }))
 }
 
 /// Whether `record` has outlived everything it could block or allow.
