@@ -44,6 +44,8 @@ FIGURES = [
     "verify_10k",
     "verify_revoked_1m",
     "startup_1m",
+    "backup_1m",
+    "restore_1m",
     "verify_p99_storm",
     "login_rps",
     "login_peak_rss",
@@ -57,9 +59,12 @@ FIGURES = [
 # The cluster figures need etcd and take minutes of their own: they run when named (or with
 # `--only cluster`), not in the default run.
 CLUSTER_FIGURES = [name for name in FIGURES if name.startswith("cluster_")]
+# The figures measured on the store seeded with 100k users and 1M revocations.
+SEEDED_FIGURES = ["verify_revoked_1m", "startup_1m", "backup_1m", "restore_1m"]
 NEEDS = {
     "verify_revoked_1m": {"verify_one"},
     "login_peak_rss": {"login_rps"},
+    "restore_1m": {"backup_1m"},
 }
 
 PASSWORD = "bench-password"
@@ -562,6 +567,29 @@ def etcd_sections(etcd: EtcdCluster, prefix: str) -> dict:
     return {"storage": {"backend": "etcd"}, "etcd": {"endpoints": etcd.endpoints, "prefix": prefix}}
 
 
+def run_measured(cmd, **kwargs):
+    """Runs `cmd` to its end: (wall seconds, its peak RSS in KiB, the completed process with
+    stdout and stderr as text)."""
+    started = time.monotonic()
+    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                 env=clean_env(), **kwargs)
+    # Pipes drained by threads, so a chatty child cannot block; wait4 gives this one
+    # child's rusage (getrusage(RUSAGE_CHILDREN) would mix in every earlier child).
+    chunks = {"out": [], "err": []}
+    readers = [threading.Thread(target=lambda k=k, f=f: chunks[k].append(f.read()), daemon=True)
+               for k, f in (("out", proc.stdout), ("err", proc.stderr))]
+    for reader in readers:
+        reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    took = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join()
+    out = subprocess.CompletedProcess(cmd, proc.returncode, b"".join(chunks["out"]).decode(errors="replace"),
+                                      b"".join(chunks["err"]).decode(errors="replace"))
+    return took, usage.ru_maxrss, out
+
+
 def copy_secrets(source: Authd, dest: Authd) -> None:
     """The files every instance of a deployment shares, made by the first one: the signing
     keys and the token/key files (never node.id, which names the instance). Folders 0700,
@@ -847,7 +875,7 @@ class Bench:
                         {"p99_ms": p99, "p50_ms": median(totals), "samples_ms": totals}))
 
     def run_seeded_group(self) -> None:
-        if not any(self.want(n) for n in ("verify_revoked_1m", "startup_1m")):
+        if not any(self.want(n) for n in SEEDED_FIGURES):
             return
         authd = Authd(self.bin["authd"], self.tmp / "seeded", "seeded")
         users, revocations = self.args.users, self.args.revocations
@@ -898,8 +926,56 @@ class Bench:
                 self.add(Figure("startup_1m", f"{value:.3f} s", "spawn → first /readyz 200",
                                 "<= 2 s", verdict(value <= 2.0), note,
                                 {"restarts_s": times, "first_start_s": authd.first_start_s}))
+            if self.want("backup_1m"):
+                self.backup_and_restore(authd, users, revocations)
         finally:
             authd.stop()
+
+    def backup_and_restore(self, authd: Authd, users: int, revocations: int) -> None:
+        """`authd backup` of the seeded store while it serves, then `authd restore` of that
+        file into a new sled store: wall time and peak RSS of each, and how much the serving
+        daemon's peak RSS grew while it streamed the backup."""
+        sizes = "" if (users, revocations) == (100_000, 1_000_000) else \
+            f"; {revocations:,} revocations, {users:,} users"
+        file = self.tmp / "seeded.backup"
+        before_kib = authd.vm_hwm_kib()
+        took, rss_kib, out = run_measured(
+            [str(self.bin["authd"]), "backup", "--config", str(authd.folder / "config.toml"),
+             "--out", str(file)], cwd=authd.folder)
+        if out.returncode != 0:
+            raise HarnessError(f"authd backup failed: {out.stderr[-2000:]}")
+        grew_mib = (authd.vm_hwm_kib() - before_kib) / 1024
+        size_mib = file.stat().st_size / 2**20
+        records = users + revocations
+        ok = grew_mib <= 64
+        self.add(Figure(
+            "backup_1m", f"{took:.1f} s", f"{records / took:,.0f} records/s, {size_mib:.0f} MiB file",
+            "daemon peak RSS grows <= 64 MiB", verdict(ok),
+            f"daemon peak RSS +{grew_mib:.1f} MiB (from {before_kib / 1024:.0f} MiB); "
+            f"authd backup (client) peak RSS {rss_kib / 1024:.1f} MiB{sizes}",
+            {"seconds": took, "daemon_growth_mib": grew_mib, "client_rss_kib": rss_kib,
+             "file_mib": size_mib},
+        ))
+        if not self.want("restore_1m"):
+            return
+        target = Authd(self.bin["authd"], self.tmp / "restored", "restored")
+        copy_secrets(authd, target)
+        config = target.write_config()
+        took, rss_kib, out = run_measured(
+            [str(self.bin["authd"]), "restore", "--config", str(config), "--in", str(file)],
+            cwd=target.folder)
+        if out.returncode != 0:
+            raise HarnessError(f"authd restore failed: {out.stderr[-2000:]}")
+        start_s = target.start(timeout=300)
+        target.stop()
+        ok = rss_kib <= 256 * 1024
+        self.add(Figure(
+            "restore_1m", f"{took:.1f} s", f"{records / took:,.0f} records/s into sled",
+            "peak RSS <= 256 MiB", verdict(ok),
+            f"authd restore peak RSS {rss_kib / 1024:.1f} MiB; the restored store served "
+            f"(/readyz 200) {start_s:.2f} s after spawn{sizes}",
+            {"seconds": took, "rss_kib": rss_kib, "start_s": start_s},
+        ))
 
     def seed(self, data: Path, users: int, revocations: int) -> None:
         cache = None
@@ -1489,7 +1565,7 @@ def main(argv) -> int:
             f"{args.duration} s per wrk run")
         bench = Bench(args, tmp, binaries)
         bench.guarded(bench.run_cheap_group, ["verify_one", "verify_10k", "revoke_visible_p99"])
-        bench.guarded(bench.run_seeded_group, ["verify_revoked_1m", "startup_1m"])
+        bench.guarded(bench.run_seeded_group, SEEDED_FIGURES)
         bench.guarded(bench.run_storm_group, ["login_rps", "verify_p99_storm", "login_peak_rss"])
         bench.guarded(bench.run_purge, ["purge"])
         bench.guarded(bench.run_cluster_group, CLUSTER_FIGURES)

@@ -13,6 +13,7 @@ use warp::reply::Response;
 use super::error::ApiError;
 use super::reply::{json, no_content, rfc3339};
 use super::request::{Accepts, Ctx, RawBody, decode_body, paging};
+use super::server::Streaming;
 use super::views::{RevocationView, UserView, sessions_response};
 use crate::auth::AuthError;
 use crate::auth::password::Password;
@@ -251,6 +252,8 @@ pub async fn backup(ctx: Ctx) -> Result<Response, ApiError> {
     };
     let mut response =
         warp::reply::stream(crate::backup::Backup::start(store.clone(), about)).into_response();
+    // A backup of a large store takes longer than a connection may sit idle.
+    response.extensions_mut().insert(Streaming);
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,

@@ -283,13 +283,60 @@ impl Drop for Answering {
     }
 }
 
+/// Marks a response whose body goes on for as long as it has something to send (a backup
+/// of a large store): its connection counts as busy until the body ends, instead of idle
+/// from the moment the head is sent (which would cut the body off at the idle deadline).
+#[derive(Debug, Clone, Copy)]
+pub struct Streaming;
+
+/// The body type of warp's responses (warp does not name it).
+type WarpBody = <Response as HasBody>::Body;
+
+trait HasBody {
+    type Body;
+}
+
+impl<B> HasBody for http::Response<B> {
+    type Body = B;
+}
+
+/// A response body as sent: a [`Streaming`] one holds its connection busy until it ends.
+struct AnswerBody {
+    body: WarpBody,
+    answering: Option<Answering>,
+}
+
+impl hyper::body::Body for AnswerBody {
+    type Data = <WarpBody as hyper::body::Body>::Data;
+    type Error = <WarpBody as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None | Some(Err(_))) = polled {
+            self.answering = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 async fn handle(
     routes: Arc<Routes>,
     activity: Arc<Activity>,
     listener: &'static str,
     peer: SocketAddr,
     request: http::Request<Incoming>,
-) -> Result<Response, Infallible> {
+) -> Result<http::Response<AnswerBody>, Infallible> {
     let answering = activity.request_started();
     let request_id = request
         .headers()
@@ -342,7 +389,8 @@ fn request_span(request_id: &HeaderValue) -> tracing::Span {
     tracing::info_span!("request", request_id = %RequestIdField(request_id))
 }
 
-/// Stamps the answer with its request id, counts it, and frees the connection's deadline.
+/// Stamps the answer with its request id, counts it, and frees the connection's deadline
+/// (a [`Streaming`] answer's once its body ends).
 fn finished(
     mut response: Response,
     request_id: HeaderValue,
@@ -350,16 +398,20 @@ fn finished(
     answering: Answering,
     listener: &'static str,
     route: &'static str,
-) -> Response {
+) -> http::Response<AnswerBody> {
     response.headers_mut().insert(REQUEST_ID, request_id);
-    drop(answering);
+    let answering = response
+        .extensions()
+        .get::<Streaming>()
+        .is_some()
+        .then_some(answering);
     crate::metrics::record_request(listener, route, response.status().as_u16(), elapsed);
     tracing::debug!(
         status = response.status().as_u16(),
         micros = elapsed.as_micros() as u64,
         "request finished"
     );
-    response
+    response.map(|body| AnswerBody { body, answering })
 }
 
 /// A fresh request id: a random per-process prefix, the worker thread's number and its
@@ -420,6 +472,63 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use warp::{Filter as _, Reply as _};
+
+    /// Serves one route whose body sends `first`, then, after longer than a connection may
+    /// sit idle, `last`; marked [`Streaming`] when `streaming`. Answers the body a client
+    /// got before the connection ended.
+    async fn slow_body(streaming: bool) -> String {
+        let route = warp::any()
+            .map(move || {
+                let chunks = futures_util::stream::unfold(0, |n| async move {
+                    match n {
+                        0 => Some((Ok::<_, Infallible>("first;"), 1)),
+                        1 => {
+                            tokio::time::sleep(HEADER_READ_TIMEOUT + Duration::from_secs(2)).await;
+                            Some((Ok("last"), 2))
+                        }
+                        _ => None,
+                    }
+                });
+                let mut response = warp::reply::stream(chunks).into_response();
+                if streaming {
+                    response.extensions_mut().insert(Streaming);
+                }
+                response
+            })
+            .boxed();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_phase, phase_rx) = watch::channel(Phase::Running);
+        tokio::spawn(serve(
+            "test",
+            listener,
+            Routes::from_filter(route),
+            phase_rx,
+        ));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = client.read_to_end(&mut got).await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_streaming_body_outlives_the_idle_deadline_and_any_other_is_cut_at_it() {
+        let (streaming, plain) = tokio::join!(slow_body(true), slow_body(false));
+        assert!(
+            streaming.contains("first;") && streaming.contains("last"),
+            "{streaming}"
+        );
+        assert!(
+            plain.contains("first;") && !plain.contains("last"),
+            "{plain}"
+        );
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
