@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::activation::InheritedListeners;
-use crate::auth::admin_token::AdminToken;
 use crate::auth::password::Hasher;
+use crate::auth::secret_token::SecretToken;
 use crate::auth::{Authority, Settings, create_private_dir, keys};
 use crate::clock::Clock;
 use crate::cluster::Instance;
@@ -340,8 +340,13 @@ pub fn prepare_files(config: &Config, clock: &Clock) -> anyhow::Result<()> {
     )? {
         tracing::info!(kid = %kid, dir = %config.jwt.keys_dir.display(), "generated a signing key");
     }
-    if AdminToken::create_if_missing(&config.admin.token_file)? {
+    if SecretToken::create_if_missing("admin.token_file", &config.admin.token_file)? {
         tracing::info!(file = %config.admin.token_file.display(), "created the admin API token");
+    }
+    if config.feed.enabled
+        && SecretToken::create_if_missing("feed.token_file", &config.feed.token_file)?
+    {
+        tracing::info!(file = %config.feed.token_file.display(), "created the revocation feed's token");
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub struct Config {
     pub password: PasswordConfig,
     pub login: LoginConfig,
     pub admin: AdminConfig,
+    pub feed: FeedConfig,
     pub log: LogConfig,
     pub cookie: CookieConfig,
 }
@@ -116,6 +117,16 @@ pub struct LoginConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub token_file: PathBuf,
+}
+
+/// `[feed]`: the revocation feed (API.md "Revocation feed").
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedConfig {
+    pub enabled: bool,
+    /// The secret feed clients present; created at first start like the admin token.
+    pub token_file: PathBuf,
+    /// Feed requests (streams and long-polls) one instance serves at once; one more: `503`.
+    pub max_clients: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +350,7 @@ mod tests {
         from_empty.storage.path = base.join("data");
         from_empty.jwt.keys_dir = base.join("data/keys");
         from_empty.admin.token_file = base.join("data/admin.token");
+        from_empty.feed.token_file = base.join("data/feed.token");
         from_empty.file = base.join("config.toml");
 
         assert_eq!(from_shipped, from_empty);

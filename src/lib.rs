@@ -10,6 +10,9 @@
 //!   [`store::Backend`] (sled today, in [`store::sled`], the only module that knows sled and
 //!   bincode), and the in-memory [`store::View`] the hot path reads, fed by the backend's
 //!   ordered change stream.
+//! - [`feed`]: the revocation feed — events and cursors over the store, for apps that verify
+//!   tokens themselves.
+//! - [`backup`]: backups (the JSON-lines format) and restores.
 //! - [`http`]: one route table per listener, handlers by route family (tokens, account,
 //!   verify, browser, admin, health), the error → response mapping, the listener loop.
 //! - [`activation`]: listeners passed by systemd socket activation.
@@ -39,6 +42,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod feed;
 pub mod files;
 pub mod http;
 pub mod logging;

@@ -21,6 +21,11 @@ pub const THROTTLE_TRACKED: &str = "authd_login_throttle_tracked";
 /// Cluster mode: seconds since an etcd quorum last confirmed this instance's view current.
 pub const VIEW_AGE: &str = "authd_store_view_age_seconds";
 pub const BUILD_INFO: &str = "authd_build_info";
+/// Revocation-feed requests being served (streams and long-polls), all instances' of
+/// this process together.
+pub const FEED_CLIENTS: &str = "authd_feed_clients";
+/// Events the revocation feed sent (each counted once per client it went to).
+pub const FEED_EVENTS_SENT: &str = "authd_feed_events_sent_total";
 /// Connections closed unanswered at once: their peer held `server.max_connections_per_ip`.
 pub const CONNECTIONS_REFUSED: &str = "authd_connections_refused_total";
 

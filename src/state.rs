@@ -1,12 +1,12 @@
 //! The shared state of a running daemon — the domain service, the current settings
-//! snapshot, the clock and the draining flag — made from ready parts, so that handlers and
+//! snapshot, the clock, the draining flag and the feed's clients — made from ready parts, so that handlers and
 //! tasks can be built (and tested) without binding sockets or opening files.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::auth::{Authority, Settings};
 use crate::clock::Clock;
@@ -20,8 +20,11 @@ pub struct AppState {
     pub admin_addr: SocketAddr,
     /// Who this instance is (`GET /admin/v1/cluster`); set once at start.
     pub instance: std::sync::OnceLock<crate::cluster::Instance>,
+    /// The revocation feed's clients, counted against `feed.max_clients`.
+    pub feed_clients: crate::feed::Clients,
     settings: ArcSwap<Settings>,
-    draining: AtomicBool,
+    /// Set once the daemon is shutting down; streams end when it is.
+    draining: watch::Sender<bool>,
     clock: Clock,
 }
 
@@ -37,8 +40,9 @@ impl AppState {
             authority,
             admin_addr,
             instance: std::sync::OnceLock::new(),
+            feed_clients: crate::feed::Clients::default(),
             settings: ArcSwap::from_pointee(settings),
-            draining: AtomicBool::new(false),
+            draining: watch::Sender::new(false),
             clock,
         }
     }
@@ -55,12 +59,20 @@ impl AppState {
 
     /// Whether the daemon is shutting down (`/readyz` answers `503`).
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        *self.draining.borrow()
     }
 
     /// Marks the daemon as shutting down; there is no way back.
     pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.draining.send_replace(true);
+    }
+
+    /// Resolves once the daemon is shutting down.
+    pub fn drained(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut draining = self.draining.subscribe();
+        async move {
+            let _ = draining.wait_for(|draining| *draining).await;
+        }
     }
 
     /// The daemon's clock: the only source of "now" for requests and tasks.

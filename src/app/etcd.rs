@@ -196,6 +196,12 @@ fn missing_secret(config: &Config) -> Option<String> {
             config.admin.token_file.display()
         ));
     }
+    if config.feed.enabled && !config.feed.token_file.exists() {
+        return Some(format!(
+            "feed.token_file ({})",
+            config.feed.token_file.display()
+        ));
+    }
     let has_key = std::fs::read_dir(&config.jwt.keys_dir)
         .map(|entries| entries.flatten().next().is_some())
         .unwrap_or(false);
@@ -212,10 +218,20 @@ fn missing_secret(config: &Config) -> Option<String> {
 fn fingerprints(config: &Config) -> anyhow::Result<Vec<(String, String)>> {
     let token = read_token_file(&config.admin.token_file)
         .with_context(|| format!("admin.token_file ({})", config.admin.token_file.display()))?;
-    Ok(vec![(
+    let mut prints = vec![(
         format!("admin.token_file ({})", config.admin.token_file.display()),
         fingerprint("admin token", token.trim().as_bytes()),
-    )])
+    )];
+    if config.feed.enabled {
+        let file = &config.feed.token_file;
+        let token = read_token_file(file)
+            .with_context(|| format!("feed.token_file ({})", file.display()))?;
+        prints.push((
+            format!("feed.token_file ({})", file.display()),
+            fingerprint("feed token", token.trim().as_bytes()),
+        ));
+    }
+    Ok(prints)
 }
 
 fn fingerprint(label: &str, secret: &[u8]) -> String {

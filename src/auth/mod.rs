@@ -2,19 +2,19 @@
 //! Plain Rust that knows nothing of HTTP; [`service::Authority`] is its entry point and
 //! [`Settings`] the reloadable snapshot every operation runs against.
 
-pub mod admin_token;
 pub mod keys;
 pub mod names;
 pub mod password;
 pub mod redirect;
+pub mod secret_token;
 pub mod service;
 pub mod throttle;
 pub mod token;
 
 use crate::config::Config;
-use admin_token::{AdminToken, AdminTokenError};
 use keys::{KeyError, KeySet};
 use password::{HashCost, PasswordError};
+use secret_token::{SecretToken, SecretTokenError};
 use token::TokenRules;
 
 pub use service::{AuthError, Authority, Principal};
@@ -35,7 +35,9 @@ pub struct Settings {
     /// An argon2id hash of a random password with the current cost, checked for unknown
     /// users so that they cost the same as wrong passwords.
     pub dummy_hash: String,
-    pub admin_token: AdminToken,
+    pub admin_token: SecretToken,
+    /// The revocation feed's token; `None` while `feed.enabled` is off.
+    pub feed_token: Option<SecretToken>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +45,13 @@ pub enum SettingsError {
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error(transparent)]
-    AdminToken(#[from] AdminTokenError),
+    Token(#[from] SecretTokenError),
     #[error(transparent)]
     Password(#[from] PasswordError),
 }
 
 impl Settings {
-    /// Reads the key set and the admin token named by `config` (blocking file I/O and one
+    /// Reads the key set and the token files named by `config` (blocking file I/O and one
     /// argon2 hash: call from a blocking context or at start-up).
     pub fn load(config: Config) -> Result<Settings, SettingsError> {
         let keys = KeySet::load(
@@ -57,7 +59,14 @@ impl Settings {
             config.jwt.algorithm,
             config.jwt.signing_kid.as_deref(),
         )?;
-        let admin_token = AdminToken::read(&config.admin.token_file)?;
+        let admin_token = SecretToken::read("admin.token_file", &config.admin.token_file)?;
+        let feed_token = match config.feed.enabled {
+            true => Some(SecretToken::read(
+                "feed.token_file",
+                &config.feed.token_file,
+            )?),
+            false => None,
+        };
         let cost = HashCost::new(&config.password)?;
         let dummy_hash = cost.hash_blocking(&crate::random::random_id(16))?;
         Ok(Settings {
@@ -66,6 +75,7 @@ impl Settings {
             cost,
             dummy_hash,
             admin_token,
+            feed_token,
             config,
         })
     }

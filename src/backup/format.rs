@@ -100,6 +100,13 @@ pub struct RevocationLine {
     pub revoked_at: UnixSeconds,
     pub expires_at: UnixSeconds,
     pub reason: Option<String>,
+    /// A user entry: the sessions the revoke-all ended (the feed's `sid` events). Absent
+    /// when empty, and in backups of releases before the revocation feed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended_sessions: Vec<String>,
+    /// A user entry: which revoke-all of the user it is. Absent for other entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 /// What a revocation entry blocks.
@@ -152,6 +159,8 @@ impl From<&Record> for Line {
                 revoked_at: entry.revoked_at,
                 expires_at: entry.expires_at,
                 reason: entry.reason.clone(),
+                ended_sessions: entry.ended_sessions.clone(),
+                serial: entry.serial.clone(),
             }),
         }
     }
@@ -205,6 +214,8 @@ impl Line {
                 revoked_at: entry.revoked_at,
                 expires_at: entry.expires_at,
                 reason: entry.reason,
+                ended_sessions: entry.ended_sessions,
+                serial: entry.serial,
             }),
             Line::End { .. } => return Ok(None),
         }))
@@ -254,6 +265,8 @@ mod tests {
                 revoked_at: 1,
                 expires_at: 6,
                 reason: Some("left".into()),
+                ended_sessions: Vec::new(),
+                serial: None,
             }),
         ]
     }
@@ -265,6 +278,22 @@ mod tests {
             let line: Line = serde_json::from_str(&text).unwrap();
             assert_eq!(line.into_record().unwrap(), Some(record), "{text}");
         }
+    }
+
+    #[test]
+    fn a_revoke_all_keeps_its_ended_sessions_and_serial() {
+        let text = r#"{"type":"revocation","seq":9,"kind":"user","id":"alice","revoked_at":1,"expires_at":6,"reason":null,"ended_sessions":["s1","s2"],"serial":"x1"}"#;
+        let Some(Record::Revocation(entry)) = serde_json::from_str::<Line>(text)
+            .unwrap()
+            .into_record()
+            .unwrap()
+        else {
+            panic!("not a revocation");
+        };
+        assert_eq!(entry.ended_sessions, ["s1", "s2"]);
+        assert_eq!(entry.serial.as_deref(), Some("x1"));
+        let line = Line::from(&Record::Revocation(entry));
+        assert_eq!(serde_json::to_string(&line).unwrap(), text);
     }
 
     #[test]

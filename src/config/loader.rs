@@ -12,8 +12,8 @@ use ::config::{FileFormat, Map, Source, Value, ValueKind};
 
 use super::{
     AdminConfig, Config, ConfigError, CookieConfig, ENV_PREFIX, ENV_SEPARATOR, EtcdConfig,
-    JwtConfig, LogConfig, LogFormat, LoginConfig, MAX_ACCESS_TTL, MAX_LEEWAY, PasswordConfig,
-    ServerConfig, StorageBackend, StorageConfig,
+    FeedConfig, JwtConfig, LogConfig, LogFormat, LoginConfig, MAX_ACCESS_TTL, MAX_LEEWAY,
+    PasswordConfig, ServerConfig, StorageBackend, StorageConfig,
 };
 use crate::auth::keys::KeyAlgorithm;
 
@@ -280,6 +280,11 @@ impl<'e> Loader<'e> {
         let admin = AdminConfig {
             token_file: self.path("admin.token_file", "data/admin.token"),
         };
+        let feed = FeedConfig {
+            enabled: self.boolean("feed.enabled", true),
+            token_file: self.path("feed.token_file", "data/feed.token"),
+            max_clients: self.int("feed.max_clients", 1024, 1..=100_000),
+        };
         let log = LogConfig {
             level: self.log_level("log.level"),
             format: self.log_format("log.format"),
@@ -299,7 +304,7 @@ impl<'e> Loader<'e> {
         };
         self.check_listeners(&server);
         self.check_argon2(&password);
-        self.check_files(&storage, &jwt, &admin);
+        self.check_files(&storage, &jwt, &admin, &feed);
         self.check_etcd(&etcd);
 
         let mut problems = self.unknown_keys();
@@ -316,6 +321,7 @@ impl<'e> Loader<'e> {
             password,
             login,
             admin,
+            feed,
             log,
             cookie,
         })
@@ -408,7 +414,13 @@ impl<'e> Loader<'e> {
     /// it, which names it too. Key files and links in the keys folder are checked where
     /// the keys are read (`KeySet::load`), which `check-config`, start-up and reload all
     /// do; being part of every load, these checks make a reload keep the old settings.
-    fn check_files(&mut self, storage: &StorageConfig, jwt: &JwtConfig, admin: &AdminConfig) {
+    fn check_files(
+        &mut self,
+        storage: &StorageConfig,
+        jwt: &JwtConfig,
+        admin: &AdminConfig,
+        feed: &FeedConfig,
+    ) {
         use crate::files::{FileProblem, check_private_dir, read_token_file};
         fn present<T>(result: Result<T, FileProblem>) -> Result<(), FileProblem> {
             match result {
@@ -422,6 +434,10 @@ impl<'e> Loader<'e> {
             (
                 "admin.token_file",
                 present(read_token_file(&admin.token_file)),
+            ),
+            (
+                "feed.token_file",
+                present(read_token_file(&feed.token_file)),
             ),
         ];
         for (key, result) in checks {

@@ -55,6 +55,14 @@ impl ApiError {
         }
     }
 
+    /// `401 invalid_token` for a presented credential that is not the one the route takes.
+    pub fn invalid_token(description: impl Into<String>) -> ApiError {
+        ApiError {
+            bearer_challenge: Some(true),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+        }
+    }
+
     pub fn insufficient_scope(description: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", description)
     }
@@ -202,6 +210,17 @@ impl From<AuthError> for ApiError {
             err @ (AuthError::Store(_) | AuthError::Password(_) | AuthError::Signing(_)) => {
                 tracing::error!(error = %err, "request failed");
                 ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<crate::feed::CursorError> for ApiError {
+    fn from(err: crate::feed::CursorError) -> ApiError {
+        match err {
+            crate::feed::CursorError::Malformed => ApiError::invalid_request(err.to_string()),
+            crate::feed::CursorError::OtherEpoch => {
+                ApiError::new(StatusCode::GONE, "cursor_expired", err.to_string())
             }
         }
     }

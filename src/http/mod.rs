@@ -11,6 +11,7 @@ pub mod browser;
 pub mod client_addr;
 pub mod cookies;
 pub mod error;
+pub mod feed;
 pub mod health;
 pub mod pages;
 pub mod reply;

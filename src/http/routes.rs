@@ -14,7 +14,7 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{PeerAddr, ctx, ctx_with_body, query};
-use super::{account, admin, browser, health, tokens, verify};
+use super::{account, admin, browser, feed, health, tokens, verify};
 use crate::auth::Settings;
 use crate::clock::Clock;
 use crate::state::AppState;
@@ -137,6 +137,18 @@ pub const PUBLIC_ROUTES: &[Route] = &[
                 .and(warp::post())
                 .and(ctx_with_body(s.clone()))
                 .then(|c, b| respond(account::change_password(c, b)))
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/v1/revocations/feed",
+        allow: "GET",
+        serve: Serve::Filter(|s, _| {
+            warp::path!("v1" / "revocations" / "feed")
+                .and(warp::get())
+                .and(ctx(s.clone()))
+                .and(query())
+                .then(|c, q| respond(feed::feed(c, q)))
                 .boxed()
         }),
     },

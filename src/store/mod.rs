@@ -10,6 +10,7 @@ pub mod backend;
 mod error;
 pub mod etcd;
 pub mod freshness;
+pub mod recent;
 pub mod records;
 pub mod sled;
 pub mod view;
@@ -82,6 +83,7 @@ impl Store {
         view: Arc<View>,
         freshness: Arc<Freshness>,
     ) -> Store {
+        view.recent().set_stream_is_durable();
         Store {
             backend,
             view,
@@ -283,6 +285,32 @@ impl Store {
 
     // ----- the revocation feed -----
 
+    /// Up to `limit` durable revocation entries with a `seq` above `after`, oldest first:
+    /// from the newest ones kept in memory while they reach back that far (followers that
+    /// keep up never wait on the backend), else from the backend.
+    pub async fn revocations_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<RevocationRecord>>, StoreError> {
+        let recent = self.view.recent();
+        if let Some(entries) = recent.after(after, limit) {
+            return Ok(entries);
+        }
+        let visible = recent.visible();
+        let (entries, _) = self.backend.revocations_page(Some(after), limit).await?;
+        Ok(entries
+            .into_iter()
+            .take_while(|entry| entry.seq <= visible)
+            .map(Arc::new)
+            .collect())
+    }
+
+    /// Changes whenever [`Store::revocations_after`] may have more to answer.
+    pub fn revocation_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.view.recent().subscribe()
+    }
+
     /// The store's epoch, which feed cursors carry; unavailable until the engine told it
     /// (cluster mode, before the first snapshot).
     pub fn epoch(&self) -> Result<String, StoreError> {
@@ -314,7 +342,9 @@ impl Store {
 
     /// Commits `txn` if its checks hold; durable and in the view when this returns.
     pub async fn commit(&self, txn: Txn) -> Result<Committed, StoreError> {
-        self.backend.commit(txn).await
+        let committed = self.backend.commit(txn).await?;
+        self.view.recent().mark_durable(committed.revision);
+        Ok(committed)
     }
 
     /// Removes revocation entries, sessions and refresh tokens that expired before `now`.

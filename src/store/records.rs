@@ -99,10 +99,16 @@ pub struct NewRevocation {
     /// After this moment nothing the entry blocks could be accepted any more.
     pub expires_at: UnixSeconds,
     pub reason: Option<String>,
+    /// A user entry: see [`RevocationRecord::ended_sessions`].
+    pub ended_sessions: Vec<String>,
+    /// A user entry: see [`RevocationRecord::serial`].
+    pub serial: Option<String>,
 }
 
 /// A stored revocation entry. `seq` is its position in commit order (the list order,
-/// oldest first); the backend assigns it inside the commit that stores the entry.
+/// oldest first); the backend assigns it inside the commit that stores the entry. Entries
+/// never move: a jti or sid is stored once, and every revoke-all of a user is an entry of
+/// its own, so the revocation feed's cursors (which are positions) stay valid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevocationRecord {
     pub seq: u64,
@@ -111,6 +117,13 @@ pub struct RevocationRecord {
     pub revoked_at: UnixSeconds,
     pub expires_at: UnixSeconds,
     pub reason: Option<String>,
+    /// A user entry: the sids of the live sessions the revoke-all ended, which the
+    /// revocation feed sends as `sid` events (apps following it know no generations).
+    pub ended_sessions: Vec<String>,
+    /// A user entry: which revoke-all of the user it is (random), so that each is stored
+    /// under a key of its own; `None` for jti and sid entries (and user entries of older
+    /// releases, stored under the username alone).
+    pub serial: Option<String>,
 }
 
 impl RevocationRecord {
@@ -123,6 +136,49 @@ impl RevocationRecord {
             revoked_at: new.revoked_at,
             expires_at: new.expires_at,
             reason: new.reason.clone(),
+            ended_sessions: new.ended_sessions.clone(),
+            serial: new.serial.clone(),
+        }
+    }
+
+    /// The name the entry is stored under.
+    pub fn key(&self) -> Key {
+        Key::Revocation(self.kind, self.key_id().into_owned())
+    }
+
+    /// The id part of [`RevocationRecord::key`]: the id, and for a user entry with a serial
+    /// `username#serial` (`#` is in no username).
+    pub fn key_id(&self) -> std::borrow::Cow<'_, str> {
+        match &self.serial {
+            Some(serial) => format!("{}#{serial}", self.id).into(),
+            None => self.id.as_str().into(),
+        }
+    }
+}
+
+/// A revocation entry as releases before the revocation feed stored it (sled record
+/// formats 1 to 3, etcd format 3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LegacyRevocationRecord {
+    pub seq: u64,
+    pub kind: RevocationKind,
+    pub id: String,
+    pub revoked_at: UnixSeconds,
+    pub expires_at: UnixSeconds,
+    pub reason: Option<String>,
+}
+
+impl From<LegacyRevocationRecord> for RevocationRecord {
+    fn from(old: LegacyRevocationRecord) -> RevocationRecord {
+        RevocationRecord {
+            seq: old.seq,
+            kind: old.kind,
+            id: old.id,
+            revoked_at: old.revoked_at,
+            expires_at: old.expires_at,
+            reason: old.reason,
+            ended_sessions: Vec::new(),
+            serial: None,
         }
     }
 }

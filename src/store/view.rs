@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::backend::{Change, ChangeBatch, ChangeSink, Snapshot};
+use super::recent::RecentRevocations;
 use super::records::{Key, RevocationKind, SessionRecord, UserRecord, Version, Versioned};
 
 /// A user or session as the view holds it.
@@ -73,6 +74,8 @@ pub struct View {
     revision: AtomicU64,
     /// This instance's commits applied before the stream delivered them, oldest first.
     ahead: Mutex<Vec<ChangeBatch>>,
+    /// The newest revocation entries, for the revocation feed.
+    recent: RecentRevocations,
 }
 
 impl std::fmt::Debug for View {
@@ -98,6 +101,7 @@ impl Default for View {
             revoked_jtis: JtiSet::new(),
             revision: AtomicU64::new(0),
             ahead: Mutex::default(),
+            recent: RecentRevocations::default(),
         }
     }
 }
@@ -146,6 +150,14 @@ impl View {
             self.apply_changes(&mut tables_guard, &batch.changes, |_| false);
         }
         self.revision.store(snapshot.revision, Ordering::Release);
+        drop(tables_guard);
+        drop(ahead);
+        self.recent.reset(snapshot.revision);
+    }
+
+    /// The newest revocation entries the change stream delivered.
+    pub fn recent(&self) -> &RecentRevocations {
+        &self.recent
     }
 
     /// Applies a commit of this instance before the change stream delivers it (read your
@@ -254,7 +266,7 @@ fn key_of(change: &Change) -> Key {
         Change::User(user) => Key::User(user.record.username.clone()),
         Change::Session(session) => Key::Session(session.record.sid.clone()),
         Change::Refresh(hash) => Key::Refresh(*hash),
-        Change::Revocation(entry) => Key::Revocation(entry.kind, entry.id.clone()),
+        Change::Revocation(entry) => entry.key(),
         Change::Deleted(key) => key.clone(),
     }
 }
@@ -320,6 +332,17 @@ impl ChangeSink for View {
             ahead.retain(|own| own.revision > batch.revision);
         }
         self.revision.store(batch.revision, Ordering::Release);
+        drop(tables);
+        drop(ahead);
+        let entries = batch
+            .changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Revocation(entry) => Some(Arc::new(entry.clone())),
+                _ => None,
+            })
+            .collect();
+        self.recent.delivered(entries);
     }
 }
 
@@ -353,6 +376,8 @@ mod tests {
             revoked_at: 0,
             expires_at: 10,
             reason: None,
+            ended_sessions: Vec::new(),
+            serial: None,
         }
     }
 

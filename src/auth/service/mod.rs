@@ -239,6 +239,8 @@ impl Authority {
             revoked_at: now,
             expires_at,
             reason: (!reason.is_empty()).then(|| reason.to_owned()),
+            ended_sessions: Vec::new(),
+            serial: None,
         }
     }
 
@@ -322,8 +324,9 @@ fn refresh_ttl(settings: &Settings) -> i64 {
 }
 
 /// A user entry. In authd the account's generation, bumped in the same commit, blocks
-/// every earlier session for good; the entry is what the list shows (and what a verifier
-/// outside authd goes by). It lives as long as anything it blocks could be accepted: the
+/// every earlier session for good; the entry is what the list shows, and the sessions it
+/// ended (filled in by the commit's builder, see [`ended_sessions`]) are what the revocation
+/// feed sends. Each revoke-all is an entry of its own (a random serial). It lives as long as anything it blocks could be accepted: the
 /// access tokens already issued (at most [`MAX_ACCESS_TTL`] from now, whatever
 /// `access_ttl` says now: a reload may have shortened it since they were issued) and the
 /// refresh tokens (`refresh_ttl`), plus the largest possible leeway.
@@ -340,7 +343,29 @@ fn user_revocation(
         revoked_at: now,
         expires_at: now.saturating_add(longest).saturating_add(secs(MAX_LEEWAY)),
         reason: (!reason.is_empty()).then(|| reason.to_owned()),
+        ended_sessions: Vec::new(),
+        serial: Some(crate::auth::random_id(9)),
     }
+}
+
+/// The sids of `user`'s sessions that a revoke-all at `now` ends: those of the account's
+/// current generation that could still be used (an access token or the refresh token not
+/// yet expired).
+fn ended_sessions(
+    user: &UserRecord,
+    sessions: &[crate::store::Shared<crate::store::SessionRecord>],
+    now: UnixSeconds,
+) -> Vec<String> {
+    sessions
+        .iter()
+        .map(|session| &session.record)
+        .filter(|session| {
+            session.account_id == user.account_id
+                && session.generation == user.generation
+                && session.expires_at.max(session.access_expires_at) >= now
+        })
+        .map(|session| session.sid.clone())
+        .collect()
 }
 
 /// When an entry blocking a token that expires at `exp` may go: `exp` plus the largest

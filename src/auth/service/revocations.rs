@@ -38,6 +38,8 @@ impl Authority {
                     revoked_at: now,
                     expires_at: longest_token_lifetime(now),
                     reason,
+                    ended_sessions: Vec::new(),
+                    serial: None,
                 };
                 self.record_once(&revocation, |_| {}).await
             }
@@ -52,6 +54,8 @@ impl Authority {
                     revoked_at: now,
                     expires_at: blocked_until(claims.exp, now),
                     reason,
+                    ended_sessions: Vec::new(),
+                    serial: None,
                 };
                 self.record_once(&revocation, |_| {}).await
             }
@@ -151,8 +155,15 @@ mod tests {
         let kinds: Vec<_> = entries.iter().map(|e| (e.kind, e.revoked_at)).collect();
         assert_eq!(
             kinds,
-            vec![(RevocationKind::Jti, NOW), (RevocationKind::User, NOW + 1)]
+            vec![
+                (RevocationKind::Jti, NOW),
+                (RevocationKind::User, NOW),
+                (RevocationKind::User, NOW + 1)
+            ],
+            "each revoke-all is an entry of its own (the feed's earlier events stay)"
         );
+        assert_eq!(first.ended_sessions, Vec::<String>::new());
+        assert_eq!(second.ended_sessions, vec![session.sid.clone()]);
         let unknown = domain
             .authority
             .revoke(

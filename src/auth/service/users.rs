@@ -1,7 +1,7 @@
 //! The admin's user management: create, read, list, change, delete — and the revoke-all
 //! that disabling, re-passwording and deleting a user carry.
 
-use super::{ATTEMPTS, AuthError, Authority, user_not_found, user_revocation};
+use super::{ATTEMPTS, AuthError, Authority, ended_sessions, user_not_found, user_revocation};
 use crate::auth::Settings;
 use crate::auth::names::{Username, is_valid_role, password_problem};
 use crate::auth::password::Password;
@@ -143,11 +143,16 @@ impl Authority {
                 .store
                 .user(name.as_str())
                 .ok_or_else(|| user_not_found(username))?;
+            let sessions = self.store.sessions_of(name.as_str());
+            let revocation = NewRevocation {
+                ended_sessions: ended_sessions(&user.record, &sessions, now),
+                ..revocation.clone()
+            };
             let mut txn = Txn::default();
             txn.expect_user(name.as_str(), Some(&user))
                 .delete(Key::User(name.as_str().to_owned()))
                 .revoke(&revocation);
-            for session in self.store.sessions_of(name.as_str()) {
+            for session in sessions {
                 txn.delete(Key::Session(session.record.sid.clone()));
             }
             match self.store.commit(txn).await {
@@ -197,10 +202,15 @@ impl Authority {
             };
             let mut updated = changed(&user, &change);
             updated.generation += 1;
+            let sessions = self.store.sessions_of(username);
+            let revocation = NewRevocation {
+                ended_sessions: ended_sessions(&user.record, &sessions, revocation.revoked_at),
+                ..revocation.clone()
+            };
             let mut txn = Txn::default();
             txn.expect_user(username, Some(&user))
                 .put_user(updated.clone())
-                .revoke(revocation);
+                .revoke(&revocation);
             match self.store.commit(txn).await {
                 Ok(committed) => {
                     let entry = super::first_entry(committed.revocations)?;

@@ -134,7 +134,7 @@ impl EtcdBackend {
                 ),
                 Record::Revocation(entry) => {
                     let value = encode(0, entry)?;
-                    let key = Key::Revocation(entry.kind, entry.id.clone());
+                    let key = entry.key();
                     record_ops.push(
                         self.put_expiring(self.layout.key(&key), value.clone(), entry.expires_at)
                             .await?,

@@ -56,7 +56,7 @@ impl EtcdBackend {
             .writes
             .iter()
             .filter_map(|write| match write {
-                Write::PutRevocation(entry) => Some(Key::Revocation(entry.kind, entry.id.clone())),
+                Write::PutRevocation(entry) => Some(entry.key()),
                 Write::Delete(key @ Key::Revocation(..)) => Some(key.clone()),
                 _ => None,
             })
@@ -135,7 +135,7 @@ impl EtcdBackend {
                         seq: next_seq,
                         ..entry.clone()
                     };
-                    let key = Key::Revocation(entry.kind, entry.id.clone());
+                    let key = entry.key();
                     if let Some(old) = old_seqs.remove(&key) {
                         ops.push(TxnOp::delete(self.layout.log_entry(old), None));
                     }

@@ -15,10 +15,42 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
-use crate::store::records::{Key, RevocationKind, refresh_hash_from_hex, refresh_hash_hex};
+use crate::store::records::{
+    Key, LegacyRevocationRecord, LoginEvent, RefreshRecord, RevocationKind, RevocationRecord,
+    SessionRecord, UserRecord, refresh_hash_from_hex, refresh_hash_hex,
+};
 
-/// `[1] ‖ nonce (u64 BE) ‖ bincode(record)`.
-const FORMAT_CURRENT: u8 = 1;
+/// `[1] ‖ nonce (u64 BE) ‖ bincode(record in its format-1 layout)`: revocation entries
+/// before they learnt `ended_sessions` and `serial`.
+const FORMAT_1: u8 = 1;
+/// `[2] ‖ nonce (u64 BE) ‖ bincode(record)`, today's layouts.
+const FORMAT_CURRENT: u8 = 2;
+
+/// A record type stored in etcd values, with the layout format 1 holds it in (bincode is
+/// not self-describing: a record whose fields change gets a new format).
+pub trait Stored: DeserializeOwned {
+    type Format1: DeserializeOwned + Into<Self>;
+}
+
+impl Stored for UserRecord {
+    type Format1 = Self;
+}
+
+impl Stored for SessionRecord {
+    type Format1 = Self;
+}
+
+impl Stored for RefreshRecord {
+    type Format1 = Self;
+}
+
+impl Stored for LoginEvent {
+    type Format1 = Self;
+}
+
+impl Stored for RevocationRecord {
+    type Format1 = LegacyRevocationRecord;
+}
 
 /// The key names of one deployment (one `etcd.prefix`).
 #[derive(Debug, Clone)]
@@ -164,22 +196,28 @@ pub fn encode<T: Serialize>(nonce: u64, record: &T) -> Result<Vec<u8>, StoreErro
 /// The commit nonce a value was written with.
 pub fn nonce_of(bytes: &[u8]) -> Option<u64> {
     match bytes.split_first() {
-        Some((&FORMAT_CURRENT, rest)) => rest
+        Some((&(FORMAT_1 | FORMAT_CURRENT), rest)) => rest
             .split_first_chunk::<8>()
             .map(|(nonce, _)| u64::from_be_bytes(*nonce)),
         _ => None,
     }
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], space: &'static str) -> Result<T, StoreError> {
+pub fn decode<T: Stored>(bytes: &[u8], space: &'static str) -> Result<T, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { space, reason };
+    let body = |rest: &[u8]| -> Result<Vec<u8>, StoreError> {
+        rest.split_first_chunk::<8>()
+            .map(|(_, body)| body.to_vec())
+            .ok_or_else(|| corrupt("truncated nonce".into()))
+    };
+    let config = bincode::config::standard();
     match bytes.split_first() {
-        Some((&FORMAT_CURRENT, rest)) => {
-            let (_, body) = rest
-                .split_first_chunk::<8>()
-                .ok_or_else(|| corrupt("truncated nonce".into()))?;
-            bincode::serde::decode_from_slice(body, bincode::config::standard())
-                .map(|(record, _)| record)
+        Some((&FORMAT_CURRENT, rest)) => bincode::serde::decode_from_slice(&body(rest)?, config)
+            .map(|(record, _)| record)
+            .map_err(|err| corrupt(err.to_string())),
+        Some((&FORMAT_1, rest)) => {
+            bincode::serde::decode_from_slice::<T::Format1, _>(&body(rest)?, config)
+                .map(|(record, _)| record.into())
                 .map_err(|err| corrupt(err.to_string()))
         }
         Some((format, _)) => Err(corrupt(format!("unknown record format {format}"))),

@@ -23,7 +23,7 @@ use crate::store::records::{
 };
 
 impl EtcdBackend {
-    pub(super) async fn get_versioned<T: serde::de::DeserializeOwned>(
+    pub(super) async fn get_versioned<T: super::layout::Stored>(
         &self,
         key: &Key,
         space: &'static str,

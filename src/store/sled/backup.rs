@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::codec::{decode, encode, version_of};
@@ -28,6 +29,8 @@ pub(super) const ID_BASE_KEY: &[u8] = b"id_base";
 
 /// How many records an export reads per visit to sled.
 const EXPORT_CHUNK: usize = 256;
+/// A restore flushes the store after this many records.
+const IMPORT_FLUSH_EVERY: usize = 16 * 1024;
 
 /// The trees an export reads, in the order it sends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +113,10 @@ fn written(write: &Write) -> (Space, Vec<u8>) {
         Write::PutUser(user) => (Space::Users, user.username.as_bytes().to_vec()),
         Write::PutSession(session) => (Space::Sessions, session.sid.as_bytes().to_vec()),
         Write::PutRefresh(hash, _) => (Space::RefreshTokens, hash.to_vec()),
-        Write::PutRevocation(entry) => (Space::Revocations, revocation_key(entry.kind, &entry.id)),
+        Write::PutRevocation(entry) => (
+            Space::Revocations,
+            revocation_key(entry.kind, &entry.key_id()),
+        ),
         Write::Delete(key) => match key {
             Key::User(name) => (Space::Users, name.as_bytes().to_vec()),
             Key::Session(sid) => (Space::Sessions, sid.as_bytes().to_vec()),
@@ -258,13 +264,23 @@ impl SledBackend {
                         .insert(hash.as_slice(), encode(revision, refresh)?)?;
                 }
                 Record::Revocation(entry) => {
-                    let key = revocation_key(entry.kind, &entry.id);
+                    let key = revocation_key(entry.kind, &entry.key_id());
                     self.revocations
                         .insert(key.as_slice(), encode(revision, entry)?)?;
                     self.revocation_log
                         .insert(entry.seq.to_be_bytes(), key.as_slice())?;
                 }
             }
+        }
+        // sled keeps written pages in memory until they are on disk: a restore of a million
+        // records would otherwise hold most of them.
+        let unflushed = self
+            .unflushed_imports
+            .fetch_add(records.len(), Ordering::Relaxed)
+            + records.len();
+        if unflushed >= IMPORT_FLUSH_EVERY {
+            self.unflushed_imports.store(0, Ordering::Relaxed);
+            self.db.flush()?;
         }
         Ok(())
     }
@@ -398,6 +414,8 @@ mod tests {
                     revoked_at: 0,
                     expires_at: 100,
                     reason: None,
+                    ended_sessions: Vec::new(),
+                    serial: None,
                 });
         })
         .await;

@@ -1,7 +1,8 @@
 //! How records are laid out in sled's values: a format byte, then (from format 2) the
 //! record's version, then the record in bincode. bincode is not self-describing, so a record
-//! whose fields change gets a new format: format 3 holds today's layouts, formats 1 and 2
-//! the layouts before the refresh record learnt `issued_in_cookie`. Records of every format
+//! whose fields change gets a new format: format 4 holds today's layouts, format 3 the
+//! layouts before revocation entries learnt `ended_sessions` and `serial`, formats 1 and 2
+//! those before the refresh record learnt `issued_in_cookie`. Records of every format
 //! still load (format 1, from before versions were kept, as version 0).
 
 use serde::de::DeserializeOwned;
@@ -9,37 +10,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 use crate::store::records::{
-    RefreshRecord, RevocationRecord, SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
+    LegacyRevocationRecord, RefreshRecord, RevocationRecord, SessionRecord, UnixSeconds,
+    UserRecord, Version, Versioned,
 };
 
 /// Format 1: `[1] ‖ bincode(record in its format-1/2 layout)`.
 const FORMAT_UNVERSIONED: u8 = 1;
 /// Format 2: `[2] ‖ version (u64, big-endian) ‖ bincode(record in its format-1/2 layout)`.
 const FORMAT_VERSIONED: u8 = 2;
-/// Format 3: `[3] ‖ version (u64, big-endian) ‖ bincode(record)`, today's layouts.
-const FORMAT_CURRENT: u8 = 3;
+/// Format 3: `[3] ‖ version (u64, big-endian) ‖ bincode(record in its format-3 layout)`.
+const FORMAT_3: u8 = 3;
+/// Format 4: `[4] ‖ version (u64, big-endian) ‖ bincode(record)`, today's layouts.
+const FORMAT_CURRENT: u8 = 4;
 
-/// A record type sled stores, with the layout formats 1 and 2 hold it in.
+/// A record type sled stores, with the layouts older formats hold it in.
 pub(super) trait Stored: Serialize + DeserializeOwned {
     /// The record as formats 1 and 2 laid it out: the record itself while its fields have
     /// not changed since.
     type Legacy: DeserializeOwned + Into<Self>;
+    /// The record as format 3 laid it out.
+    type Format3: DeserializeOwned + Into<Self>;
 }
 
 impl Stored for UserRecord {
     type Legacy = Self;
+    type Format3 = Self;
 }
 
 impl Stored for SessionRecord {
     type Legacy = Self;
+    type Format3 = Self;
 }
 
 impl Stored for RevocationRecord {
-    type Legacy = Self;
+    type Legacy = LegacyRevocationRecord;
+    type Format3 = LegacyRevocationRecord;
 }
 
 impl Stored for RefreshRecord {
     type Legacy = LegacyRefreshRecord;
+    type Format3 = Self;
 }
 
 /// A refresh record of formats 1 and 2, from before `issued_in_cookie`: those tokens were
@@ -88,6 +98,10 @@ pub(super) fn decode<T: Stored>(
             let (version, body_bytes) = split_version(rest).ok_or_else(truncated)?;
             (version, body::<T::Legacy>(body_bytes).map(Into::into))
         }
+        FORMAT_3 => {
+            let (version, body_bytes) = split_version(rest).ok_or_else(truncated)?;
+            (version, body::<T::Format3>(body_bytes).map(Into::into))
+        }
         FORMAT_CURRENT => {
             let (version, body_bytes) = split_version(rest).ok_or_else(truncated)?;
             (version, body::<T>(body_bytes))
@@ -100,7 +114,7 @@ pub(super) fn decode<T: Stored>(
     })
 }
 
-/// The version in front of a format-2 or -3 body, and the body.
+/// The version in front of a format-2, -3 or -4 body, and the body.
 fn split_version(rest: &[u8]) -> Option<(Version, &[u8])> {
     rest.split_first_chunk::<8>()
         .map(|(version, body)| (u64::from_be_bytes(*version), body))
@@ -116,7 +130,7 @@ fn body<L: DeserializeOwned>(bytes: &[u8]) -> Result<L, String> {
 /// The version of an encoded record, without decoding the rest.
 pub(super) fn version_of(bytes: &[u8]) -> Version {
     match bytes.split_first() {
-        Some((&(FORMAT_VERSIONED | FORMAT_CURRENT), rest)) => {
+        Some((&(FORMAT_VERSIONED | FORMAT_3 | FORMAT_CURRENT), rest)) => {
             split_version(rest).map_or(0, |(version, _)| version)
         }
         _ => 0,
@@ -214,6 +228,47 @@ mod tests {
             let decoded: Versioned<SessionRecord> = decode(&bytes, "sessions").unwrap();
             assert_eq!((decoded.version, &decoded.record), (9, &session));
         }
+    }
+
+    #[test]
+    fn format_three_revocation_entries_load_without_ended_sessions_or_serial() {
+        #[derive(Serialize)]
+        struct Format3Entry {
+            seq: u64,
+            kind: crate::store::RevocationKind,
+            id: String,
+            revoked_at: UnixSeconds,
+            expires_at: UnixSeconds,
+            reason: Option<String>,
+        }
+        let old = Format3Entry {
+            seq: 5,
+            kind: crate::store::RevocationKind::User,
+            id: "alice".into(),
+            revoked_at: 1,
+            expires_at: 2,
+            reason: Some("r".into()),
+        };
+        let mut bytes = vec![FORMAT_3];
+        bytes.extend(3u64.to_be_bytes());
+        bytes.extend(bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap());
+        let decoded: Versioned<RevocationRecord> = decode(&bytes, "revocations").unwrap();
+        let entry = decoded.record;
+        assert_eq!(
+            (decoded.version, entry.seq, entry.id.as_str()),
+            (3, 5, "alice")
+        );
+        assert_eq!((entry.ended_sessions.len(), &entry.serial), (0, &None));
+        assert_eq!(entry.key_id(), "alice");
+        let new = RevocationRecord {
+            ended_sessions: vec!["s1".into()],
+            serial: Some("x".into()),
+            ..entry
+        };
+        let decoded: Versioned<RevocationRecord> =
+            decode(&encode(4, &new).unwrap(), "revocations").unwrap();
+        assert_eq!(decoded.record, new);
+        assert_eq!(new.key_id(), "alice#x");
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct SledBackend {
     sink: Arc<dyn ChangeSink>,
     flusher: Flusher,
     exports: backup::Exports,
+    /// Records a restore imported since its last flush (see `backup::IMPORT_FLUSH_EVERY`).
+    unflushed_imports: std::sync::atomic::AtomicUsize,
 }
 
 impl From<sled::Error> for StoreError {
@@ -120,7 +122,7 @@ impl Trees<'_> {
     /// Stores a revocation entry at `seq`, replacing the log position of an earlier entry
     /// of the same kind and id.
     fn put_revocation(&self, entry: &RevocationRecord, version: Version) -> TxResult<()> {
-        let key = revocation_key(entry.kind, &entry.id);
+        let key = revocation_key(entry.kind, &entry.key_id());
         self.unlog(&key)?;
         self.revocations
             .insert(key.as_slice(), encode(version, entry).or_else(abort)?)?;
@@ -244,6 +246,7 @@ impl SledBackend {
             flusher: Flusher::start(db.clone())
                 .map_err(|err| StoreError::Unavailable(format!("cannot start a thread: {err}")))?,
             exports: backup::Exports::default(),
+            unflushed_imports: Default::default(),
             db,
         })
     }
@@ -310,7 +313,7 @@ impl SledBackend {
             let entry: Versioned<RevocationRecord> = decode(&bytes, "revocations")?;
             if entry.record.expires_at < now {
                 expired.push(Expired {
-                    key: Key::Revocation(entry.record.kind, entry.record.id),
+                    key: entry.record.key(),
                     version: entry.version,
                 });
             }
@@ -566,6 +569,8 @@ mod tests {
             revoked_at: 0,
             expires_at: 100,
             reason: None,
+            ended_sessions: Vec::new(),
+            serial: None,
         })
     }
 
@@ -594,6 +599,8 @@ mod tests {
                 revoked_at: 0,
                 expires_at: 1,
                 reason: None,
+                ended_sessions: Vec::new(),
+                serial: None,
             });
         assert!(matches!(
             backend.commit(stale).await,
@@ -699,6 +706,8 @@ mod tests {
                 revoked_at,
                 expires_at: 100,
                 reason: None,
+                ended_sessions: Vec::new(),
+                serial: None,
             })
         };
         for txn_writes in [

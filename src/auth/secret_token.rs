@@ -1,5 +1,6 @@
-//! The admin API token: a random secret created at first start in `admin.token_file`
-//! (mode 0600, never overwritten), read back with surrounding whitespace ignored and
+//! The API secrets kept in token files: the admin API token (`admin.token_file`) and the
+//! revocation feed's token (`feed.token_file`). Each is a random secret created at first
+//! start (mode 0600, never overwritten), read back with surrounding whitespace ignored and
 //! compared in constant time. A file group or others can read or write, or a token under
 //! 32 bytes, is refused (API.md rev 4): start-up stops and a reload keeps the old token.
 
@@ -9,37 +10,44 @@ use subtle::ConstantTimeEq as _;
 
 use crate::{files, random};
 
-/// The admin credential; never printed.
+/// A secret from a token file; never printed.
 #[derive(Clone)]
-pub struct AdminToken(String);
+pub struct SecretToken(String);
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for SecretToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken([redacted])")
+        f.write_str("SecretToken([redacted])")
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AdminTokenError {
-    #[error("admin.token_file: {0}")]
-    File(#[from] files::FileProblem),
-    #[error("cannot create admin token file {path}: {source}")]
+pub enum SecretTokenError {
+    #[error("{key}: {problem}")]
+    File {
+        key: &'static str,
+        problem: files::FileProblem,
+    },
+    #[error("cannot create {key} {path}: {source}")]
     Create {
+        key: &'static str,
         path: String,
         source: std::io::Error,
     },
 }
 
-impl AdminToken {
-    /// Reads the token from `path`: an owner-only file holding at least 32 bytes once
-    /// surrounding whitespace is trimmed.
-    pub fn read(path: &Path) -> Result<AdminToken, AdminTokenError> {
-        Ok(AdminToken(files::read_token_file(path)?))
+impl SecretToken {
+    /// Reads the token of `key` (e.g. `admin.token_file`) from `path`: an owner-only file
+    /// holding at least 32 bytes once surrounding whitespace is trimmed.
+    pub fn read(key: &'static str, path: &Path) -> Result<SecretToken, SecretTokenError> {
+        files::read_token_file(path)
+            .map(SecretToken)
+            .map_err(|problem| SecretTokenError::File { key, problem })
     }
 
     /// Creates `path` with a fresh random token unless it exists; `true` when created.
-    pub fn create_if_missing(path: &Path) -> Result<bool, AdminTokenError> {
-        let err = |source| AdminTokenError::Create {
+    pub fn create_if_missing(key: &'static str, path: &Path) -> Result<bool, SecretTokenError> {
+        let err = |source| SecretTokenError::Create {
+            key,
             path: path.display().to_string(),
             source,
         };
