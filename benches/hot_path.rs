@@ -111,6 +111,8 @@ fn filled_store(dir: &Path) -> (Store, String, String, String) {
                 revoked_at: now,
                 expires_at: now + 86_400,
                 reason: None,
+                ended_sessions: Vec::new(),
+                serial: None,
             });
             if txn.writes.len() == 1000 {
                 store.commit(std::mem::take(&mut txn)).await.unwrap();

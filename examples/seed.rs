@@ -245,6 +245,8 @@ async fn fill(args: &Fill, writers: usize) -> anyhow::Result<()> {
                 revoked_at: now,
                 expires_at: now + args.revocation_ttl,
                 reason: None,
+                ended_sessions: Vec::new(),
+                serial: None,
             });
         },
     )

@@ -81,6 +81,8 @@ fn jti(id: &str) -> NewRevocation {
         revoked_at: NOW,
         expires_at: NOW + 3600,
         reason: None,
+        ended_sessions: Vec::new(),
+        serial: None,
     }
 }
 

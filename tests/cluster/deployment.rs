@@ -48,7 +48,8 @@ pub fn write_cluster_config(dir: &Path, text: &str) {
 }
 
 /// Copies what an operator copies from the first instance: the key files and, when
-/// `admin_token`, the admin token file (modes as authd makes them: folders 0700, files 0600).
+/// `admin_token`, the token files — admin and feed — (modes as authd makes them: folders
+/// 0700, files 0600).
 pub fn copy_secrets(from: &Path, to: &Path, admin_token: bool) {
     use std::os::unix::fs::PermissionsExt as _;
     let private_dir = |dir: &Path| {
@@ -67,6 +68,7 @@ pub fn copy_secrets(from: &Path, to: &Path, admin_token: bool) {
     }
     if admin_token {
         private_copy(&from.join("data/admin.token"), &to.join("data/admin.token"));
+        private_copy(&from.join("data/feed.token"), &to.join("data/feed.token"));
     }
 }
 

@@ -17,6 +17,7 @@
 //! | 16 | `startup`: missing or different secrets refuse the start |
 //! | 17 | `membership`: `GET /admin/v1/cluster` |
 //! | 18 | `failover`: one etcd member down is no outage |
+//! | 19 | `feed`: the revocation feed across instances |
 //!
 //! (net 1 belongs to `tests/api_etcd`.)
 
@@ -30,6 +31,7 @@ mod deployment;
 
 mod compaction;
 mod failover;
+mod feed;
 mod membership;
 mod propagation;
 mod quorum;

@@ -3,6 +3,7 @@
 //! instance whose secret file is missing, or differs from the deployment's, refuses to
 //! start naming it.
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -66,7 +67,7 @@ async fn serve_starts_before_etcd_answers_503_where_it_needs_the_store_and_conne
 }
 
 #[tokio::test]
-async fn an_instance_with_a_missing_or_different_admin_token_refuses_to_start_naming_it() {
+async fn an_instance_with_a_missing_or_different_admin_or_feed_token_refuses_to_start_naming_it() {
     need_etcd!();
     let _serial = SERIAL.lock().await;
     within_timeout(async {
@@ -99,6 +100,12 @@ async fn an_instance_with_a_missing_or_different_admin_token_refuses_to_start_na
         let different = tempfile::tempdir().unwrap();
         write_cluster_config(different.path(), &config);
         copy_secrets(first.path(), different.path(), false);
+        let copy_private = |name: &str, to: &Path| {
+            let target = to.join("data").join(name);
+            std::fs::copy(first.path().join("data").join(name), &target).unwrap();
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        copy_private("feed.token", different.path());
         let token_file = different.path().join("data/admin.token");
         std::fs::write(&token_file, "a-different-admin-token-of-plenty-of-length\n").unwrap();
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -114,6 +121,21 @@ async fn an_instance_with_a_missing_or_different_admin_token_refuses_to_start_na
             !stderr.contains("a-different-admin-token"),
             "never the token itself:\n{stderr}"
         );
+
+        // The admin token copied, a feed token of its own.
+        let own_feed = tempfile::tempdir().unwrap();
+        write_cluster_config(own_feed.path(), &config);
+        copy_secrets(first.path(), own_feed.path(), false);
+        copy_private("admin.token", own_feed.path());
+        let token_file = own_feed.path().join("data/feed.token");
+        std::fs::write(&token_file, "a-different-feed-token-of-plenty-of-length\n").unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut refused = Daemon::spawn(Daemon::command(own_feed.path()));
+        let status = refused.wait_exit().await;
+        let stderr = refused.all_stderr().await.join("\n");
+        assert!(!status.success(), "started with a different feed token:\n{stderr}");
+        assert!(stderr.contains("feed.token_file"), "{stderr}");
+        assert!(!stderr.contains("a-different-feed-token"), "{stderr}");
     })
     .await;
 }
