@@ -14,6 +14,7 @@ mod browser;
 mod cluster;
 mod connections;
 mod errors;
+mod feed;
 mod hardening;
 mod keys;
 mod login;

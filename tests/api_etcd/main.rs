@@ -26,6 +26,8 @@ mod browser;
 mod connections;
 #[path = "../api/errors.rs"]
 mod errors;
+#[path = "../api/feed.rs"]
+mod feed;
 #[path = "../api/hardening.rs"]
 mod hardening;
 #[path = "../api/keys.rs"]

@@ -305,3 +305,175 @@ pub fn percent_encode(value: &str) -> String {
         })
         .collect()
 }
+
+// ----- the revocation feed (rev 4) -----
+
+/// The feed token in `file` (`feed.token_file`), surrounding whitespace trimmed.
+pub fn feed_token(file: &std::path::Path) -> String {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|err| panic!("the feed token in {}: {err}", file.display()))
+        .trim()
+        .to_owned()
+}
+
+impl Api {
+    /// `GET /v1/revocations/feed{query}` on the public listener with `token` as bearer (none
+    /// when `None`); `query` is empty or starts with `?`. Without an `Accept` header it asks
+    /// for the event stream; add `Accept: application/json` for the long-poll.
+    pub fn feed(&self, token: Option<&str>, query: &str) -> RequestBuilder {
+        let request = self.public_request(Method::GET, &format!("/v1/revocations/feed{query}"));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// The long-poll form of [`Api::feed`]: `Accept: application/json`, sent.
+    pub async fn feed_poll(&self, token: &str, query: &str) -> Response {
+        self.feed(Some(token), query)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// One Server-Sent Events item as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseItem {
+    /// A dispatched event (its block ended with a blank line).
+    Event(SseEvent),
+    /// A comment line (`:` and the rest of the line), reported as soon as it is read.
+    Comment(String),
+}
+
+/// An event's fields, and its block exactly as it came (lines and the blank line ending
+/// it, each with its own line ending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    /// The `data` lines, joined with `\n`.
+    pub data: String,
+    pub raw: String,
+}
+
+/// How reading the next SSE item went.
+#[derive(Debug)]
+pub enum SseRead {
+    Item(SseItem),
+    /// The body ended cleanly.
+    Ended,
+    /// The body failed (e.g. the connection was cut mid-stream).
+    Failed(String),
+    /// Nothing complete arrived before the deadline.
+    TimedOut,
+}
+
+/// Reads Server-Sent Events (WHATWG HTML §9.2) off a streaming answer, each read bounded
+/// by a deadline. Dropping it closes the stream.
+pub struct SseReader {
+    response: Response,
+    /// Bytes received and not yet split into lines.
+    buffer: Vec<u8>,
+    /// The lines of the event block being read.
+    block: Vec<String>,
+    raw: String,
+    ended: bool,
+}
+
+impl SseReader {
+    pub fn new(response: Response) -> SseReader {
+        SseReader {
+            response,
+            buffer: Vec::new(),
+            block: Vec::new(),
+            raw: String::new(),
+            ended: false,
+        }
+    }
+
+    /// The answer whose body this reads (status, headers).
+    pub fn response(&self) -> &Response {
+        &self.response
+    }
+
+    /// The next complete item, the end of the body, a failure, or nothing by `deadline`.
+    pub async fn next_by(&mut self, deadline: tokio::time::Instant) -> SseRead {
+        loop {
+            if let Some(item) = self.parse_buffered() {
+                return SseRead::Item(item);
+            }
+            if self.ended {
+                return SseRead::Ended;
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return SseRead::TimedOut,
+                Ok(Err(err)) => return SseRead::Failed(format!("{err:#}")),
+                Ok(Ok(None)) => self.ended = true,
+                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
+            }
+        }
+    }
+
+    /// The next event (comments skipped) within `within`; fails the test otherwise.
+    pub async fn next_event(&mut self, within: std::time::Duration) -> SseEvent {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.next_by(deadline).await {
+                SseRead::Item(SseItem::Event(event)) => return event,
+                SseRead::Item(SseItem::Comment(_)) => {}
+                other => panic!("no event within {within:?}: {other:?}"),
+            }
+        }
+    }
+
+    /// One item out of the buffered bytes, if a whole one is there.
+    fn parse_buffered(&mut self) -> Option<SseItem> {
+        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            let bytes: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8(bytes).expect("an SSE stream is UTF-8");
+            let content = line
+                .trim_end_matches('\n')
+                .trim_end_matches('\r')
+                .to_owned();
+            if let Some(comment) = content.strip_prefix(':') {
+                return Some(SseItem::Comment(comment.to_owned()));
+            }
+            self.raw.push_str(&line);
+            if content.is_empty() {
+                let lines = std::mem::take(&mut self.block);
+                let raw = std::mem::take(&mut self.raw);
+                if lines.is_empty() {
+                    continue;
+                }
+                return Some(SseItem::Event(dispatch(&lines, raw)));
+            }
+            self.block.push(content);
+        }
+        None
+    }
+}
+
+/// The fields of an event block's lines (`field: value`, one optional space after `:`).
+fn dispatch(lines: &[String], raw: String) -> SseEvent {
+    let mut event = SseEvent {
+        id: None,
+        event: None,
+        data: String::new(),
+        raw,
+    };
+    let mut data: Vec<&str> = Vec::new();
+    for line in lines {
+        let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => event.id = Some(value.to_owned()),
+            "event" => event.event = Some(value.to_owned()),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    event.data = data.join("\n");
+    event
+}

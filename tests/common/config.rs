@@ -113,7 +113,7 @@ pub fn shipped_config() -> PathBuf {
 }
 
 /// The `AUTHD__…` overrides every in-process daemon gets: port 0 for both listeners, its
-/// data, keys and admin token in `dir`, cheap argon2.
+/// data, keys, admin and feed tokens in `dir`, cheap argon2.
 pub fn in_process_env(dir: &Path) -> HashMap<String, String> {
     let path = |name: &str| dir.join(name).display().to_string();
     [
@@ -122,6 +122,7 @@ pub fn in_process_env(dir: &Path) -> HashMap<String, String> {
         ("AUTHD__STORAGE__PATH", path("data")),
         ("AUTHD__JWT__KEYS_DIR", path("keys")),
         ("AUTHD__ADMIN__TOKEN_FILE", path("admin.token")),
+        ("AUTHD__FEED__TOKEN_FILE", path("feed.token")),
         ("AUTHD__PASSWORD__ARGON2_MEMORY_KIB", "64".to_owned()),
         ("AUTHD__PASSWORD__ARGON2_ITERATIONS", "1".to_owned()),
     ]
