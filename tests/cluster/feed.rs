@@ -41,7 +41,13 @@ async fn a_revocation_on_one_instance_reaches_feed_clients_on_the_others_within_
         let sessions = [a.login("alice").await, a.login("alice").await];
 
         // A follower on B, from now on (a long-poll gives the current cursor).
-        let current: Value = d.node(1).feed_poll(&token, "?wait=0s").await.json().await.unwrap();
+        let current: Value = d
+            .node(1)
+            .feed_poll(&token, "?wait=0s")
+            .await
+            .json()
+            .await
+            .unwrap();
         let start = text(&current["next"]).to_owned();
         let response = d
             .node(1)
@@ -57,8 +63,15 @@ async fn a_revocation_on_one_instance_reaches_feed_clients_on_the_others_within_
         assert_eq!(revoked.status(), StatusCode::OK);
         let answered = Instant::now();
         let (jti_cursor, data) = next_data(&mut on_b, DELIVERY * 5).await;
-        assert!(answered.elapsed() <= DELIVERY, "{:?} after the 200", answered.elapsed());
-        assert_eq!((text(&data["kind"]), text(&data["id"])), ("jti", "cluster-jti"));
+        assert!(
+            answered.elapsed() <= DELIVERY,
+            "{:?} after the 200",
+            answered.elapsed()
+        );
+        assert_eq!(
+            (text(&data["kind"]), text(&data["id"])),
+            ("jti", "cluster-jti")
+        );
 
         // Every session of alice revoked on A: one sid event each, on B.
         let revoked = a.revoke(json!({"username": "alice"})).await;
@@ -70,7 +83,11 @@ async fn a_revocation_on_one_instance_reaches_feed_clients_on_the_others_within_
             assert_eq!(text(&data["kind"]), "sid", "{data}");
             sids.push(text(&data["id"]).to_owned());
         }
-        assert!(answered.elapsed() <= DELIVERY, "{:?} after the 200", answered.elapsed());
+        assert!(
+            answered.elapsed() <= DELIVERY,
+            "{:?} after the 200",
+            answered.elapsed()
+        );
         let mut expected: Vec<String> = sessions
             .iter()
             .map(|s| text(&claims(text(&s["access_token"]))["sid"]).to_owned())

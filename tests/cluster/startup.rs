@@ -133,7 +133,10 @@ async fn an_instance_with_a_missing_or_different_admin_or_feed_token_refuses_to_
         let mut refused = Daemon::spawn(Daemon::command(own_feed.path()));
         let status = refused.wait_exit().await;
         let stderr = refused.all_stderr().await.join("\n");
-        assert!(!status.success(), "started with a different feed token:\n{stderr}");
+        assert!(
+            !status.success(),
+            "started with a different feed token:\n{stderr}"
+        );
         assert!(stderr.contains("feed.token_file"), "{stderr}");
         assert!(!stderr.contains("a-different-feed-token"), "{stderr}");
     })
