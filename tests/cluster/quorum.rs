@@ -1,13 +1,15 @@
 //! Without an etcd quorum (API.md "Cluster mode on etcd"): a write answers `503` +
 //! `Retry-After` within `etcd.request_timeout`; `/v1/verify` keeps answering from the view
 //! until it is older than `etcd.max_staleness`, then `503` (fail closed), and `/readyz` too;
-//! once the members are back, verify and writes succeed again.
+//! once the members are back, verify and writes succeed again. A stale instance ends its
+//! revocation-feed streams and refuses new ones.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use tokio::time::Instant;
 
+use crate::common::client::{SseRead, SseReader, feed_token};
 use crate::common::{PASSWORD, POLL, header_str, within_timeout};
 use crate::deployment::{Deployment, SERIAL, public_status, verify_status, within};
 use crate::need_etcd;
@@ -39,6 +41,12 @@ async fn without_quorum_writes_answer_503_verify_serves_until_max_staleness_then
         for i in 0..3 {
             assert_eq!(verify_status(d.node(i), &access).await, StatusCode::OK, "authd {i}");
         }
+        // A revocation-feed stream on C, which a stale view must end (API.md "Revocation
+        // feed": "a stale instance ends them and answers 503").
+        let feed_token = feed_token(&d.nodes[2].dir.path().join("data/feed.token"));
+        let stream = d.node(2).feed(Some(&feed_token), "").send().await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK, "the feed on C");
+        let mut stream = SseReader::new(stream);
 
         d.etcd.kill(1);
         d.etcd.kill(2);
@@ -101,6 +109,17 @@ async fn without_quorum_writes_answer_503_verify_serves_until_max_staleness_then
                 "/readyz on authd {i}"
             );
         }
+        // C's feed stream has ended (its writer checks the view every second), and a new
+        // feed request there is 503.
+        loop {
+            match stream.next_by(Instant::now() + SLACK).await {
+                SseRead::Ended | SseRead::Failed(_) => break,
+                SseRead::Item(_) => continue,
+                SseRead::TimedOut => panic!("the feed stream on a stale C still runs"),
+            }
+        }
+        let refused = d.node(2).feed_poll(&feed_token, "?wait=0s").await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE, "the feed on a stale C");
 
         d.etcd.restart_all(&[1, 2]);
         for i in 0..3 {
