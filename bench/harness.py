@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""authd benchmark harness (issues 6 and 13): see bench/README.md.
+"""authd benchmark harness (issues 6, 13 and 15): see bench/README.md.
 
-Builds authd, the floor route (examples/floor.rs) and the seeder (examples/seed.rs) in
-release mode, starts them on loopback ports in a temporary folder, drives them with wrk
-(and a few Python clients for what wrk cannot do), and prints one line per figure.
+Builds authd, the floor route (examples/floor.rs), the seeder (examples/seed.rs) and the feed
+load client (examples/feed_load.rs) in release mode, starts them on loopback ports in a
+temporary folder, drives them with wrk (and a few Python clients for what wrk cannot do), and
+prints one line per figure.
 
 The cluster figures (issue 13, `--only cluster`) also start a 3-member etcd cluster on
 127.0.0.31-33 (etcd and etcdctl must be installed) and authd instances backed by it.
+
+The revocation-feed figures (issue 15, `--only feed`) drive authd's SSE feed with
+examples/feed_load.rs: 1,000 streams held open while it makes 200 revocations/s.
 
 Python 3.11 standard library only; wrk (Debian package `wrk`) and du must be installed.
 """
@@ -51,6 +55,8 @@ FIGURES = [
     "login_peak_rss",
     "revoke_visible_p99",
     "purge",
+    "feed_delivery_p99",
+    "feed_verify_ratio",
     "cluster_propagation",
     "cluster_verify_ratio",
     "cluster_login_rps",
@@ -59,6 +65,9 @@ FIGURES = [
 # The cluster figures need etcd and take minutes of their own: they run when named (or with
 # `--only cluster`), not in the default run.
 CLUSTER_FIGURES = [name for name in FIGURES if name.startswith("cluster_")]
+# The revocation-feed figures (issue 15, `--only feed`) hold 1,000 streams open and load both
+# cores for a minute or two: they run when named, not in the default run.
+FEED_FIGURES = ["feed_delivery_p99", "feed_verify_ratio"]
 # The figures measured on the store seeded with 100k users and 1M revocations.
 SEEDED_FIGURES = ["verify_revoked_1m", "startup_1m", "backup_1m", "restore_1m"]
 NEEDS = {
@@ -604,6 +613,105 @@ def copy_secrets(source: Authd, dest: Authd) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Revocation-feed load (examples/feed_load.rs) and /proc readings
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    """A `kB` line of /proc/PID/status, e.g. VmRSS or VmHWM."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise HarnessError(f"no {key} in /proc/{pid}/status")
+
+
+class FeedListener:
+    """`feed_load listen`: `clients` SSE streams on authd's feed, held until `finish`.
+    Its stdout is read by a thread (the summary can be megabytes); stderr goes to a log."""
+
+    def __init__(self, binary: Path, authd: Authd, clients: int, prefix: str, log_path: Path):
+        self.binary = binary
+        self.authd = authd
+        self.clients = clients
+        self.prefix = prefix
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.connect_s = float("nan")
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Starts the clients and waits until each has its `200` (or failed); returns the
+        seconds that took."""
+        with open(self.log_path, "ab") as err:
+            self.proc = spawn(
+                [str(self.binary), "listen", "--url", self.authd.url,
+                 "--feed-token-file", str(self.authd.data / "feed.token"),
+                 "--clients", str(self.clients), "--prefix", self.prefix],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+            )
+        self.lines = []  # this process's lines (a stopped one's reader keeps its own list)
+        threading.Thread(target=self._read, args=(self.proc, self.lines), daemon=True).start()
+        started = time.monotonic()
+        line = self._next_line(0, started + timeout)
+        if line is None or not line.startswith("connected "):
+            raise HarnessError(f"feed_load listen did not connect its clients: {line!r}; see {self.log_path}")
+        connected = int(line.split()[1])
+        if connected != self.clients:
+            raise HarnessError(f"feed_load listen: only {connected} of {self.clients} feed clients got "
+                               f"their 200 ({line}); see {self.log_path}")
+        self.connect_s = time.monotonic() - started
+        return self.connect_s
+
+    def _read(self, proc, lines: list) -> None:
+        for line in proc.stdout:
+            with self.cond:
+                lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            lines.append(None)
+            self.cond.notify_all()
+
+    def _next_line(self, index: int, deadline: float):
+        with self.cond:
+            while len(self.lines) <= index:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(timeout=left)
+            return self.lines[index]
+
+    def finish(self, count: int, timeout_ms: int) -> dict:
+        """Waits until every client has `count` events (at most `timeout_ms`), ends the
+        clients and returns the summary."""
+        self.proc.stdin.write(f"finish {count} {timeout_ms}\n")
+        self.proc.stdin.flush()
+        self.proc.stdin.close()
+        line = self._next_line(1, time.monotonic() + timeout_ms / 1000 + 60)
+        stop(self.proc)
+        self.proc = None
+        if not line:
+            raise HarnessError(f"feed_load listen printed no summary; see {self.log_path}")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            stop(self.proc)
+            self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None
+
+
+# --------------------------------------------------------------------------------------
 # wrk
 
 
@@ -699,6 +807,8 @@ class Bench:
         self.cores = len(os.sched_getaffinity(0))
         self.errors = 0
         self._hash_ms: float | None = None
+        # authd's VmRSS (KiB) before and after the feed clients first connected to it
+        self.feed_rss: tuple[int, int] | None = None
 
     # ---- helpers
 
@@ -1177,6 +1287,217 @@ class Bench:
             {"wait_s": waits, "du_kib": sizes, "growth": growth},
         ))
 
+    # ---- the revocation feed (issue 15)
+
+    def run_feed_group(self) -> None:
+        if not any(self.want(n) for n in FEED_FIGURES):
+            return
+        clients = self.args.feed_clients
+        authd = Authd(
+            self.bin["authd"], self.tmp / "feed", "feed (cheap argon2)",
+            sections={
+                # 1,000 streams plus wrk's 32 connections come from one address, 127.0.0.1.
+                "server": {"max_connections_per_ip": 4096},
+                "feed": {"enabled": True, "token_file": "data/feed.token", "max_clients": 2048},
+            },
+        )
+        authd.start()
+        log(f"authd (cheap argon2, feed.max_clients = 2048, server.max_connections_per_ip = 4096) "
+            f"on {authd.url}")
+        listener = FeedListener(self.bin["feed_load"], authd, clients, "bench-",
+                                self.tmp / "feed_load.log")
+        try:
+            # The verify figure first, on an empty store: a stream opened without a cursor
+            # first gets every revocation in force, and the delivery figure leaves thousands.
+            if self.want("feed_verify_ratio"):
+                self.feed_verify_ratio(authd, listener)
+            if self.want("feed_delivery_p99"):
+                self.feed_delivery(authd, listener)
+        finally:
+            listener.stop()
+            authd.stop()
+
+    def feed_clients_gauge(self, authd: Authd) -> float:
+        """authd's own count of open feed requests (`authd_feed_clients` on /metrics)."""
+        admin = authd.admin()
+        status, body = admin.request("GET", "/metrics", headers=authd.admin_headers())
+        admin.close()
+        if status != 200:
+            return float("nan")
+        for line in body.decode(errors="replace").splitlines():
+            if line.startswith("authd_feed_clients"):
+                return float(line.split()[-1])
+        return float("nan")
+
+    def feed_connect(self, authd: Authd, listener: FeedListener) -> None:
+        rss_before = proc_status_kib(authd.proc.pid, "VmRSS")
+        took = listener.start()
+        # The daemon's gauge may trail the 200s by a moment: poll it with a deadline.
+        deadline = time.monotonic() + 10
+        gauge = self.feed_clients_gauge(authd)
+        while gauge != listener.clients and time.monotonic() < deadline:
+            time.sleep(0.05)
+            gauge = self.feed_clients_gauge(authd)
+        rss_after = proc_status_kib(authd.proc.pid, "VmRSS")
+        if self.feed_rss is None:  # the first connect, to the fresh daemon: what the clients cost
+            self.feed_rss = (rss_before, rss_after)
+        log(f"feed: {listener.clients} SSE clients connected in {took:.2f} s (authd_feed_clients {gauge:.0f}); "
+            f"authd VmRSS {rss_before / 1024:.1f} → {rss_after / 1024:.1f} MiB")
+        if gauge != listener.clients:
+            raise HarnessError(f"authd_feed_clients is {gauge}, expected {listener.clients}")
+
+    def feed_verify_ratio(self, authd: Authd, listener: FeedListener) -> None:
+        """verify_one (wrk -t2 -c32, one token) with and without the feed clients connected
+        (idle: no revocations are made), each run a (floor, authd) pair per state, the states
+        alternating (without, with / with, without, …) so each run's two pairs are measured
+        within the same minute and the clients connect or leave once per run."""
+        clients = listener.clients
+        authd.create_user("bench")
+        token = authd.login("bench")
+        url = authd.url + "/v1/verify"
+        wrk_kwargs = dict(connections=32, headers=[f"Authorization: Bearer {token}"])
+        floor_url = self.ensure_floor().url + "/v1/verify"
+        log(f"feed_verify_ratio: verify_one (wrk -t2 -c32, one token) without and with {clients} idle "
+            f"feed clients connected")
+        warm = min(2, self.args.duration)
+        self.wrk.run(floor_url, duration=warm, **wrk_kwargs)
+        self.wrk.run(url, duration=warm, **wrk_kwargs)
+        runs = {"without": [], "with": []}
+        floors = {"without": [], "with": []}
+        ratios = {"without": [], "with": []}
+        pair_ratios, problems = [], []
+        for run in range(self.args.runs):
+            states = ["without", "with"] if run % 2 == 0 else ["with", "without"]
+            for state in states:
+                if state == "with" and not listener.running:
+                    self.feed_connect(authd, listener)
+                elif state == "without" and listener.running:
+                    listener.stop()
+                order = [("floor", floor_url), ("authd", url)]
+                if run % 2:
+                    order.reverse()
+                got = {who: self.wrk.run(target, **wrk_kwargs) for who, target in order}
+                for who in ("floor", "authd"):
+                    if got[who].problems():
+                        problems.append(f"{state} {who}: {got[who].problems()}")
+                floors[state].append(got["floor"].rps)
+                runs[state].append(got["authd"].rps)
+                ratios[state].append(got["authd"].rps / got["floor"].rps if got["floor"].rps else 0.0)
+            pair_ratios.append(ratios["with"][-1] / ratios["without"][-1] if ratios["without"][-1] else 0.0)
+            log(f"feed_verify_ratio run {run + 1}: without {runs['without'][-1]:,.0f}/s "
+                f"({ratios['without'][-1]:.3f} x floor), with {runs['with'][-1]:,.0f}/s "
+                f"({ratios['with'][-1]:.3f} x floor): {pair_ratios[-1]:.3f}")
+        self.floor_samples += floors["without"] + floors["with"]
+        value = median(pair_ratios)
+        # The raw requests/s ratio of each run (no floor): what the floor's own noise hides.
+        raw = [w / wo if wo else 0.0 for w, wo in zip(runs["with"], runs["without"])]
+        ok = value >= 0.9 and not problems
+        note = [f"run ratios {' '.join(f'{r:.3f}' for r in pair_ratios)}; raw with/without req/s "
+                f"{' '.join(f'{r:.3f}' for r in raw)} (median {median(raw):.3f}); clients idle (no revocations)"]
+        if clients != 1000:
+            note.append(f"{clients} clients")
+        self.add(Figure(
+            "feed_verify_ratio", f"{value:.3f} x without",
+            f"verify_one {median(runs['with']):,.0f} ({median(ratios['with']):.3f} x floor) with "
+            f"{clients} feed clients / {median(runs['without']):,.0f} ({median(ratios['without']):.3f} x floor)",
+            ">= 0.9 x without", verdict(ok), "; ".join(note + problems),
+            {"ratio": value, "ratio_runs": pair_ratios, "raw_ratio_runs": raw, "with_rps": runs["with"], "without_rps": runs["without"],
+             "with_floor_rps": floors["with"], "without_floor_rps": floors["without"],
+             "with_vs_floor": ratios["with"], "without_vs_floor": ratios["without"]},
+        ))
+
+    def feed_delivery(self, authd: Authd, listener: FeedListener) -> None:
+        """`--feed-clients` SSE clients connected while `feed_load revoke` makes `--feed-rate`
+        jti revocations per second for `--feed-seconds`; per (event, client): the client's
+        receive time minus the time the revoker had the POST's 200."""
+        clients, rate, seconds = listener.clients, self.args.feed_rate, self.args.feed_seconds
+        if not listener.running:
+            self.feed_connect(authd, listener)
+        rss_before, rss_connected = self.feed_rss
+        pid = authd.proc.pid
+        log(f"feed_delivery_p99: {clients} clients connected; {rate:g} revocations/s for {seconds:g} s "
+            f"(admin POST on 8 keep-alive connections)")
+        cpu0, load_cpu0, wall0 = proc_cpu_s(pid), proc_cpu_s(listener.proc.pid), time.monotonic()
+        revoker = spawn(
+            [str(self.bin["feed_load"]), "revoke", "--admin-url", f"http://127.0.0.1:{authd.admin_port}",
+             "--admin-token-file", str(authd.data / "admin.token"), "--rate", str(rate),
+             "--duration", str(seconds), "--connections", "8", "--prefix", "bench-"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )
+        try:
+            out, err = revoker.communicate(timeout=seconds + 120)
+        except subprocess.TimeoutExpired:
+            stop(revoker, grace=2)
+            raise HarnessError("feed_load revoke did not finish in time")
+        with contextlib.suppress(ValueError):
+            _children.remove(revoker)
+        cpu1, load_cpu1, wall1 = proc_cpu_s(pid), proc_cpu_s(listener.proc.pid), time.monotonic()
+        rss_end, hwm = proc_status_kib(pid, "VmRSS"), proc_status_kib(pid, "VmHWM")
+        if revoker.returncode != 0:
+            raise HarnessError(f"feed_load revoke failed ({revoker.returncode}): {err[-2000:]}")
+        made = json.loads(out)
+        requests = made["requests"]
+        done = [r for r in requests if r["status"] == 200]
+        refused = len(requests) - len(done)
+        wait_ms = 5000  # a delivery not seen within 5 s of the revoker's end counts as missed
+        summary = listener.finish(len(done), wait_ms)
+        connected = summary["connected"]
+        events = summary["events"]
+        after_ok, after_send, worst_per_event, revoke_ms = [], [], [], []
+        missed = 0
+        for request in done:
+            revoke_ms.append((request["ok_us"] - request["send_us"]) / 1000)
+            seen = events.get(request["jti"])
+            if seen is None:
+                missed += connected
+                worst_per_event.append(float("inf"))
+                continue
+            first = seen["first_us"]
+            for offset in seen["offsets_us"]:
+                after_ok.append((first + offset - request["ok_us"]) / 1000)
+                after_send.append((first + offset - request["send_us"]) / 1000)
+            missed += max(0, connected - seen["count"])
+            worst_per_event.append((first + seen["offsets_us"][-1] - request["ok_us"]) / 1000
+                                   if seen["count"] >= connected else float("inf"))
+        # A missed delivery counts as the 5 s waited, so it lands in the tail.
+        after_ok += [float(wait_ms)] * missed
+        p50, p99, worst = median(after_ok), percentile(after_ok, 99), max(after_ok, default=float("nan"))
+        cpu_share = (cpu1 - cpu0) / (wall1 - wall0)
+        load_share = (load_cpu1 - load_cpu0) / (wall1 - wall0)
+        sends = [r["send_us"] for r in done]
+        span_s = (max(sends) - min(sends)) / 1e6 if len(sends) > 1 else 0.0
+        achieved = (len(sends) - 1) / span_s if span_s else 0.0  # from the first POST to the last
+        late_ms = [r["late_us"] / 1000 for r in requests]
+        ok = p99 <= 1000 and not missed and not refused and not summary["dropped"]
+        notes = [
+            f"{len(done)} revocations at {achieved:.0f}/s (POSTs behind schedule p99 {percentile(late_ms, 99):.1f} ms) "
+            f"× {connected} clients; "
+            f"vs the POST's send p99 {percentile(after_send, 99):.1f} ms; per event last client p99 "
+            f"{percentile(worst_per_event, 99):.1f} ms; POST p50 {median(revoke_ms):.1f} ms p99 "
+            f"{percentile(revoke_ms, 99):.1f} ms",
+            f"authd CPU {cpu_share * 100:.0f} % of a core while revoking; authd VmRSS {rss_before / 1024:.1f} MiB "
+            f"fresh, {rss_connected / 1024:.1f} MiB once the {connected} clients first connected, "
+            f"{rss_end / 1024:.1f} MiB after the revocations, VmHWM {hwm / 1024:.1f} MiB; "
+            f"feed_load listen CPU {load_share * 100:.0f} % of a core",
+        ]
+        if missed:
+            notes.append(f"{missed} deliveries missing after {wait_ms} ms")
+        if refused:
+            notes.append(f"{refused} revocations not answered 200")
+        if summary["dropped"]:
+            notes.append(f"streams ended early: {summary['dropped']}")
+        self.add(Figure(
+            "feed_delivery_p99", f"{p99:.1f} ms",
+            f"p99 of {len(after_ok):,} (event, client) after the 200; p50 {p50:.1f} ms, max {worst:.1f} ms",
+            "p99 <= 1000 ms", verdict(ok), "; ".join(notes),
+            {"p50_ms": p50, "p99_ms": p99, "max_ms": worst, "p99_after_send_ms": percentile(after_send, 99),
+             "deliveries": len(after_ok), "missed": missed, "refused": refused, "revocations": len(done),
+             "achieved_rate": achieved, "clients": connected, "authd_cpu_share": cpu_share,
+             "listener_cpu_share": load_share, "rss_kib_without_clients": rss_before,
+             "rss_kib_with_clients": rss_connected, "rss_kib_end": rss_end, "vm_hwm_kib": hwm,
+             "revoke_p50_ms": median(revoke_ms), "connect_s": listener.connect_s},
+        ))
+
     # ---- cluster mode on etcd (issue 13)
 
     def cluster_instances(self, etcd: EtcdCluster, label: str, prefix: str, count: int = 3,
@@ -1473,9 +1794,11 @@ def build(args) -> dict:
         "authd": target / "authd",
         "floor": target / "examples" / "floor",
         "seed": target / "examples" / "seed",
+        "feed_load": target / "examples" / "feed_load",
     }
     if not args.no_build:
-        cmd = ["cargo", "build", "--bin", "authd", "--example", "floor", "--example", "seed"]
+        cmd = ["cargo", "build", "--bin", "authd", "--example", "floor", "--example", "seed",
+               "--example", "feed_load"]
         if not args.debug_build:
             cmd.insert(2, "--release")
         log(" ".join(cmd))
@@ -1485,6 +1808,8 @@ def build(args) -> dict:
             raise HarnessError("cargo build failed")
         log(f"build done in {time.monotonic() - started:.0f} s")
     for name, path in binaries.items():
+        if name == "feed_load" and not args.selected & set(FEED_FIGURES):
+            continue  # only the feed figures use it (CI's debug run may not have it)
         if not path.exists():
             raise HarnessError(f"{path} is missing (run without --no-build)")
     return binaries
@@ -1500,7 +1825,8 @@ def parse_args(argv):
                    help="short smoke run for CI: 2 s per wrk, 1 run, smaller seeds")
     p.add_argument("--only", default="",
                    help=f"comma-separated figures to run (prerequisites are added): {', '.join(FIGURES[1:])}; "
-                   "`cluster` names the four cluster_* figures (not part of the default run: they need etcd)")
+                   "`cluster` names the four cluster_* figures (not part of the default run: they need etcd); "
+                   "`feed` names the two feed_* figures (not part of the default run)")
     p.add_argument("--runs", type=int, help="runs per figure, medians reported (default 3; quick 1)")
     p.add_argument("--duration", type=int, help="seconds per wrk run (default 5; quick 2)")
     p.add_argument("--tokens", type=int, help="distinct tokens for verify_10k (default 10000; quick 1000)")
@@ -1513,6 +1839,12 @@ def parse_args(argv):
     p.add_argument("--etcd-dir", metavar="DIR",
                    help="where the etcd members keep their data (default: the work folder); the "
                    "seeded cluster_restart needs a few GiB")
+    p.add_argument("--feed-clients", type=int, default=1000,
+                   help="feed figures: concurrent SSE clients (default 1000)")
+    p.add_argument("--feed-rate", type=float, default=200.0,
+                   help="feed_delivery_p99: revocations per second (default 200)")
+    p.add_argument("--feed-seconds", type=float,
+                   help="feed_delivery_p99: seconds of revocations (default 10; quick 5)")
     p.add_argument("--purge-jtis", type=int, help="revocations per purge round (default 1000)")
     p.add_argument("--purge-rounds", type=int, help="purge rounds (default 9; quick 8)")
     p.add_argument("--client-threads", type=int, default=8,
@@ -1529,16 +1861,22 @@ def parse_args(argv):
     args = p.parse_args(argv)
     defaults = dict(runs=(1, 3), duration=(2, 5), tokens=(1000, 10_000), users=(10_000, 100_000),
                     revocations=(100_000, 1_000_000), revoke_samples=(50, 200), trials=(50, 200),
-                    purge_jtis=(1000, 1000), purge_rounds=(8, 9))
+                    purge_jtis=(1000, 1000), purge_rounds=(8, 9), feed_seconds=(5.0, 10.0))
     for key, (quick, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
-    if min(args.runs, args.duration, args.tokens, args.purge_rounds, args.client_threads, args.trials) < 1:
-        p.error("--runs, --duration, --tokens, --purge-rounds, --client-threads and --trials must be at least 1")
+    if min(args.runs, args.duration, args.tokens, args.purge_rounds, args.client_threads, args.trials,
+           args.feed_clients) < 1:
+        p.error("--runs, --duration, --tokens, --purge-rounds, --client-threads, --trials and "
+                "--feed-clients must be at least 1")
+    if args.feed_rate <= 0 or args.feed_seconds <= 0:
+        p.error("--feed-rate and --feed-seconds must be positive")
     selected = {n.strip() for n in args.only.split(",") if n.strip()}
     if "cluster" in selected:
         selected = (selected - {"cluster"}) | set(CLUSTER_FIGURES)
-    selected = selected or set(FIGURES[1:]) - set(CLUSTER_FIGURES)
+    if "feed" in selected:
+        selected = (selected - {"feed"}) | set(FEED_FIGURES)
+    selected = selected or set(FIGURES[1:]) - set(CLUSTER_FIGURES) - set(FEED_FIGURES)
     unknown = selected - set(FIGURES)
     if unknown:
         p.error(f"unknown figure(s): {', '.join(sorted(unknown))}; known: {', '.join(FIGURES[1:])}")
@@ -1568,6 +1906,7 @@ def main(argv) -> int:
         bench.guarded(bench.run_seeded_group, SEEDED_FIGURES)
         bench.guarded(bench.run_storm_group, ["login_rps", "verify_p99_storm", "login_peak_rss"])
         bench.guarded(bench.run_purge, ["purge"])
+        bench.guarded(bench.run_feed_group, FEED_FIGURES)
         bench.guarded(bench.run_cluster_group, CLUSTER_FIGURES)
         figures = bench.finish()
     except KeyboardInterrupt as err:

@@ -281,7 +281,7 @@ impl Writer {
                     }
                     quiet_since = Instant::now();
                 }
-                _ = currency.tick() => {
+                _ = currency.tick(), if self.store.may_lag() => {
                     if self.store.check_current().is_err() {
                         return End::Stale;
                     }
