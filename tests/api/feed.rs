@@ -544,6 +544,28 @@ async fn cursors_increase_one_per_event_and_stay_valid_across_a_restart() {
     );
 }
 
+/// `cursor` sent every way the feed takes one: `Last-Event-ID` and `?after` on the stream,
+/// and `?after` on the long-poll; each answer with the form's name.
+async fn with_cursor_in_every_form(
+    app: &FeedApp,
+    cursor: &str,
+) -> [(&'static str, reqwest::Response); 3] {
+    let query = format!("?after={}", percent_encode(cursor));
+    let by_header = app
+        .feed(Some(&app.token), "")
+        .header("last-event-id", cursor)
+        .send()
+        .await
+        .unwrap();
+    let by_query = app.feed(Some(&app.token), &query).send().await.unwrap();
+    let long_poll = app.feed_poll(&app.token, &format!("{query}&wait=0s")).await;
+    [
+        ("Last-Event-ID", by_header),
+        ("?after", by_query),
+        ("long-poll", long_poll),
+    ]
+}
+
 #[tokio::test]
 async fn a_cursor_of_another_epoch_is_410_cursor_expired_on_the_stream_and_the_long_poll() {
     let app = feed_app(&[]).await;
@@ -558,21 +580,7 @@ async fn a_cursor_of_another_epoch_is_410_cursor_expired_on_the_stream_and_the_l
     assert!(after_own.is_empty(), "{after_own:?}");
 
     for cursor in [with_other_epoch(&own), theirs[0].cursor.clone()] {
-        let query = format!("?after={}", percent_encode(&cursor));
-        let by_header = app
-            .feed(Some(&app.token), "")
-            .header("last-event-id", &cursor)
-            .send()
-            .await
-            .unwrap();
-        let by_query = app.feed(Some(&app.token), &query).send().await.unwrap();
-        let long_poll = app.feed_poll(&app.token, &format!("{query}&wait=0s")).await;
-
-        for (form, response) in [
-            ("Last-Event-ID", by_header),
-            ("?after", by_query),
-            ("long-poll", long_poll),
-        ] {
+        for (form, response) in with_cursor_in_every_form(&app, &cursor).await {
             assert_eq!(response.status(), StatusCode::GONE, "{form} {cursor}");
             assert_error(response, StatusCode::GONE, "cursor_expired").await;
         }
@@ -591,21 +599,7 @@ async fn a_cursor_authd_did_not_make_is_400_invalid_request_on_the_stream_and_th
         format!("{epoch}.not-hex.0"),
         format!("{epoch}.1"),
     ] {
-        let query = format!("?after={}", percent_encode(&cursor));
-        let by_header = app
-            .feed(Some(&app.token), "")
-            .header("last-event-id", &cursor)
-            .send()
-            .await
-            .unwrap();
-        let by_query = app.feed(Some(&app.token), &query).send().await.unwrap();
-        let long_poll = app.feed_poll(&app.token, &format!("{query}&wait=0s")).await;
-
-        for (form, response) in [
-            ("Last-Event-ID", by_header),
-            ("?after", by_query),
-            ("long-poll", long_poll),
-        ] {
+        for (form, response) in with_cursor_in_every_form(&app, &cursor).await {
             assert_eq!(
                 response.status(),
                 StatusCode::BAD_REQUEST,

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::codec::{decode, encode, version_of};
@@ -29,8 +28,6 @@ pub(super) const ID_BASE_KEY: &[u8] = b"id_base";
 
 /// How many records an export reads per visit to sled.
 const EXPORT_CHUNK: usize = 256;
-/// A restore flushes the store after this many records.
-const IMPORT_FLUSH_EVERY: usize = 16 * 1024;
 
 /// The trees an export reads, in the order it sends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,16 +268,6 @@ impl SledBackend {
                         .insert(entry.seq.to_be_bytes(), key.as_slice())?;
                 }
             }
-        }
-        // sled keeps written pages in memory until they are on disk: a restore of a million
-        // records would otherwise hold most of them.
-        let unflushed = self
-            .unflushed_imports
-            .fetch_add(records.len(), Ordering::Relaxed)
-            + records.len();
-        if unflushed >= IMPORT_FLUSH_EVERY {
-            self.unflushed_imports.store(0, Ordering::Relaxed);
-            self.db.flush()?;
         }
         Ok(())
     }

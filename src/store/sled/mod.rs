@@ -58,8 +58,6 @@ pub struct SledBackend {
     sink: Arc<dyn ChangeSink>,
     flusher: Flusher,
     exports: backup::Exports,
-    /// Records a restore imported since its last flush (see `backup::IMPORT_FLUSH_EVERY`).
-    unflushed_imports: std::sync::atomic::AtomicUsize,
 }
 
 impl From<sled::Error> for StoreError {
@@ -246,7 +244,6 @@ impl SledBackend {
             flusher: Flusher::start(db.clone())
                 .map_err(|err| StoreError::Unavailable(format!("cannot start a thread: {err}")))?,
             exports: backup::Exports::default(),
-            unflushed_imports: Default::default(),
             db,
         })
     }
