@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authd::auth::keys::{KeyAlgorithm, KeySet, generate_key};
-use authd::auth::token::TokenRules;
+use authd::auth::token::{Amr, TokenRules};
 use authd::config::JwtConfig;
 use authd::random::random_id;
 use authd::store::{
@@ -59,7 +59,7 @@ fn token_verify(c: &mut Criterion) {
     let now = now();
     let roles = vec!["admin".to_owned()];
     let token = rules
-        .issue(&keys, "alice", "sid-1", &roles, now)
+        .issue(&keys, "alice", "sid-1", &roles, Amr::Password, now)
         .unwrap()
         .token;
 
@@ -76,7 +76,7 @@ fn token_verify(c: &mut Criterion) {
         .map(|i| {
             let sid = format!("sid-{i}");
             rules
-                .issue(&keys, "alice", &sid, &roles, now)
+                .issue(&keys, "alice", &sid, &roles, Amr::Password, now)
                 .unwrap()
                 .token
         })
@@ -132,6 +132,7 @@ fn filled_store(dir: &Path) -> (Store, String, String, String) {
                 disabled: false,
                 created_at: now,
                 generation: 0,
+                second_factor: None,
             })
             .put_session(SessionRecord {
                 sid: sid.clone(),
@@ -142,6 +143,7 @@ fn filled_store(dir: &Path) -> (Store, String, String, String) {
                 last_refreshed_at: now,
                 expires_at: now + 86_400,
                 access_expires_at: now + 900,
+                with_otp: false,
             })
             .put_refresh(
                 refresh_hash,

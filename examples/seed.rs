@@ -225,6 +225,7 @@ async fn fill(args: &Fill, writers: usize) -> anyhow::Result<()> {
             disabled: false,
             created_at: now,
             generation: 0,
+            second_factor: None,
         });
     })
     .await?;

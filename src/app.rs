@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::activation::InheritedListeners;
+use crate::auth::mfa::MfaKey;
 use crate::auth::password::Hasher;
 use crate::auth::secret_token::SecretToken;
 use crate::auth::{Authority, Settings, create_private_dir, keys};
@@ -97,8 +98,14 @@ impl App {
         log_warnings(&settings.config);
         crate::metrics::install();
         let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
+        let mfa_key = MfaKey::read(&settings.config.mfa.key_file)?;
         let state = Arc::new(AppState::new(
-            Authority::new(store.clone(), Hasher::new(concurrency), clock.clone()),
+            Authority::new(
+                store.clone(),
+                Hasher::new(concurrency),
+                clock.clone(),
+                mfa_key,
+            ),
             settings,
             admin.local_addr()?,
             clock,
@@ -347,6 +354,9 @@ pub fn prepare_files(config: &Config, clock: &Clock) -> anyhow::Result<()> {
         && SecretToken::create_if_missing("feed.token_file", &config.feed.token_file)?
     {
         tracing::info!(file = %config.feed.token_file.display(), "created the revocation feed's token");
+    }
+    if MfaKey::create_if_missing(&config.mfa.key_file)? {
+        tracing::info!(file = %config.mfa.key_file.display(), "created the second factor's key");
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub admin: AdminConfig,
     pub feed: FeedConfig,
+    pub mfa: MfaConfig,
     pub log: LogConfig,
     pub cookie: CookieConfig,
 }
@@ -129,6 +130,19 @@ pub struct FeedConfig {
     pub max_clients: usize,
 }
 
+/// `[mfa]`: the second factor (API.md "Second factor").
+#[derive(Debug, Clone, PartialEq)]
+pub struct MfaConfig {
+    /// The otpauth issuer and label prefix authenticator apps show.
+    pub issuer: String,
+    /// Users holding one of these roles must use a second factor (sessions without one
+    /// may only enrol).
+    pub required_roles: Vec<String>,
+    /// The key that encrypts TOTP secrets at rest; created at first start; a change needs a
+    /// restart.
+    pub key_file: PathBuf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -219,6 +233,9 @@ pub fn restart_required_changes(old: &Config, new: &Config) -> Vec<&'static str>
             etcd.password_file.clone(),
         )
     };
+    if old.mfa.key_file != new.mfa.key_file {
+        changed.push("mfa.key_file");
+    }
     if connection(&old.etcd) != connection(&new.etcd) {
         changed.push("etcd (connection settings)");
     }
@@ -351,6 +368,7 @@ mod tests {
         from_empty.jwt.keys_dir = base.join("data/keys");
         from_empty.admin.token_file = base.join("data/admin.token");
         from_empty.feed.token_file = base.join("data/feed.token");
+        from_empty.mfa.key_file = base.join("data/mfa.key");
         from_empty.file = base.join("config.toml");
 
         assert_eq!(from_shipped, from_empty);

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::auth::Settings;
+use crate::auth::mfa::MfaKey;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::{Store, UnixSeconds};
@@ -22,6 +23,7 @@ pub const PASSWORD: &str = "correct horse battery";
 pub struct Parts {
     pub settings: Settings,
     pub store: Store,
+    pub mfa_key: MfaKey,
     pub clock: Clock,
     pub dir: tempfile::TempDir,
 }
@@ -35,6 +37,8 @@ pub async fn parts(overrides: &[(&str, &str)]) -> Parts {
         ("AUTHD__STORAGE__PATH", path("data")),
         ("AUTHD__JWT__KEYS_DIR", path("keys")),
         ("AUTHD__ADMIN__TOKEN_FILE", path("admin.token")),
+        ("AUTHD__FEED__TOKEN_FILE", path("feed.token")),
+        ("AUTHD__MFA__KEY_FILE", path("mfa.key")),
         ("AUTHD__PASSWORD__ARGON2_MEMORY_KIB", "64".to_owned()),
         ("AUTHD__PASSWORD__ARGON2_ITERATIONS", "1".to_owned()),
     ]
@@ -49,10 +53,12 @@ pub async fn parts(overrides: &[(&str, &str)]) -> Parts {
     let clock = Clock::manual(START);
     crate::app::prepare_files(&config, &clock).unwrap();
     let store = Store::open_sled(&config.storage.path).await.unwrap();
+    let mfa_key = MfaKey::read(&config.mfa.key_file).unwrap();
     let settings = Settings::load(config).unwrap();
     Parts {
         settings,
         store,
+        mfa_key,
         clock,
         dir,
     }

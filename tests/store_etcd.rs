@@ -58,6 +58,7 @@ fn user(name: &str) -> UserRecord {
         disabled: false,
         created_at: NOW,
         generation: 0,
+        second_factor: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn session(sid: &str, username: &str) -> SessionRecord {
         last_refreshed_at: NOW,
         expires_at: NOW + 3600,
         access_expires_at: NOW + 900,
+        with_otp: false,
     }
 }
 

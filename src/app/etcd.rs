@@ -202,6 +202,9 @@ fn missing_secret(config: &Config) -> Option<String> {
             config.feed.token_file.display()
         ));
     }
+    if !config.mfa.key_file.exists() {
+        return Some(format!("mfa.key_file ({})", config.mfa.key_file.display()));
+    }
     let has_key = std::fs::read_dir(&config.jwt.keys_dir)
         .map(|entries| entries.flatten().next().is_some())
         .unwrap_or(false);
@@ -231,6 +234,11 @@ fn fingerprints(config: &Config) -> anyhow::Result<Vec<(String, String)>> {
             fingerprint("feed token", token.trim().as_bytes()),
         ));
     }
+    let key = crate::auth::mfa::MfaKey::read(&config.mfa.key_file)?;
+    prints.push((
+        format!("mfa.key_file ({})", config.mfa.key_file.display()),
+        key.fingerprint().to_owned(),
+    ));
     Ok(prints)
 }
 

@@ -3,6 +3,7 @@
 //! [`Settings`] the reloadable snapshot every operation runs against.
 
 pub mod keys;
+pub mod mfa;
 pub mod names;
 pub mod password;
 pub mod redirect;

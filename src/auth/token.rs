@@ -31,6 +31,31 @@ struct IssuedClaims<'a> {
     jti: &'a str,
     sid: &'a str,
     roles: &'a [String],
+    amr: &'static [&'static str],
+}
+
+/// How the session's login was authenticated: the token's `amr` (RFC 8176).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amr {
+    Password,
+    PasswordAndOtp,
+}
+
+impl Amr {
+    pub fn of(with_otp: bool) -> Amr {
+        if with_otp {
+            Amr::PasswordAndOtp
+        } else {
+            Amr::Password
+        }
+    }
+
+    fn values(self) -> &'static [&'static str] {
+        match self {
+            Amr::Password => &["pwd"],
+            Amr::PasswordAndOtp => &["pwd", "otp"],
+        }
+    }
 }
 
 /// The claims of a token whose signature, `typ`, `iss`, `aud` and lifetime were checked.
@@ -44,6 +69,8 @@ pub struct Claims {
     pub sid: String,
     #[serde(default)]
     pub roles: Vec<String>,
+    #[serde(default)]
+    pub amr: Vec<String>,
 }
 
 /// A freshly signed access token.
@@ -181,6 +208,7 @@ impl TokenRules {
         sub: &str,
         sid: &str,
         roles: &[String],
+        amr: Amr,
         now: UnixSeconds,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let key = keys.signing_key();
@@ -199,6 +227,7 @@ impl TokenRules {
             jti: &jti,
             sid,
             roles,
+            amr: amr.values(),
         };
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
         Ok(IssuedToken {
@@ -357,7 +386,7 @@ mod tests {
         let (keys, before) = setup(dir.path(), "10m", "30s");
         let (_, after) = setup(dir.path(), "1m", "30s");
         let issued = TokenRules::new(&before)
-            .issue(&keys, "alice", "s", &[], T)
+            .issue(&keys, "alice", "s", &[], Amr::Password, T)
             .unwrap();
         let reloaded = TokenRules::new(&after);
 

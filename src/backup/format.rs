@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::backend::Record;
 use crate::store::records::{refresh_hash_from_hex, refresh_hash_hex};
 use crate::store::{
-    RefreshRecord, RevocationKind, RevocationRecord, SessionRecord, UnixSeconds, UserRecord,
+    RefreshRecord, RevocationKind, RevocationRecord, SecondFactor, SessionRecord, UnixSeconds,
+    UserRecord,
 };
 
 /// The header's `format`.
@@ -43,6 +44,8 @@ pub struct Header {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Line {
     User(UserLine),
+    /// A user's second factor; follows its user's line.
+    SecondFactor(SecondFactorLine),
     Session(SessionLine),
     Refresh(RefreshLine),
     Revocation(RevocationLine),
@@ -65,6 +68,22 @@ pub struct UserLine {
     pub generation: u64,
 }
 
+/// A user's second factor, secrets still sealed under `mfa.key_file` (the header names its
+/// fingerprint) and recovery codes as MACs keyed from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorLine {
+    pub username: String,
+    pub account_id: u64,
+    /// The confirmed TOTP secret, sealed, in base64.
+    pub totp_sealed: Option<String>,
+    /// A pending enrolment's secret, sealed, in base64.
+    pub pending_sealed: Option<String>,
+    pub last_step: u64,
+    /// The unused recovery codes' MACs, in hex.
+    pub recovery_codes: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionLine {
@@ -76,6 +95,13 @@ pub struct SessionLine {
     pub last_refreshed_at: UnixSeconds,
     pub expires_at: UnixSeconds,
     pub access_expires_at: UnixSeconds,
+    /// The login took a second factor. Absent when false, and in older backups.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub with_otp: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +165,7 @@ impl From<&Record> for Line {
                 last_refreshed_at: session.last_refreshed_at,
                 expires_at: session.expires_at,
                 access_expires_at: session.access_expires_at,
+                with_otp: session.with_otp,
             }),
             Record::Refresh(hash, refresh) => Line::Refresh(RefreshLine {
                 hash: refresh_hash_hex(hash),
@@ -166,19 +193,108 @@ impl From<&Record> for Line {
     }
 }
 
+/// The line after a user's own, for a user with a second factor.
+pub fn second_factor_line(record: &Record) -> Option<Line> {
+    let Record::User(user) = record else {
+        return None;
+    };
+    let factor = user.second_factor.as_ref()?;
+    let base64 = |bytes: &Vec<u8>| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    Some(Line::SecondFactor(SecondFactorLine {
+        username: user.username.clone(),
+        account_id: user.account_id,
+        totp_sealed: factor.totp.as_ref().map(base64),
+        pending_sealed: factor.pending.as_ref().map(base64),
+        last_step: factor.last_step,
+        recovery_codes: factor.recovery_codes.iter().map(refresh_hash_hex).collect(),
+    }))
+}
+
+impl SecondFactorLine {
+    fn into_factor(self) -> Result<SecondFactor, String> {
+        let sealed = |text: Option<String>| -> Result<Option<Vec<u8>>, String> {
+            use base64::Engine as _;
+            text.map(|text| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| "a sealed secret is not base64".to_owned())
+            })
+            .transpose()
+        };
+        Ok(SecondFactor {
+            totp: sealed(self.totp_sealed)?,
+            pending: sealed(self.pending_sealed)?,
+            last_step: self.last_step,
+            recovery_codes: self
+                .recovery_codes
+                .iter()
+                .map(|mac| {
+                    refresh_hash_from_hex(mac.as_bytes())
+                        .ok_or_else(|| "a recovery code's MAC is not 64 hex digits".to_owned())
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Turns lines back into records: a user is complete once the line after it shows
+/// whether a second-factor line belongs to it.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    user: Option<UserRecord>,
+}
+
+impl Assembler {
+    /// Takes the next line; answers the records it completes (`end` completes the last).
+    pub fn push(&mut self, line: Line) -> Result<Vec<Record>, String> {
+        let mut done: Vec<Record> = Vec::with_capacity(2);
+        match line {
+            Line::SecondFactor(factor) => {
+                let Some(user) = self.user.as_mut().filter(|user| {
+                    user.username == factor.username && user.account_id == factor.account_id
+                }) else {
+                    return Err("a second-factor line does not follow its user's line".into());
+                };
+                if user.second_factor.is_some() {
+                    return Err("a second user's second-factor line".into());
+                }
+                user.second_factor = Some(factor.into_factor()?);
+                return Ok(done);
+            }
+            Line::User(user) => {
+                done.extend(self.user.take().map(Record::User));
+                self.user = Some(UserRecord {
+                    account_id: user.account_id,
+                    username: user.username,
+                    password_hash: user.password_hash,
+                    roles: user.roles,
+                    disabled: user.disabled,
+                    created_at: user.created_at,
+                    generation: user.generation,
+                    second_factor: None,
+                });
+                return Ok(done);
+            }
+            other => {
+                done.extend(self.user.take().map(Record::User));
+                done.extend(other.into_record()?);
+            }
+        }
+        Ok(done)
+    }
+}
+
 impl Line {
-    /// The record this line holds (`None` for `end`); `Err` names what is wrong with it.
-    pub fn into_record(self) -> Result<Option<Record>, String> {
+    /// The record this line holds on its own (`None` for `end`; users and their second
+    /// factor come together through [`Assembler`]); `Err` names what is wrong with it.
+    fn into_record(self) -> Result<Option<Record>, String> {
         Ok(Some(match self {
-            Line::User(user) => Record::User(UserRecord {
-                account_id: user.account_id,
-                username: user.username,
-                password_hash: user.password_hash,
-                roles: user.roles,
-                disabled: user.disabled,
-                created_at: user.created_at,
-                generation: user.generation,
-            }),
+            Line::User(_) | Line::SecondFactor(_) => {
+                return Err("a user line out of place".into());
+            }
             Line::Session(session) => Record::Session(SessionRecord {
                 sid: session.sid,
                 username: session.username,
@@ -188,6 +304,7 @@ impl Line {
                 last_refreshed_at: session.last_refreshed_at,
                 expires_at: session.expires_at,
                 access_expires_at: session.access_expires_at,
+                with_otp: session.with_otp,
             }),
             Line::Refresh(refresh) => {
                 let hash = refresh_hash_from_hex(refresh.hash.as_bytes())
@@ -237,6 +354,7 @@ mod tests {
                 disabled: false,
                 created_at: 1_700_000_000,
                 generation: 2,
+                second_factor: None,
             }),
             Record::Session(SessionRecord {
                 sid: "s1".into(),
@@ -247,6 +365,7 @@ mod tests {
                 last_refreshed_at: 2,
                 expires_at: 3,
                 access_expires_at: 4,
+                with_otp: false,
             }),
             Record::Refresh(
                 [0xab; 32],
@@ -271,13 +390,66 @@ mod tests {
         ]
     }
 
+    /// The records `texts` (lines) assemble into.
+    fn assemble(texts: &[String]) -> Result<Vec<Record>, String> {
+        let mut assembler = Assembler::default();
+        let mut records = Vec::new();
+        for text in texts {
+            records.extend(assembler.push(serde_json::from_str(text).unwrap())?);
+        }
+        records.extend(assembler.push(Line::End { records: 0 })?);
+        Ok(records)
+    }
+
+    fn texts(record: &Record) -> Vec<String> {
+        std::iter::once(Line::from(record))
+            .chain(second_factor_line(record))
+            .map(|line| serde_json::to_string(&line).unwrap())
+            .collect()
+    }
+
     #[test]
     fn every_record_survives_a_line_unchanged() {
-        for record in records() {
-            let text = serde_json::to_string(&Line::from(&record)).unwrap();
-            let line: Line = serde_json::from_str(&text).unwrap();
-            assert_eq!(line.into_record().unwrap(), Some(record), "{text}");
+        let mut all = records();
+        all.push(Record::User(UserRecord {
+            username: "bob".into(),
+            account_id: 8,
+            second_factor: Some(SecondFactor {
+                totp: Some(vec![1, 2, 3]),
+                pending: Some(vec![4, 5]),
+                last_step: 12345,
+                recovery_codes: vec![[0x11; 32], [0x22; 32]],
+            }),
+            ..match &all[0] {
+                Record::User(user) => user.clone(),
+                _ => unreachable!(),
+            }
+        }));
+        all.push(Record::Session(SessionRecord {
+            with_otp: true,
+            ..match &all[1] {
+                Record::Session(session) => session.clone(),
+                _ => unreachable!(),
+            }
+        }));
+        for record in all {
+            let texts = texts(&record);
+            assert_eq!(assemble(&texts).unwrap(), vec![record], "{texts:?}");
         }
+    }
+
+    #[test]
+    fn a_second_factor_line_belongs_right_after_its_user() {
+        let bob = r#"{"type":"user","username":"bob","account_id":8,"password_hash":"h","roles":[],"disabled":false,"created_at":0,"generation":0}"#;
+        let factor = r#"{"type":"second_factor","username":"bob","account_id":8,"totp_sealed":"AQID","pending_sealed":null,"last_step":1,"recovery_codes":[]}"#;
+        let session = r#"{"type":"session","sid":"s","username":"bob","account_id":8,"generation":0,"created_at":0,"last_refreshed_at":0,"expires_at":0,"access_expires_at":0}"#;
+        let ok = assemble(&[bob.into(), factor.into()]).unwrap();
+        assert!(matches!(&ok[0], Record::User(user) if user.has_totp()));
+        assert!(assemble(&[factor.into()]).is_err());
+        assert!(assemble(&[bob.into(), session.into(), factor.into()]).is_err());
+        let other = factor.replace("\"account_id\":8", "\"account_id\":9");
+        assert!(assemble(&[bob.into(), other]).is_err());
+        assert!(assemble(&[bob.into(), factor.into(), factor.into()]).is_err());
     }
 
     #[test]
@@ -309,8 +481,7 @@ mod tests {
                 .zip([&expected[0], &expected[2], &expected[3]])
         {
             assert_eq!(serde_json::to_string(&Line::from(record)).unwrap(), text);
-            let line: Line = serde_json::from_str(text).unwrap();
-            assert_eq!(line.into_record().unwrap().as_ref(), Some(record));
+            assert_eq!(assemble(&[text.to_owned()]).unwrap(), vec![record.clone()]);
         }
     }
 

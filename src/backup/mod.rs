@@ -54,8 +54,13 @@ impl Backup {
                     let line = match item {
                         Exported::Begin(point) => header_line(&store, point, &about)?,
                         Exported::Record(record) => {
+                            let mut lines = encode(&Line::from(&record))?;
                             encoder.records += 1;
-                            encode(&Line::from(&record))?
+                            if let Some(line) = format::second_factor_line(&record) {
+                                lines.extend(encode(&line)?);
+                                encoder.records += 1;
+                            }
+                            lines
                         }
                     };
                     encoder.push(&line);

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::format::{FORMAT, Header, Line, VERSION};
+use super::format::{Assembler, FORMAT, Header, Line, VERSION};
 use crate::store::backend::{Backend, ExportPoint, Record};
 use crate::store::{StoreError, UnixSeconds};
 
@@ -104,32 +104,36 @@ pub async fn restore(
         expired: 0,
     };
     let mut batch = Vec::with_capacity(BATCH);
+    let mut assembler = Assembler::default();
     for item in lines(path)?.skip(1) {
         let line = item?;
-        let Some(record) =
-            parse(path, &line)?
-                .into_record()
-                .map_err(|reason| RestoreError::Malformed {
-                    path: path.to_owned(),
-                    line: line.number,
-                    reason,
-                })?
-        else {
+        let parsed = parse(path, &line)?;
+        let end = matches!(parsed, Line::End { .. });
+        let records = assembler
+            .push(parsed)
+            .map_err(|reason| RestoreError::Malformed {
+                path: path.to_owned(),
+                line: line.number,
+                reason,
+            })?;
+        for record in records {
+            if expired(&record, now) {
+                restored.expired += 1;
+                continue;
+            }
+            batch.push(record);
+            restored.records += 1;
+            if batch.len() == BATCH {
+                backend
+                    .import(std::mem::take(&mut batch), checked.point.revision)
+                    .await?;
+            }
+            if (restored.records + restored.expired).is_multiple_of(PROGRESS_EVERY) {
+                progress(restored.records + restored.expired, checked.records);
+            }
+        }
+        if end {
             break;
-        };
-        if expired(&record, now) {
-            restored.expired += 1;
-            continue;
-        }
-        batch.push(record);
-        restored.records += 1;
-        if batch.len() == BATCH {
-            backend
-                .import(std::mem::take(&mut batch), checked.point.revision)
-                .await?;
-        }
-        if (restored.records + restored.expired).is_multiple_of(PROGRESS_EVERY) {
-            progress(restored.records + restored.expired, checked.records);
         }
     }
     backend.import(batch, checked.point.revision).await?;
@@ -179,6 +183,7 @@ fn check(path: &Path) -> Result<Checked, RestoreError> {
     };
     let mut records = 0u64;
     let mut ended = false;
+    let mut assembler = Assembler::default();
     for item in lines {
         let line = item?;
         if ended {
@@ -189,30 +194,35 @@ fn check(path: &Path) -> Result<Checked, RestoreError> {
             });
         }
         let parsed = parse(path, &line)?;
-        if let Line::End { records: count } = parsed {
-            if count != records {
-                return Err(RestoreError::CutOff {
-                    path: path.to_owned(),
-                });
-            }
-            ended = true;
-            continue;
+        if let Line::End { records: count } = parsed
+            && count != records
+        {
+            return Err(RestoreError::CutOff {
+                path: path.to_owned(),
+            });
         }
-        let record = parsed
-            .into_record()
+        let end = matches!(parsed, Line::End { .. });
+        let assembled = assembler
+            .push(parsed)
             .map_err(|reason| RestoreError::Malformed {
                 path: path.to_owned(),
                 line: line.number,
                 reason,
             })?;
-        match &record {
-            Some(Record::User(user)) => {
-                point.next_id = point.next_id.max(user.account_id.saturating_add(1));
+        for record in &assembled {
+            match record {
+                Record::User(user) => {
+                    point.next_id = point.next_id.max(user.account_id.saturating_add(1));
+                }
+                Record::Revocation(entry) => point.revision = point.revision.max(entry.seq),
+                _ => {}
             }
-            Some(Record::Revocation(entry)) => point.revision = point.revision.max(entry.seq),
-            _ => {}
         }
-        records += 1;
+        if end {
+            ended = true;
+        } else {
+            records += 1;
+        }
     }
     if !ended {
         return Err(RestoreError::CutOff {

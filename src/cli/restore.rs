@@ -26,12 +26,21 @@ pub fn restore(config: &Config, input: &Path) -> anyhow::Result<()> {
         }
         StorageBackend::Etcd => crate::app::restore_backend(config, &clock)?,
     };
+    // The key the backup's second-factor secrets are sealed with must be this one.
+    let mfa_key = match config.mfa.key_file.exists() {
+        true => Some(
+            crate::auth::mfa::MfaKey::read(&config.mfa.key_file)?
+                .fingerprint()
+                .to_owned(),
+        ),
+        false => None,
+    };
     let progress = |done: u64, total: u64| eprintln!("authd: restored {done} of {total} records");
     let restored = block_on(crate::backup::restore::restore(
         backend.as_ref(),
         input,
         clock.now(),
-        None,
+        mfa_key.as_deref(),
         &progress,
     ))?;
     let restored = restored.with_context(|| format!("cannot restore {}", input.display()))?;

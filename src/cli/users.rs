@@ -48,6 +48,9 @@ pub enum UserCommand {
     Delete { name: String },
     /// Set a new password (read like `add`'s); every token of the user stops working.
     Passwd { name: String },
+    /// Reset a user's second factor: TOTP and recovery codes removed, every session
+    /// ended (the user logs in with the password alone and may enrol again).
+    MfaReset { name: String },
     /// Replace the roles of a user (they apply from the next request).
     #[command(group(ArgGroup::new("new_roles").required(true).args(["roles", "clear"])))]
     Roles {
@@ -68,6 +71,8 @@ struct User {
     roles: Vec<String>,
     disabled: bool,
     created_at: String,
+    #[serde(default)]
+    mfa: bool,
 }
 
 /// Runs `authd user …` against the daemon that `config` describes.
@@ -144,6 +149,7 @@ async fn run_user(client: &AdminClient, command: UserCommand) -> anyhow::Result<
                 vec!["username".to_owned(), cell(&user.username)],
                 vec!["roles".to_owned(), roles_cell(&user.roles)],
                 vec!["disabled".to_owned(), yes_no(user.disabled).to_owned()],
+                vec!["mfa".to_owned(), yes_no(user.mfa).to_owned()],
                 vec!["created_at".to_owned(), cell(&user.created_at)],
             ];
             Ok(table(&[], rows))
@@ -176,6 +182,21 @@ async fn run_user(client: &AdminClient, command: UserCommand) -> anyhow::Result<
                 "roles of {}: {}\n",
                 cell(&user.username),
                 roles_cell(&user.roles)
+            ))
+        }
+        UserCommand::MfaReset { name } => {
+            client
+                .call::<Value>(
+                    Method::DELETE,
+                    &format!("{}/mfa", user_path(&name)),
+                    None,
+                    &format!("reset the second factor of {name}"),
+                    Subject::User(&name),
+                )
+                .await?;
+            Ok(format!(
+                "reset the second factor of {}: TOTP and recovery codes removed, every session ended\n",
+                cell(&name.to_ascii_lowercase())
             ))
         }
         UserCommand::Delete { name } => {

@@ -13,7 +13,7 @@ use ::config::{FileFormat, Map, Source, Value, ValueKind};
 use super::{
     AdminConfig, Config, ConfigError, CookieConfig, ENV_PREFIX, ENV_SEPARATOR, EtcdConfig,
     FeedConfig, JwtConfig, LogConfig, LogFormat, LoginConfig, MAX_ACCESS_TTL, MAX_LEEWAY,
-    PasswordConfig, ServerConfig, StorageBackend, StorageConfig,
+    MfaConfig, PasswordConfig, ServerConfig, StorageBackend, StorageConfig,
 };
 use crate::auth::keys::KeyAlgorithm;
 
@@ -285,6 +285,25 @@ impl<'e> Loader<'e> {
             token_file: self.path("feed.token_file", "data/feed.token"),
             max_clients: self.int("feed.max_clients", 1024, 1..=100_000),
         };
+        let mfa = MfaConfig {
+            issuer: self.string("mfa.issuer", "authd", |issuer| {
+                if issuer.is_empty() || issuer.len() > 64 || issuer.contains(':') {
+                    Err("must be 1 to 64 bytes without a colon".to_string())
+                } else {
+                    Ok(())
+                }
+            }),
+            required_roles: self.each("mfa.required_roles", |role| {
+                if crate::auth::names::is_valid_role(role) {
+                    Ok(role.to_string())
+                } else {
+                    Err(format!(
+                        "invalid role {role:?}: 1-64 characters of a-z 0-9 . _ : -"
+                    ))
+                }
+            }),
+            key_file: self.path("mfa.key_file", "data/mfa.key"),
+        };
         let log = LogConfig {
             level: self.log_level("log.level"),
             format: self.log_format("log.format"),
@@ -304,7 +323,7 @@ impl<'e> Loader<'e> {
         };
         self.check_listeners(&server);
         self.check_argon2(&password);
-        self.check_files(&storage, &jwt, &admin, &feed);
+        self.check_files(&storage, &jwt, &admin, &feed, &mfa);
         self.check_etcd(&etcd);
 
         let mut problems = self.unknown_keys();
@@ -322,6 +341,7 @@ impl<'e> Loader<'e> {
             login,
             admin,
             feed,
+            mfa,
             log,
             cookie,
         })
@@ -420,8 +440,9 @@ impl<'e> Loader<'e> {
         jwt: &JwtConfig,
         admin: &AdminConfig,
         feed: &FeedConfig,
+        mfa: &MfaConfig,
     ) {
-        use crate::files::{FileProblem, check_private_dir, read_token_file};
+        use crate::files::{FileProblem, check_private_dir, check_secret_file, read_token_file};
         fn present<T>(result: Result<T, FileProblem>) -> Result<(), FileProblem> {
             match result {
                 Err(FileProblem::Io { .. }) | Ok(_) => Ok(()),
@@ -439,6 +460,7 @@ impl<'e> Loader<'e> {
                 "feed.token_file",
                 present(read_token_file(&feed.token_file)),
             ),
+            ("mfa.key_file", present(check_secret_file(&mfa.key_file))),
         ];
         for (key, result) in checks {
             if self.bad.contains(key) {

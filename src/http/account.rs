@@ -18,16 +18,18 @@ struct MeResponse<'a> {
     username: &'a str,
     roles: &'a [String],
     created_at: String,
+    mfa: bool,
 }
 
 pub async fn me(ctx: Ctx) -> Result<Response, ApiError> {
-    let principal = ctx.principal().await?;
+    let principal = ctx.principal_enrolling().await?;
     Ok(json(
         StatusCode::OK,
         &MeResponse {
             username: principal.username(),
             roles: principal.roles(),
             created_at: rfc3339(principal.created_at()),
+            mfa: principal.has_totp(),
         },
     ))
 }

@@ -32,6 +32,9 @@ async fn authorize(ctx: &Ctx) -> Result<String, ApiError> {
         .authenticate_fresh(&ctx.settings, credential, ctx.now)
         .await?;
     if principal.has_role("admin") {
+        ctx.state
+            .authority
+            .check_second_factor_policy(&ctx.settings, &principal)?;
         Ok(principal.username().to_owned())
     } else {
         Err(ApiError::insufficient_scope("the admin role is required"))
@@ -130,6 +133,19 @@ pub async fn delete_user(username: String, ctx: Ctx) -> Result<Response, ApiErro
         .delete_user(&ctx.settings, &username, ctx.now)
         .await?;
     tracing::info!(target: "audit", event = "user_deleted", username = %username.to_ascii_lowercase(), actor = %actor);
+    Ok(no_content())
+}
+
+/// `DELETE /admin/v1/users/{username}/mfa`: removes every bit of the user's second factor
+/// and ends every session (also when TOTP was off).
+pub async fn reset_mfa(username: String, ctx: Ctx) -> Result<Response, ApiError> {
+    let actor = authorize(&ctx).await?;
+    let username = percent_decode(&username);
+    ctx.state
+        .authority
+        .reset_second_factor(&ctx.settings, &username, ctx.now)
+        .await?;
+    tracing::info!(target: "audit", event = "mfa_reset", username = %username.to_ascii_lowercase(), actor = %actor);
     Ok(no_content())
 }
 
@@ -248,7 +264,7 @@ pub async fn backup(ctx: Ctx) -> Result<Response, ApiError> {
     tracing::info!(target: "audit", event = "backup", actor = %actor);
     let about = crate::backup::About {
         created_at: ctx.now,
-        mfa_key: None,
+        mfa_key: Some(ctx.state.authority.mfa_key_fingerprint().to_owned()),
     };
     let mut response =
         warp::reply::stream(crate::backup::Backup::start(store.clone(), about)).into_response();

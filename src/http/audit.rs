@@ -5,7 +5,7 @@
 use super::request::Ctx;
 use crate::auth::AuthError;
 use crate::auth::password::Password;
-use crate::auth::service::{Channel, TokenPair};
+use crate::auth::service::{Channel, MfaToken, TokenPair};
 use crate::metrics::{LOGINS, REFRESHES, count_outcome};
 
 /// The client address for audit lines (`-` when unknown).
@@ -20,16 +20,18 @@ pub async fn attempt_login(
     ctx: &Ctx,
     username: &str,
     password: &Password,
+    code: Option<&str>,
     channel: Channel,
 ) -> Result<TokenPair, AuthError> {
     let client_ip = ctx.client_ip();
     let result = ctx
         .state
         .authority
-        .login(
+        .login_with_code(
             &ctx.settings,
             username,
             password,
+            code,
             client_ip,
             channel,
             ctx.now,
@@ -38,28 +40,60 @@ pub async fn attempt_login(
     // Only an existing account's name reaches the log: what was typed into the username
     // field may be a password (API.md Conventions).
     let shown = ctx.state.authority.account_name(username);
-    let shown = shown.as_deref().unwrap_or("-");
-    let client = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
-    let outcome = match &result {
+    audit_login(ctx, "login", shown.as_deref().unwrap_or("-"), &result);
+    result
+}
+
+/// The second step of a login (`POST /v1/login/mfa`, the browser's code form), counted
+/// and audited like the first.
+pub async fn attempt_second_step(
+    ctx: &Ctx,
+    mfa_token: &MfaToken,
+    code: &str,
+    channel: Channel,
+) -> Result<TokenPair, AuthError> {
+    let result = ctx
+        .state
+        .authority
+        .login_second_step(
+            &ctx.settings,
+            mfa_token,
+            code,
+            ctx.client_ip(),
+            channel,
+            ctx.now,
+        )
+        .await;
+    audit_login(ctx, "login_second_step", "-", &result);
+    result
+}
+
+fn audit_login(ctx: &Ctx, event: &str, shown: &str, result: &Result<TokenPair, AuthError>) {
+    let client = client(ctx);
+    let outcome = match result {
         Ok(_) => "success",
         Err(AuthError::TooManyRequests { .. }) => "throttled",
         Err(AuthError::AccountDisabled) => "disabled",
         Err(AuthError::InvalidCredentials) => "invalid_credentials",
+        Err(AuthError::MfaRequired(_)) => "mfa_required",
+        Err(AuthError::InvalidGrant(_)) => "invalid_grant",
         Err(_) => "error",
     };
     count_outcome(LOGINS, outcome);
-    match &result {
+    match result {
         Ok(pair) => {
-            tracing::info!(target: "audit", event = "login", username = %pair.username, sid = %pair.sid, client = %client, outcome = "success")
+            tracing::info!(target: "audit", event, username = %pair.username, sid = %pair.sid, client = %client, outcome = "success", recovery_code = pair.recovery_codes_left.is_some())
         }
         Err(err @ AuthError::TooManyRequests { .. }) => {
-            tracing::info!(target: "audit", event = "login", username = %shown, client = %client, outcome = "throttled", reason = %err)
+            tracing::info!(target: "audit", event, username = %shown, client = %client, outcome = "throttled", reason = %err)
+        }
+        Err(AuthError::MfaRequired(_)) => {
+            tracing::info!(target: "audit", event, username = %shown, client = %client, outcome = "mfa_required")
         }
         Err(err) => {
-            tracing::info!(target: "audit", event = "login", username = %shown, client = %client, outcome = "failure", reason = %err)
+            tracing::info!(target: "audit", event, username = %shown, client = %client, outcome = "failure", reason = %err)
         }
     }
-    result
 }
 
 /// How a refresh token was presented.

@@ -11,20 +11,22 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use warp::reply::Response;
 
-use super::audit::{RefreshOutcome, RefreshVia, attempt_login, client, record_refresh};
+use super::audit::{
+    RefreshOutcome, RefreshVia, attempt_login, attempt_second_step, client, record_refresh,
+};
 use super::cookies::{
     Presented, carries_rev3_refresh_cookie, check_login_form_origin, check_same_site,
     clear_access_cookie, clear_refresh_cookie, cookie, presented, refresh_cookie_name,
     rev3_refresh_expiry, set_access_cookie, set_refresh_cookie, tossed,
 };
 use super::error::ApiError;
-use super::pages::{LoginForm, add_page_headers, error_page, login_page};
+use super::pages::{CodeForm, LoginForm, add_page_headers, code_page, error_page, login_page};
 use super::reply::no_content;
 use super::request::{Accepts, Ctx, RawBody, decode_optional_body};
 use crate::auth::AuthError;
 use crate::auth::password::Password;
 use crate::auth::redirect::{RedirectTarget, check_redirect};
-use crate::auth::service::{Channel, RefreshToken, Refreshed, TokenPair};
+use crate::auth::service::{Channel, MfaToken, RefreshToken, Refreshed, TokenPair};
 
 /// `/login`, every method: `404` while cookies are disabled and `405` (as a page, with
 /// `allow`) for a method it does not take, so the path never reaches the JSON fallback.
@@ -228,11 +230,14 @@ async fn login_page_or_refresh(
     }
 }
 
-/// The fields of the login form (`rd` optional; other fields ignored).
+/// The fields of the login form (`rd` optional; other fields ignored): `username` and
+/// `password` (and an optional `code`), or, for the second step, `mfa_token` and `code`.
 #[derive(Deserialize)]
 pub struct LoginFields {
-    username: String,
-    password: String,
+    username: Option<String>,
+    password: Option<String>,
+    code: Option<String>,
+    mfa_token: Option<String>,
     #[serde(default)]
     rd: Option<String>,
 }
@@ -241,8 +246,10 @@ pub struct LoginFields {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginJson {
-    username: String,
-    password: String,
+    username: Option<String>,
+    password: Option<String>,
+    code: Option<String>,
+    mfa_token: Option<String>,
     #[serde(default)]
     rd: Option<String>,
 }
@@ -252,13 +259,17 @@ impl From<LoginFields> for LoginJson {
         LoginJson {
             username: form.username,
             password: form.password,
+            // An HTML form sends the empty fields it has.
+            code: form.code.filter(|code| !code.is_empty()),
+            mfa_token: form.mfa_token,
             rd: form.rd,
         }
     }
 }
 
 /// `POST /login`: checks the credentials like `/v1/login`; success sets both cookies and
-/// goes to `rd` (or `/`), failure shows the form again.
+/// goes to `rd` (or `/`), failure shows the form again. For an account with TOTP on, a
+/// right password leads to the code form, whose post finishes the login.
 async fn login_submit(
     ctx: &Ctx,
     raw: RawBody,
@@ -278,51 +289,147 @@ async fn login_submit(
         ctx,
         body.rd.as_deref().or(query.get("rd").map(String::as_str)),
     )?;
-    let password = Password::new(body.password);
-    match attempt_login(ctx, &body.username, &password, Channel::Cookie).await {
-        Ok(pair) => {
-            let mut response = see_other(rd.as_ref());
-            set_session_cookies(ctx, &mut response, &pair);
-            Ok(response)
-        }
+    if let Some(mfa_token) = &body.mfa_token {
+        let code = body.code.as_deref().unwrap_or_default();
+        return second_step_submit(ctx, mfa_token, code, rd.as_ref()).await;
+    }
+    let (Some(username), Some(password)) = (&body.username, body.password) else {
+        return Err(ApiError::invalid_request(
+            "username and password are required",
+        ));
+    };
+    let password = Password::new(password);
+    let attempt = attempt_login(
+        ctx,
+        username,
+        &password,
+        body.code.as_deref(),
+        Channel::Cookie,
+    )
+    .await;
+    match attempt {
+        Ok(pair) => Ok(signed_in(ctx, rd.as_ref(), &pair)),
+        Err(AuthError::MfaRequired(token)) => Ok(code_page(
+            StatusCode::OK,
+            &CodeForm {
+                rd: rd.as_ref(),
+                mfa_token: token.expose(),
+                message: None,
+            },
+        )),
         Err(err) => {
-            let (status, message) = match &err {
-                // A disabled account gets the very page a wrong password gets: anything
-                // else would tell whoever typed the password that it was right (API.md:
-                // the failed form reveals neither which part was wrong nor the password).
-                // The domain still leaves it out of the throttle counts, as for
-                // `/v1/login`, whose JSON `account_disabled` is for API clients.
-                AuthError::InvalidCredentials | AuthError::AccountDisabled => (
-                    StatusCode::UNAUTHORIZED,
-                    "The username or password is incorrect.".to_owned(),
-                ),
-                AuthError::TooManyRequests { retry_after_secs } => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "Too many failed sign-in attempts. Try again in {}.",
-                        wait_text(*retry_after_secs)
-                    ),
-                ),
-                _ => return Err(err.into()),
-            };
-            let shown: String = body.username.chars().take(64).collect();
-            let mut response = login_page(
-                status,
-                &LoginForm {
-                    rd: rd.as_ref(),
-                    username: &shown,
-                    message: Some(&message),
-                },
-            );
-            if let AuthError::TooManyRequests { retry_after_secs } = err {
-                response.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    HeaderValue::from(retry_after_secs),
-                );
-            }
-            Ok(response)
+            let shown: String = username.chars().take(64).collect();
+            refused_login(err, rd.as_ref(), &shown)
         }
     }
+}
+
+/// The code form's post: a right code signs the browser in; a wrong one shows the form
+/// again (`401`), a throttled one too (`429`); a dead `mfa_token` goes back to the login
+/// form (`400`).
+async fn second_step_submit(
+    ctx: &Ctx,
+    mfa_token: &str,
+    code: &str,
+    rd: Option<&RedirectTarget>,
+) -> Result<Response, ApiError> {
+    let token = MfaToken::new(mfa_token.to_owned());
+    let (status, message) = match attempt_second_step(ctx, &token, code, Channel::Cookie).await {
+        Ok(pair) => return Ok(signed_in(ctx, rd, &pair)),
+        Err(AuthError::InvalidCredentials) => (
+            StatusCode::UNAUTHORIZED,
+            "The code is incorrect.".to_owned(),
+        ),
+        Err(AuthError::TooManyRequests { retry_after_secs }) => {
+            let mut response = code_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &CodeForm {
+                    rd,
+                    mfa_token,
+                    message: Some(&throttled_text(retry_after_secs)),
+                },
+            );
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs),
+            );
+            return Ok(response);
+        }
+        Err(AuthError::InvalidGrant(_)) => {
+            return Ok(login_page(
+                StatusCode::BAD_REQUEST,
+                &LoginForm {
+                    rd,
+                    username: "",
+                    message: Some(
+                        "The sign-in expired or had too many wrong codes. Sign in again.",
+                    ),
+                },
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    Ok(code_page(
+        status,
+        &CodeForm {
+            rd,
+            mfa_token,
+            message: Some(&message),
+        },
+    ))
+}
+
+/// `303` to `rd` (or `/`) with the session cookies of `pair`.
+fn signed_in(ctx: &Ctx, rd: Option<&RedirectTarget>, pair: &TokenPair) -> Response {
+    let mut response = see_other(rd);
+    set_session_cookies(ctx, &mut response, pair);
+    response
+}
+
+/// The login form again after a refused attempt, saying nothing about which part was wrong.
+fn refused_login(
+    err: AuthError,
+    rd: Option<&RedirectTarget>,
+    shown: &str,
+) -> Result<Response, ApiError> {
+    let (status, message) = match &err {
+        // A disabled account gets the very page a wrong password gets: anything
+        // else would tell whoever typed the password that it was right (API.md:
+        // the failed form reveals neither which part was wrong nor the password).
+        // The domain still leaves it out of the throttle counts, as for
+        // `/v1/login`, whose JSON `account_disabled` is for API clients.
+        AuthError::InvalidCredentials | AuthError::AccountDisabled => (
+            StatusCode::UNAUTHORIZED,
+            "The username or password is incorrect.".to_owned(),
+        ),
+        AuthError::TooManyRequests { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            throttled_text(*retry_after_secs),
+        ),
+        _ => return Err(err.into()),
+    };
+    let mut response = login_page(
+        status,
+        &LoginForm {
+            rd,
+            username: shown,
+            message: Some(&message),
+        },
+    );
+    if let AuthError::TooManyRequests { retry_after_secs } = err {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs),
+        );
+    }
+    Ok(response)
+}
+
+fn throttled_text(retry_after_secs: u64) -> String {
+    format!(
+        "Too many failed sign-in attempts. Try again in {}.",
+        wait_text(retry_after_secs)
+    )
 }
 
 /// "42 seconds", "3 minutes".

@@ -3,11 +3,14 @@
 //! where the contract asks for them. Unexpected errors are logged and answered generically.
 
 use http::StatusCode;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use serde::Serialize;
 use warp::reply::Response;
 
 use crate::auth::AuthError;
+use crate::auth::service::MfaToken;
 use crate::store::StoreError;
 
 /// An error response of the HTTP API.
@@ -20,12 +23,16 @@ pub struct ApiError {
     bearer_challenge: Option<bool>,
     allow: Option<&'static str>,
     retry_after: Option<u64>,
+    /// `401 mfa_required`: the token of the login's second step, in the body.
+    mfa_token: Option<MfaToken>,
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
     error_description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_token: Option<&'a str>,
 }
 
 impl ApiError {
@@ -37,6 +44,7 @@ impl ApiError {
             bearer_challenge: None,
             allow: None,
             retry_after: None,
+            mfa_token: None,
         }
     }
 
@@ -131,10 +139,16 @@ impl ApiError {
         &self.description
     }
 
+    /// The second step's token of a `401 mfa_required`.
+    pub fn mfa_token(&self) -> Option<&MfaToken> {
+        self.mfa_token.as_ref()
+    }
+
     pub fn into_response(self) -> Response {
         let body = serde_json::to_vec(&ErrorBody {
             error: self.code,
             error_description: &self.description,
+            mfa_token: self.mfa_token.as_ref().map(MfaToken::expose),
         })
         .unwrap_or_default();
         let mut response = Response::new(body.into());
@@ -163,6 +177,9 @@ impl ApiError {
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.mfa_token.is_some() {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         response
     }
@@ -200,6 +217,19 @@ impl From<AuthError> for ApiError {
                 "invalid_credentials",
                 "current password is wrong",
             ),
+            AuthError::WrongPasswordOrCode => ApiError::new(
+                S::FORBIDDEN,
+                "invalid_credentials",
+                "current password or code is wrong",
+            ),
+            AuthError::MfaRequired(token) => ApiError {
+                mfa_token: Some(token),
+                ..ApiError::new(
+                    S::UNAUTHORIZED,
+                    "mfa_required",
+                    "a second factor is required: send the code with the mfa_token",
+                )
+            },
             AuthError::NotFound(d) => ApiError::new(S::NOT_FOUND, "not_found", d),
             AuthError::Conflict(d) => ApiError::new(S::CONFLICT, "conflict", d),
             AuthError::Store(StoreError::Unavailable(reason)) => {
@@ -207,7 +237,10 @@ impl From<AuthError> for ApiError {
                 tracing::warn!(reason = %reason, "the store is unavailable");
                 ApiError::unavailable("the store is unavailable; try again shortly")
             }
-            err @ (AuthError::Store(_) | AuthError::Password(_) | AuthError::Signing(_)) => {
+            err @ (AuthError::Store(_)
+            | AuthError::Password(_)
+            | AuthError::Signing(_)
+            | AuthError::SecondFactorKey(_)) => {
                 tracing::error!(error = %err, "request failed");
                 ApiError::internal()
             }

@@ -1,6 +1,6 @@
 //! The HTTP API of API.md. [`routes`] holds the one route table of each listener and
 //! serves it; handlers live in one file per route family ([`tokens`], [`account`],
-//! [`verify`], [`health`], [`browser`], [`admin`]) over shared pieces: the request context
+//! [`verify`], [`mfa`], [`health`], [`browser`], [`admin`]) over shared pieces: the request context
 //! ([`request`]), response shapes ([`views`], [`reply`]), login/refresh auditing
 //! ([`audit`]) and the error → response mapping ([`error`]). [`server`] runs a listener.
 
@@ -13,6 +13,7 @@ pub mod cookies;
 pub mod error;
 pub mod feed;
 pub mod health;
+pub mod mfa;
 pub mod pages;
 pub mod reply;
 pub mod request;

@@ -67,19 +67,62 @@ required{password_focus}></p>\n\
         username = escape(form.username),
     );
     let mut response = page(status, "Sign in", &body);
-    if let Some(rd) = form.rd {
-        // Chromium applies `form-action` to the redirects that follow a form submission
-        // too, so the 303 to an app on another host needs that origin listed, or the
-        // browser stops on the login page. Only `rd`'s origin is added.
-        let csp = format!(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
-            rd.origin()
-        );
-        if let Ok(csp) = HeaderValue::from_str(&csp) {
-            response.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
-        }
-    }
+    allow_form_redirect(&mut response, form.rd);
     response
+}
+
+/// What the second step's form carries besides its code field.
+#[derive(Debug)]
+pub struct CodeForm<'a> {
+    pub rd: Option<&'a RedirectTarget>,
+    pub mfa_token: &'a str,
+    /// Why the previous code was refused.
+    pub message: Option<&'a str>,
+}
+
+/// The second step of a login for an account with TOTP on: a code field, with the
+/// `mfa_token` and `rd` hidden (never the password).
+pub fn code_page(status: StatusCode, form: &CodeForm<'_>) -> Response {
+    let message = form.message.map_or_else(String::new, |m| {
+        format!("<p class=\"alert\" role=\"alert\">{}</p>\n", escape(m))
+    });
+    let rd = form.rd.map_or_else(String::new, |rd| {
+        format!(
+            "<input type=\"hidden\" name=\"rd\" value=\"{}\">\n",
+            escape(rd.as_str())
+        )
+    });
+    let body = format!(
+        "<main>\n<h1>Two-factor authentication</h1>\n{message}<form method=\"post\">\n{rd}\
+<input type=\"hidden\" name=\"mfa_token\" value=\"{token}\">\n\
+<p><label for=\"code\">Authentication code</label>\n\
+<input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" \
+autocomplete=\"one-time-code\" autocapitalize=\"none\" spellcheck=\"false\" required autofocus \
+aria-describedby=\"code-help\"></p>\n\
+<p id=\"code-help\">Enter the 6-digit code from your authenticator app, or one of your \
+recovery codes.</p>\n\
+<p><button type=\"submit\">Verify</button></p>\n</form>\n</main>",
+        token = escape(form.mfa_token),
+    );
+    let mut response = page(status, "Two-factor authentication", &body);
+    allow_form_redirect(&mut response, form.rd);
+    response
+}
+
+/// Chromium applies `form-action` to the redirects that follow a form submission too, so
+/// the 303 to an app on another host needs that origin listed, or the browser stops on the
+/// login page. Only `rd`'s origin is added.
+fn allow_form_redirect(response: &mut Response, rd: Option<&RedirectTarget>) {
+    let Some(rd) = rd else {
+        return;
+    };
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {}; frame-ancestors 'none'",
+        rd.origin()
+    );
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        response.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
+    }
 }
 
 /// An error of a browser route as a small page, keeping the error's status and headers

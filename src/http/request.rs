@@ -92,8 +92,19 @@ impl Ctx {
     }
 
     /// The caller of a bearer-protected route: the access token of [`Ctx::access_token`],
-    /// verified.
+    /// verified, and held to `mfa.required_roles` (a session without a second factor of a
+    /// user who must have one: `403`).
     pub async fn principal(&self) -> Result<Principal, ApiError> {
+        let principal = self.principal_enrolling().await?;
+        self.state
+            .authority
+            .check_second_factor_policy(&self.settings, &principal)?;
+        Ok(principal)
+    }
+
+    /// [`Ctx::principal`] for the routes a user who must enrol a second factor may still
+    /// use (`/v1/me`, `/v1/mfa/*`, logout, the account page).
+    pub async fn principal_enrolling(&self) -> Result<Principal, ApiError> {
         Ok(self
             .state
             .authority

@@ -14,7 +14,7 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{PeerAddr, ctx, ctx_with_body, query};
-use super::{account, admin, browser, feed, health, tokens, verify};
+use super::{account, admin, browser, feed, health, mfa, tokens, verify};
 use crate::auth::Settings;
 use crate::clock::Clock;
 use crate::state::AppState;
@@ -65,6 +65,54 @@ pub const PUBLIC_ROUTES: &[Route] = &[
                 .and(warp::post())
                 .and(ctx_with_body(s.clone()))
                 .then(|c, b| respond(tokens::login(c, b)))
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/v1/login/mfa",
+        allow: "POST",
+        serve: Serve::Filter(|s, _| {
+            warp::path!("v1" / "login" / "mfa")
+                .and(warp::post())
+                .and(ctx_with_body(s.clone()))
+                .then(|c, b| respond(tokens::login_second_step(c, b)))
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/v1/mfa/totp",
+        allow: "POST, DELETE",
+        serve: Serve::Filter(|s, _| {
+            let begin = warp::path!("v1" / "mfa" / "totp")
+                .and(warp::post())
+                .and(ctx_with_body(s.clone()))
+                .then(|c, b| respond(mfa::begin_totp(c, b)));
+            let disable = warp::path!("v1" / "mfa" / "totp")
+                .and(warp::delete())
+                .and(ctx_with_body(s.clone()))
+                .then(|c, b| respond(mfa::disable_totp(c, b)));
+            begin.or(disable).unify().boxed()
+        }),
+    },
+    Route {
+        template: "/v1/mfa/totp/confirm",
+        allow: "POST",
+        serve: Serve::Filter(|s, _| {
+            warp::path!("v1" / "mfa" / "totp" / "confirm")
+                .and(warp::post())
+                .and(ctx_with_body(s.clone()))
+                .then(|c, b| respond(mfa::confirm_totp(c, b)))
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/v1/mfa/recovery-codes",
+        allow: "POST",
+        serve: Serve::Filter(|s, _| {
+            warp::path!("v1" / "mfa" / "recovery-codes")
+                .and(warp::post())
+                .and(ctx_with_body(s.clone()))
+                .then(|c, b| respond(mfa::new_recovery_codes(c, b)))
                 .boxed()
         }),
     },
@@ -255,6 +303,17 @@ pub const ADMIN_ROUTES: &[Route] = &[
                 .and(warp::get())
                 .and(ctx(s.clone()))
                 .then(|u, c| respond(admin::user_sessions(u, c)))
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/admin/v1/users/{username}/mfa",
+        allow: "DELETE",
+        serve: Serve::Filter(|s, _| {
+            warp::path!("admin" / "v1" / "users" / String / "mfa")
+                .and(warp::delete())
+                .and(ctx(s.clone()))
+                .then(|u, c| respond(admin::reset_mfa(u, c)))
                 .boxed()
         }),
     },

@@ -25,7 +25,12 @@ pub struct TestState {
 pub async fn test_state(overrides: &[(&str, &str)]) -> TestState {
     let parts = crate::testing::parts(overrides).await;
     let state = AppState::new(
-        Authority::new(parts.store, Hasher::new(1), parts.clock.clone()),
+        Authority::new(
+            parts.store,
+            Hasher::new(1),
+            parts.clock.clone(),
+            parts.mfa_key,
+        ),
         parts.settings,
         "127.0.0.1:8081".parse().unwrap(),
         parts.clock.clone(),

@@ -5,25 +5,30 @@
 use serde::Deserialize;
 use warp::reply::Response;
 
-use super::audit::{RefreshOutcome, RefreshVia, attempt_login, client, record_refresh};
+use super::audit::{
+    RefreshOutcome, RefreshVia, attempt_login, attempt_second_step, client, record_refresh,
+};
 use super::error::ApiError;
 use super::reply::no_content;
 use super::request::{Accepts, Ctx, RawBody, decode_body, decode_optional_body};
 use super::views::token_response;
 use crate::auth::password::Password;
-use crate::auth::service::{Channel, RefreshToken};
+use crate::auth::service::{Channel, MfaToken, RefreshToken};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     username: String,
     password: String,
+    /// The second factor, for an account with TOTP on (ignored for others).
+    code: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct LoginForm {
     username: String,
     password: String,
+    code: Option<String>,
 }
 
 impl From<LoginForm> for LoginBody {
@@ -31,6 +36,30 @@ impl From<LoginForm> for LoginBody {
         LoginBody {
             username: form.username,
             password: form.password,
+            // An HTML form sends an empty field it has.
+            code: form.code.filter(|code| !code.is_empty()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondStepBody {
+    mfa_token: String,
+    code: String,
+}
+
+#[derive(Deserialize)]
+pub struct SecondStepForm {
+    mfa_token: String,
+    code: String,
+}
+
+impl From<SecondStepForm> for SecondStepBody {
+    fn from(form: SecondStepForm) -> Self {
+        SecondStepBody {
+            mfa_token: form.mfa_token,
+            code: form.code,
         }
     }
 }
@@ -67,6 +96,21 @@ pub async fn login(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
         &ctx,
         &body.username,
         &Password::new(body.password),
+        body.code.as_deref(),
+        Channel::Api,
+    )
+    .await?;
+    Ok(token_response(&pair))
+}
+
+/// `POST /v1/login/mfa`: the second step of a login that answered `mfa_required`.
+pub async fn login_second_step(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
+    let body: SecondStepBody =
+        decode_body::<SecondStepBody, SecondStepForm>(&ctx, raw, Accepts::JsonOrForm)?;
+    let pair = attempt_second_step(
+        &ctx,
+        &MfaToken::new(body.mfa_token),
+        &body.code,
         Channel::Api,
     )
     .await?;
@@ -94,7 +138,7 @@ pub async fn refresh(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
 }
 
 pub async fn logout(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
-    let principal = ctx.principal().await?;
+    let principal = ctx.principal_enrolling().await?;
     let body = decode_optional_body::<LogoutBody, LogoutBody>(&ctx, raw, Accepts::Json)?
         .unwrap_or_default();
     ctx.state

@@ -3,7 +3,8 @@
 //! reverse proxy's forward-auth target, a `401` while browser sessions are enabled also
 //! shows the way to the login page: `X-Auth-Login` for proxies that build the redirect
 //! themselves (nginx), or the `302` itself with `?redirect=1` for proxies that pass a failed
-//! answer straight on (Caddy, Traefik). Verify never sets cookies and never reads a body.
+//! answer straight on (Caddy, Traefik). `X-Auth-MFA` says whether the session used a second
+//! factor (`?mfa=1` demands one). Verify never sets cookies and never reads a body.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use crate::state::AppState;
 const X_AUTH_LOGIN: &str = "x-auth-login";
 const X_AUTH_USER: HeaderName = HeaderName::from_static("x-auth-user");
 const X_AUTH_ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
+const X_AUTH_MFA: HeaderName = HeaderName::from_static("x-auth-mfa");
 
 /// Answers `/v1/verify` (any method) from the request itself. [`super::Routes`] calls
 /// it before warp's filter chain: this is the hot path. The body is dropped unread. An
@@ -46,21 +48,23 @@ pub async fn answer<B>(
 async fn verify(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
     let err = match check_token(ctx, query).await {
         Ok(response) => return Ok(response),
-        Err(err) if err.status().is_server_error() => return Err(err),
-        Err(err) => err,
+        Err(Refusal::Api(err)) if err.status().is_server_error() => return Err(err),
+        Err(Refusal::Api(err)) => err,
+        Err(Refusal::MustEnrol(err)) => {
+            let redirect =
+                query.get("redirect").is_some_and(|v| v == "1") && accepts_html(&ctx.headers);
+            return Ok(match HeaderValue::from_str(&account_location(ctx)) {
+                Ok(account) if redirect => found(account),
+                _ => err.into_response(),
+            });
+        }
     };
     let redirect = query.get("redirect").is_some_and(|v| v == "1") && accepts_html(&ctx.headers);
     let login = login_location(ctx).and_then(|url| HeaderValue::from_str(&url).ok());
     Ok(match login {
         Some(login) if err.status() == StatusCode::UNAUTHORIZED => {
             if redirect {
-                let mut response = Response::new(Default::default());
-                *response.status_mut() = StatusCode::FOUND;
-                response.headers_mut().insert(LOCATION, login);
-                response
-                    .headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                response
+                found(login)
             } else {
                 let mut response = err.into_response();
                 response.headers_mut().insert(X_AUTH_LOGIN, login);
@@ -80,8 +84,28 @@ struct VerifyResponse<'a> {
     sid: &'a str,
 }
 
+/// Why verify refused.
+enum Refusal {
+    Api(ApiError),
+    /// `mfa.required_roles` holds the caller to a second factor the session lacks: with
+    /// `?redirect=1` a browser goes to the account page to enrol.
+    MustEnrol(ApiError),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(err: ApiError) -> Refusal {
+        Refusal::Api(err)
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(err: AuthError) -> Refusal {
+        Refusal::Api(err.into())
+    }
+}
+
 /// The token check itself, counted by outcome: `200` with the caller, or the error.
-async fn check_token(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn check_token(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Response, Refusal> {
     let count = |outcome: &'static str| count_outcome(VERIFICATIONS, outcome);
     let token = ctx
         .access_token()
@@ -98,20 +122,37 @@ async fn check_token(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Respo
         .authority
         .authenticate_fresh(&ctx.settings, token, ctx.now)
         .await;
-    let outcome = match &result {
-        Ok(principal) => match query.get("role") {
+    let wants_otp = query.get("mfa").is_some_and(|v| v == "1");
+    let policy = result.as_ref().ok().map(|principal| {
+        ctx.state
+            .authority
+            .check_second_factor_policy(&ctx.settings, principal)
+    });
+    let outcome = match (&result, &policy) {
+        (Ok(_), Some(Err(_))) => "mfa_required",
+        (Ok(principal), _) => match query.get("role") {
             Some(role) if !principal.has_role(role) => "insufficient_scope",
+            _ if wants_otp && !principal.with_otp() => "insufficient_scope",
             _ => "valid",
         },
-        Err(AuthError::InvalidToken(reason)) => reason.label(),
-        Err(_) => "error",
+        (Err(AuthError::InvalidToken(reason)), _) => reason.label(),
+        (Err(_), _) => "error",
     };
     count(outcome);
     let principal = result?;
+    if let Some(Err(err)) = policy {
+        return Err(Refusal::MustEnrol(err.into()));
+    }
     if outcome == "insufficient_scope" {
-        return Err(ApiError::insufficient_scope(
-            "the session lacks the required role",
-        ));
+        let missing = if query
+            .get("role")
+            .is_some_and(|role| !principal.has_role(role))
+        {
+            "the session lacks the required role"
+        } else {
+            "the session did not use a second factor"
+        };
+        return Err(ApiError::insufficient_scope(missing).into());
     }
     let mut response = json(
         StatusCode::OK,
@@ -130,8 +171,39 @@ async fn check_token(ctx: &Ctx, query: &HashMap<String, String>) -> Result<Respo
     if let Ok(roles) = HeaderValue::from_str(&principal.roles().join(",")) {
         headers.insert(X_AUTH_ROLES, roles);
     }
+    headers.insert(
+        X_AUTH_MFA,
+        HeaderValue::from_static(if principal.with_otp() {
+            "true"
+        } else {
+            "false"
+        }),
+    );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// A `302` to `location`, never cached.
+fn found(location: HeaderValue) -> Response {
+    let mut response = Response::new(Default::default());
+    *response.status_mut() = StatusCode::FOUND;
+    response.headers_mut().insert(LOCATION, location);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The account page, where a user held to a second factor enrols: next to the login page
+/// (`cookie.login_url`'s origin), else authd's own `/account`.
+fn account_location(ctx: &Ctx) -> String {
+    let login_url = ctx.settings.config.cookie.login_url.as_deref();
+    let origin = login_url.and_then(|url| {
+        let (scheme, rest) = url.split_once("://")?;
+        let host = rest.split(['/', '?', '#']).next()?;
+        Some(format!("{scheme}://{host}"))
+    });
+    format!("{}/account", origin.unwrap_or_default())
 }
 
 /// `cookie.login_url` with the original URL as `rd` when the proxy named one that the

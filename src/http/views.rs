@@ -17,6 +17,8 @@ struct TokenResponse<'a> {
     expires_in: i64,
     refresh_token: &'a str,
     refresh_expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_codes_left: Option<usize>,
 }
 
 /// A token answer (login, refresh): never cached.
@@ -29,6 +31,7 @@ pub fn token_response(pair: &TokenPair) -> Response {
             expires_in: pair.expires_in,
             refresh_token: pair.refresh_token.expose(),
             refresh_expires_in: pair.refresh_expires_in,
+            recovery_codes_left: pair.recovery_codes_left,
         },
     );
     response
@@ -66,6 +69,8 @@ pub struct UserView<'a> {
     roles: &'a [String],
     disabled: bool,
     created_at: String,
+    /// TOTP is on.
+    mfa: bool,
 }
 
 impl<'a> From<&'a User> for UserView<'a> {
@@ -75,6 +80,7 @@ impl<'a> From<&'a User> for UserView<'a> {
             roles: &user.roles,
             disabled: user.disabled,
             created_at: rfc3339(user.created_at),
+            mfa: user.has_totp(),
         }
     }
 }

@@ -20,8 +20,8 @@ use std::pin::Pin;
 
 use super::StoreError;
 use super::records::{
-    Key, LoginEvent, MemberRecord, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
-    SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
+    Key, LoginEvent, MemberRecord, MfaTokenRecord, RefreshHash, RefreshRecord, RevocationKind,
+    RevocationRecord, SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
 };
 
 /// A page of users sorted by name, and whether more follow.
@@ -46,6 +46,7 @@ pub enum Write {
     PutUser(UserRecord),
     PutSession(SessionRecord),
     PutRefresh(RefreshHash, RefreshRecord),
+    PutMfaToken(RefreshHash, MfaTokenRecord),
     /// Stores the entry (replacing one of the same kind and id); the backend sets `seq`.
     PutRevocation(RevocationRecord),
     Delete(Key),
@@ -71,6 +72,7 @@ pub enum Change {
     User(Versioned<UserRecord>),
     Session(Versioned<SessionRecord>),
     Refresh(RefreshHash),
+    MfaToken(RefreshHash),
     Revocation(RevocationRecord),
     Deleted(Key),
 }
@@ -203,6 +205,12 @@ pub trait Backend: Send + Sync + 'static {
         hash: RefreshHash,
     ) -> BoxFuture<'_, Result<Option<Versioned<RefreshRecord>>, StoreError>>;
 
+    /// The pending second login step stored under `hash`.
+    fn mfa_token(
+        &self,
+        hash: RefreshHash,
+    ) -> BoxFuture<'_, Result<Option<Versioned<MfaTokenRecord>>, StoreError>>;
+
     /// The revocation entry of `kind` and `id`.
     fn revocation(
         &self,
@@ -224,7 +232,8 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<RevocationsPage, StoreError>>;
 
-    /// Revocation entries and refresh tokens whose `expires_at` is before `now`.
+    /// Revocation entries, sessions, refresh tokens and pending second login steps whose
+    /// `expires_at` is before `now`.
     fn expired(&self, now: UnixSeconds) -> BoxFuture<'_, Result<Vec<Expired>, StoreError>>;
 
     /// How many revocation entries there are.

@@ -22,8 +22,9 @@ pub use backend::{Backend, Check, Committed, LoginEventSink, Txn, Write};
 pub use error::StoreError;
 pub use freshness::{Currency, Freshness};
 pub use records::{
-    Key, LoginEvent, MemberRecord, NewRevocation, RefreshHash, RefreshRecord, RevocationKind,
-    RevocationRecord, SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
+    Key, LoginEvent, MemberRecord, MfaTokenRecord, NewRevocation, RefreshHash, RefreshRecord,
+    RevocationKind, RevocationRecord, SecondFactor, SessionRecord, UnixSeconds, UserRecord,
+    Version, Versioned,
 };
 pub use view::{Shared, View};
 
@@ -36,6 +37,7 @@ pub struct PurgeCounts {
     pub revocations: usize,
     pub sessions: usize,
     pub refresh_tokens: usize,
+    pub mfa_tokens: usize,
 }
 
 /// The open store. Cheap to clone.
@@ -235,6 +237,13 @@ impl Store {
         self.backend.refresh(*hash).await
     }
 
+    pub async fn mfa_token(
+        &self,
+        hash: &RefreshHash,
+    ) -> Result<Option<Versioned<MfaTokenRecord>>, StoreError> {
+        self.backend.mfa_token(*hash).await
+    }
+
     pub async fn revocation(
         &self,
         kind: RevocationKind,
@@ -394,6 +403,7 @@ fn count(counts: &mut PurgeCounts, key: &Key) {
         Key::Revocation(..) => counts.revocations += 1,
         Key::Session(_) => counts.sessions += 1,
         Key::Refresh(_) => counts.refresh_tokens += 1,
+        Key::MfaToken(_) => counts.mfa_tokens += 1,
         Key::User(_) => {}
     }
 }
@@ -422,6 +432,11 @@ impl Txn {
 
     pub fn put_refresh(&mut self, hash: RefreshHash, record: RefreshRecord) -> &mut Txn {
         self.writes.push(Write::PutRefresh(hash, record));
+        self
+    }
+
+    pub fn put_mfa_token(&mut self, hash: RefreshHash, record: MfaTokenRecord) -> &mut Txn {
+        self.writes.push(Write::PutMfaToken(hash, record));
         self
     }
 

@@ -1,6 +1,7 @@
-//! The records authd stores, as plain data: users, sessions, refresh tokens and revocation
-//! entries, the keys that name them, and the version each was last written at. No engine,
-//! no encoding: backends store these and nothing else.
+//! The records authd stores, as plain data: users (with their second factor), sessions,
+//! refresh tokens, pending second login steps and revocation entries, the keys that name
+//! them, and the version each was last written at. No engine, no encoding: backends store
+//! these and nothing else.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,59 @@ pub struct UserRecord {
     pub created_at: UnixSeconds,
     /// Bumped by every "revoke all": sessions begun under an older generation are dead.
     pub generation: u64,
+    /// TOTP and recovery codes; `None` until the user begins to enrol.
+    pub second_factor: Option<SecondFactor>,
+}
+
+impl UserRecord {
+    /// Whether logging in takes a second factor (TOTP confirmed).
+    pub fn has_totp(&self) -> bool {
+        self.second_factor
+            .as_ref()
+            .is_some_and(|factor| factor.totp.is_some())
+    }
+}
+
+/// A user's second factor. Secrets are stored sealed (see `auth::mfa::MfaKey`: AEAD under
+/// `mfa.key_file`, the account id as associated data), recovery codes as MACs keyed from
+/// that key: the store never holds a secret or a code in a usable form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecondFactor {
+    /// The confirmed TOTP secret, sealed; `None` while an enrolment is only pending.
+    pub totp: Option<Vec<u8>>,
+    /// An enrolment waiting for its first code, sealed.
+    pub pending: Option<Vec<u8>>,
+    /// The last time step a code was taken for (confirm included): only later ones count.
+    pub last_step: u64,
+    /// The unused recovery codes' MACs.
+    pub recovery_codes: Vec<[u8; 32]>,
+}
+
+/// A user record as releases before the second factor stored it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LegacyUserRecord {
+    pub account_id: u64,
+    pub username: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_at: UnixSeconds,
+    pub generation: u64,
+}
+
+impl From<LegacyUserRecord> for UserRecord {
+    fn from(old: LegacyUserRecord) -> UserRecord {
+        UserRecord {
+            account_id: old.account_id,
+            username: old.username,
+            password_hash: old.password_hash,
+            roles: old.roles,
+            disabled: old.disabled,
+            created_at: old.created_at,
+            generation: old.generation,
+            second_factor: None,
+        }
+    }
 }
 
 /// One login and everything refreshed from it.
@@ -57,6 +111,52 @@ pub struct SessionRecord {
     pub expires_at: UnixSeconds,
     /// The latest `exp` of any access token issued in the session.
     pub access_expires_at: UnixSeconds,
+    /// The login took a second factor: the tokens' `amr` has `otp`.
+    pub with_otp: bool,
+}
+
+/// A session record as releases before the second factor stored it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LegacySessionRecord {
+    pub sid: String,
+    pub username: String,
+    pub account_id: u64,
+    pub generation: u64,
+    pub created_at: UnixSeconds,
+    pub last_refreshed_at: UnixSeconds,
+    pub expires_at: UnixSeconds,
+    pub access_expires_at: UnixSeconds,
+}
+
+impl From<LegacySessionRecord> for SessionRecord {
+    fn from(old: LegacySessionRecord) -> SessionRecord {
+        SessionRecord {
+            sid: old.sid,
+            username: old.username,
+            account_id: old.account_id,
+            generation: old.generation,
+            created_at: old.created_at,
+            last_refreshed_at: old.last_refreshed_at,
+            expires_at: old.expires_at,
+            access_expires_at: old.access_expires_at,
+            with_otp: false,
+        }
+    }
+}
+
+/// A login waiting for its second step (keyed by the SHA-256 of its `mfa_token`): bound to
+/// the account as the password check found it, so that a password change or revoke-all in
+/// between kills it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaTokenRecord {
+    pub username: String,
+    pub account_id: u64,
+    pub generation: u64,
+    /// The password hash that was checked.
+    pub password_hash: String,
+    pub expires_at: UnixSeconds,
+    /// Wrong codes so far; the token dies at the fifth.
+    pub failures: u32,
 }
 
 /// One issued refresh token (keyed by its hash).
@@ -222,6 +322,8 @@ pub enum Key {
     Session(String),
     Refresh(RefreshHash),
     Revocation(RevocationKind, String),
+    /// A pending second login step, by its token's hash.
+    MfaToken(RefreshHash),
 }
 
 /// The revision a record was last written at: the commit's position in the store's

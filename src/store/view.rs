@@ -266,6 +266,7 @@ fn key_of(change: &Change) -> Key {
         Change::User(user) => Key::User(user.record.username.clone()),
         Change::Session(session) => Key::Session(session.record.sid.clone()),
         Change::Refresh(hash) => Key::Refresh(*hash),
+        Change::MfaToken(hash) => Key::MfaToken(*hash),
         Change::Revocation(entry) => entry.key(),
         Change::Deleted(key) => key.clone(),
     }
@@ -311,7 +312,10 @@ impl View {
                     let hash = self.revoked_jtis.hash(jti);
                     write(&self.revoked_jtis.hashes).remove(&hash);
                 }
-                Change::Revocation(_) | Change::Refresh(_) | Change::Deleted(_) => {}
+                Change::Revocation(_)
+                | Change::Refresh(_)
+                | Change::MfaToken(_)
+                | Change::Deleted(_) => {}
             }
         }
     }
@@ -364,6 +368,7 @@ mod tests {
                 last_refreshed_at: 0,
                 expires_at: 10,
                 access_expires_at: 5,
+                with_otp: false,
             },
         }
     }
@@ -446,6 +451,7 @@ mod tests {
                 disabled: false,
                 created_at: 0,
                 generation,
+                second_factor: None,
             },
         })
     }

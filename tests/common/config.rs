@@ -123,6 +123,7 @@ pub fn in_process_env(dir: &Path) -> HashMap<String, String> {
         ("AUTHD__JWT__KEYS_DIR", path("keys")),
         ("AUTHD__ADMIN__TOKEN_FILE", path("admin.token")),
         ("AUTHD__FEED__TOKEN_FILE", path("feed.token")),
+        ("AUTHD__MFA__KEY_FILE", path("mfa.key")),
         ("AUTHD__PASSWORD__ARGON2_MEMORY_KIB", "64".to_owned()),
         ("AUTHD__PASSWORD__ARGON2_ITERATIONS", "1".to_owned()),
     ]

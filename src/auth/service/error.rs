@@ -25,6 +25,15 @@ pub enum AuthError {
     InsufficientScope(&'static str),
     #[error("current password is wrong")]
     WrongCurrentPassword,
+    /// A wrong `current_password` or `code` where both are asked for (which one is not said).
+    #[error("current password or code is wrong")]
+    WrongPasswordOrCode,
+    /// A right password for an account with TOTP on, and no code: the login continues at
+    /// the second step with this token.
+    #[error("a second factor is required")]
+    MfaRequired(super::MfaToken),
+    #[error(transparent)]
+    SecondFactorKey(#[from] crate::auth::mfa::key::Unsealable),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

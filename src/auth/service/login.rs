@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use super::{ATTEMPTS, AuthError, Authority, Channel, RefreshToken, TokenPair, refresh_ttl};
 use crate::auth::Settings;
+use crate::auth::mfa::Code;
 use crate::auth::names::Username;
 use crate::auth::password::{Password, Verification};
 use crate::auth::throttle::{Attempt, Outcome};
@@ -28,6 +29,26 @@ impl Authority {
         channel: Channel,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
+        self.login_with_code(settings, username, password, None, client, channel, now)
+            .await
+    }
+
+    /// [`Authority::login`] with the second factor (API.md "Second factor"): for an
+    /// account with TOTP on, a right password without `code` answers
+    /// [`AuthError::MfaRequired`] (counted neither way) with a token for the second step; a
+    /// wrong `code` is a failed login. A `code` for an account without TOTP is ignored, and
+    /// a wrong password is refused exactly as for any account.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn login_with_code(
+        &self,
+        settings: &Settings,
+        username: &str,
+        password: &Password,
+        code: Option<&str>,
+        client: Option<IpAddr>,
+        channel: Channel,
+        now: UnixSeconds,
+    ) -> Result<TokenPair, AuthError> {
         self.check_current()?;
         let limits = &settings.config.login;
         let attempt = Attempt::new(username, client);
@@ -36,12 +57,26 @@ impl Authority {
         self.throttle
             .check(limits, &attempt, self.clock.instant())?;
         let checked = self.check_credentials(settings, username, password).await;
-        let outcome = match &checked {
-            Ok(_) => Some(Outcome::Success),
-            Err(AuthError::InvalidCredentials) => Some(Outcome::Failure),
-            Err(AuthError::AccountDisabled) => Some(Outcome::NotCounted),
+        let step = match &checked {
+            Ok((user, _)) if user.record.has_totp() => Some(match code {
+                None => SecondStep::Missing,
+                Some(code) => match Code::parse(code) {
+                    Some(code) if self.take_code(&user.record, &code, now).is_ok() => {
+                        SecondStep::Given(code)
+                    }
+                    _ => SecondStep::Wrong,
+                },
+            }),
+            _ => None,
+        };
+        let outcome = match (&checked, &step) {
+            (Ok(_), Some(SecondStep::Missing)) => Some(Outcome::NotCounted),
+            (Ok(_), Some(SecondStep::Wrong)) => Some(Outcome::Failure),
+            (Ok(_), _) => Some(Outcome::Success),
+            (Err(AuthError::InvalidCredentials), _) => Some(Outcome::Failure),
+            (Err(AuthError::AccountDisabled), _) => Some(Outcome::NotCounted),
             // An internal error says nothing about the password: nothing to count.
-            Err(_) => None,
+            (Err(_), _) => None,
         };
         if let Some(outcome) = outcome {
             // Checks the limits again: concurrent attempts may have reached one meanwhile.
@@ -50,12 +85,24 @@ impl Authority {
             self.share_outcome(settings, &attempt, outcome, now).await?;
         }
         let (user, needs_rehash) = checked?;
+        if matches!(step, Some(SecondStep::Wrong)) {
+            return Err(AuthError::InvalidCredentials);
+        }
         let user = if needs_rehash {
             self.rehash(settings, user, password).await?
         } else {
             user
         };
-        self.start_session(settings, user, channel, now).await
+        match step {
+            Some(SecondStep::Missing) => Err(AuthError::MfaRequired(
+                self.begin_second_step(&user.record, now).await?,
+            )),
+            Some(SecondStep::Given(code)) => {
+                self.start_session_with(settings, user, channel, Some(&code), now)
+                    .await
+            }
+            _ => self.start_session(settings, user, channel, now).await,
+        }
     }
 
     /// The enabled user `username` names, when `password` is theirs, and whether the
@@ -128,11 +175,30 @@ impl Authority {
         channel: Channel,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
+        self.start_session_with(settings, checked, channel, None, now)
+            .await
+    }
+
+    /// [`Authority::start_session`] for a login that gave a second factor: `code` is taken
+    /// against the account's second factor as it is at the commit (the step it matched, or
+    /// the recovery code it was, recorded in the same commit), so a code is never taken
+    /// twice, even by logins racing on two instances.
+    pub(super) async fn start_session_with(
+        &self,
+        settings: &Settings,
+        checked: Shared<UserRecord>,
+        channel: Channel,
+        code: Option<&Code>,
+        now: UnixSeconds,
+    ) -> Result<TokenPair, AuthError> {
         let refresh_ttl = refresh_ttl(settings);
         let sid = crate::random::random_id(16);
         let refresh_token = RefreshToken::generate();
         let mut user = checked.clone();
         for _ in 0..ATTEMPTS {
+            let proven = code
+                .map(|code| self.take_code(&user.record, code, now))
+                .transpose()?;
             let session = SessionRecord {
                 sid: sid.clone(),
                 username: user.record.username.clone(),
@@ -142,6 +208,7 @@ impl Authority {
                 last_refreshed_at: now,
                 expires_at: now + refresh_ttl,
                 access_expires_at: now + settings.tokens.access_ttl(),
+                with_otp: proven.is_some(),
             };
             let refresh = RefreshRecord {
                 sid: sid.clone(),
@@ -152,13 +219,19 @@ impl Authority {
             };
             let mut txn = Txn::default();
             txn.expect_user(&user.record.username, Some(&user))
-                .put_session(session)
+                .put_session(session.clone())
                 .put_refresh(refresh_token.hash(), refresh);
+            if let Some(proven) = &proven {
+                txn.put_user(proven.user.clone());
+            }
             self.end_sessions_over_the_cap(settings, &user.record, now, &mut txn)
                 .await?;
             match self.store.commit(txn).await {
                 Ok(_) => {
-                    return self.token_pair(settings, &user.record, &sid, refresh_token, now);
+                    let mut pair =
+                        self.token_pair(settings, &user.record, &session, refresh_token, now)?;
+                    pair.recovery_codes_left = proven.and_then(|p| p.recovery_codes_left);
+                    return Ok(pair);
                 }
                 Err(StoreError::Conflict) => {}
                 Err(err) => return Err(err.into()),
@@ -222,7 +295,15 @@ impl Authority {
     }
 }
 
-fn still_as_checked(checked: &UserRecord, current: &UserRecord) -> bool {
+/// Where a login with a right password stands with the account's second factor.
+enum SecondStep {
+    /// No code was given: the login continues at `/v1/login/mfa`.
+    Missing,
+    Wrong,
+    Given(Code),
+}
+
+pub(super) fn still_as_checked(checked: &UserRecord, current: &UserRecord) -> bool {
     current.account_id == checked.account_id
         && current.password_hash == checked.password_hash
         && current.generation == checked.generation

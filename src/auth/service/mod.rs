@@ -9,6 +9,7 @@
 
 mod error;
 mod login;
+mod mfa;
 mod refresh;
 mod revocations;
 mod sessions;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 pub use error::{AuthError, TokenRejection};
+pub use mfa::{Enrolment, MfaToken};
 pub use refresh::{Channel, Refreshed};
 pub use revocations::RevocationTarget;
 pub use users::{User, UserChanges};
@@ -28,11 +30,13 @@ pub use verify::Principal;
 use super::Settings;
 use super::password::Hasher;
 use super::throttle::{self, LoginThrottle};
+use crate::auth::mfa::MfaKey;
+use crate::auth::token::Amr;
 use crate::clock::Clock;
 use crate::config::{MAX_ACCESS_TTL, MAX_LEEWAY};
 use crate::store::{
-    LoginEvent, NewRevocation, RefreshHash, RevocationKind, RevocationRecord, Store, StoreError,
-    Txn, UnixSeconds, UserRecord,
+    LoginEvent, NewRevocation, RefreshHash, RevocationKind, RevocationRecord, SessionRecord, Store,
+    StoreError, Txn, UnixSeconds, UserRecord,
 };
 
 /// How often an operation re-reads and retries after losing a race to a concurrent commit.
@@ -76,6 +80,8 @@ pub struct TokenPair {
     pub refresh_expires_in: i64,
     pub username: String,
     pub sid: String,
+    /// The login used a recovery code: how many are left.
+    pub recovery_codes_left: Option<usize>,
 }
 
 /// The domain service: the store, the bounded hashing pool and the login throttle (which
@@ -88,6 +94,8 @@ pub struct Authority {
     hasher: Hasher,
     throttle: Arc<LoginThrottle>,
     clock: Clock,
+    /// Seals TOTP secrets and keys the recovery codes' MACs (`mfa.key_file`).
+    mfa_key: Arc<MfaKey>,
     /// Sessions already read from the engine after a miss (cluster mode): a session that
     /// was not there then never appears later (its tokens come after it), so one read each.
     caught_up: Arc<quick_cache::sync::Cache<String, ()>>,
@@ -105,12 +113,13 @@ impl std::fmt::Debug for Authority {
 const CAUGHT_UP_ENTRIES: usize = 100_000;
 
 impl Authority {
-    pub fn new(store: Store, hasher: Hasher, clock: Clock) -> Authority {
+    pub fn new(store: Store, hasher: Hasher, clock: Clock, mfa_key: MfaKey) -> Authority {
         Authority {
             store,
             hasher,
             throttle: Arc::new(LoginThrottle::new()),
             clock,
+            mfa_key: Arc::new(mfa_key),
             caught_up: Arc::new(quick_cache::sync::Cache::new(CAUGHT_UP_ENTRIES)),
         }
     }
@@ -184,6 +193,11 @@ impl Authority {
         );
     }
 
+    /// The fingerprint of `mfa.key_file` (backups name it; never the key).
+    pub fn mfa_key_fingerprint(&self) -> &str {
+        self.mfa_key.fingerprint()
+    }
+
     pub fn hasher(&self) -> &Hasher {
         &self.hasher
     }
@@ -198,21 +212,26 @@ impl Authority {
         &self,
         settings: &Settings,
         user: &UserRecord,
-        sid: &str,
+        session: &SessionRecord,
         refresh_token: RefreshToken,
         now: UnixSeconds,
     ) -> Result<TokenPair, AuthError> {
-        let access =
-            settings
-                .tokens
-                .issue(&settings.keys, &user.username, sid, &user.roles, now)?;
+        let access = settings.tokens.issue(
+            &settings.keys,
+            &user.username,
+            &session.sid,
+            &user.roles,
+            Amr::of(session.with_otp),
+            now,
+        )?;
         Ok(TokenPair {
             access_token: access.token,
             expires_in: settings.tokens.access_ttl(),
             refresh_token,
             refresh_expires_in: refresh_ttl(settings),
             username: user.username.clone(),
-            sid: sid.to_owned(),
+            sid: session.sid.clone(),
+            recovery_codes_left: None,
         })
     }
 

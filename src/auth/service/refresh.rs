@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{ATTEMPTS, AuthError, Authority, RefreshToken, TokenPair, refresh_ttl};
 use crate::auth::Settings;
+use crate::auth::token::Amr;
 use crate::store::{
     Key, RefreshRecord, SessionRecord, Shared, StoreError, Txn, UnixSeconds, UserRecord,
 };
@@ -74,7 +75,7 @@ impl Authority {
                 };
                 let sid = record.record.sid;
                 if within_grace(rotated_at, grace, now) {
-                    let (_, user) = self
+                    let (session, user) = self
                         .live_session(&sid, now)
                         .ok_or(AuthError::InvalidGrant(UNKNOWN))?;
                     let access = settings.tokens.issue(
@@ -82,6 +83,7 @@ impl Authority {
                         &user.record.username,
                         &sid,
                         &user.record.roles,
+                        Amr::of(session.record.with_otp),
                         now,
                     )?;
                     return Ok(Refreshed::Grace {
@@ -131,7 +133,7 @@ impl Authority {
             match self.store.commit(txn).await {
                 Ok(_) => {
                     let pair =
-                        self.token_pair(settings, &user.record, &session.record.sid, next, now)?;
+                        self.token_pair(settings, &user.record, &session.record, next, now)?;
                     return Ok(Refreshed::Rotated(pair));
                 }
                 // Another use of the token, or a change of its session or account, won:

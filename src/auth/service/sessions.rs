@@ -235,12 +235,20 @@ mod tests {
             last_refreshed_at: NOW,
             expires_at: NOW + 3600,
             access_expires_at: NOW + 900,
+            with_otp: false,
         });
         domain.authority.store.commit(txn).await.unwrap();
         let racing = domain
             .settings
             .tokens
-            .issue(&domain.settings.keys, "alice", &racing_sid, &[], NOW)
+            .issue(
+                &domain.settings.keys,
+                "alice",
+                &racing_sid,
+                &[],
+                crate::auth::token::Amr::Password,
+                NOW,
+            )
             .unwrap();
         for dead in [&other.access_token, &racing.token] {
             assert!(

@@ -31,7 +31,7 @@ impl Domain {
     pub(crate) async fn with(overrides: &[(&str, &str)]) -> Domain {
         let parts = crate::testing::parts(overrides).await;
         Domain {
-            authority: Authority::new(parts.store, Hasher::new(1), parts.clock),
+            authority: Authority::new(parts.store, Hasher::new(1), parts.clock, parts.mfa_key),
             settings: Arc::new(parts.settings),
             _dir: parts.dir,
         }

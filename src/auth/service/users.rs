@@ -46,6 +46,7 @@ impl Authority {
             disabled: false,
             created_at: now,
             generation: 0,
+            second_factor: None,
         };
         let mut txn = Txn::default();
         txn.expect_user(name.as_str(), None).put_user(user.clone());

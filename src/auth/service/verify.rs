@@ -14,6 +14,8 @@ use crate::store::{UnixSeconds, UserRecord};
 pub struct Principal {
     user: Arc<UserRecord>,
     pub claims: Arc<Claims>,
+    /// The session's login took a second factor (`amr` has `otp`).
+    with_otp: bool,
 }
 
 impl Principal {
@@ -32,6 +34,21 @@ impl Principal {
 
     pub fn has_role(&self, role: &str) -> bool {
         self.user.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the session's login took a second factor.
+    pub fn with_otp(&self) -> bool {
+        self.with_otp
+    }
+
+    /// Whether the account has TOTP on.
+    pub fn has_totp(&self) -> bool {
+        self.user.has_totp()
+    }
+
+    /// The account as the store holds it now.
+    pub fn user(&self) -> &UserRecord {
+        &self.user
     }
 }
 
@@ -71,6 +88,7 @@ impl Authority {
         Ok(Principal {
             user: user.record,
             claims,
+            with_otp: session.record.with_otp,
         })
     }
 

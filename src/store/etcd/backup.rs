@@ -16,7 +16,7 @@ use crate::store::records::{Key, RefreshRecord, RevocationRecord, SessionRecord,
 const SPACES: [&str; 4] = ["u/", "s/", "r/", "v/"];
 
 /// The spaces a restore empties first: the records and the list.
-const RECORD_SPACES: [&str; 5] = ["u/", "s/", "r/", "v/", "l/"];
+const RECORD_SPACES: [&str; 6] = ["u/", "s/", "r/", "f/", "v/", "l/"];
 
 impl EtcdBackend {
     pub(super) async fn export_to(
@@ -61,6 +61,8 @@ impl EtcdBackend {
             Key::Revocation(..) => {
                 Record::Revocation(decode::<RevocationRecord>(kv.value(), "revocations")?)
             }
+            // Pending second login steps live five minutes and are not backed up.
+            Key::MfaToken(_) => return Ok(None),
         }))
     }
 

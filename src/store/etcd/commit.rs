@@ -129,6 +129,15 @@ impl EtcdBackend {
                     );
                     changes.push(Change::Refresh(*hash));
                 }
+                Write::PutMfaToken(hash, record) => {
+                    let key = self.layout.key(&Key::MfaToken(*hash));
+                    witness.get_or_insert_with(|| key.clone());
+                    ops.push(
+                        self.put_expiring(key, encode(nonce, record)?, record.expires_at)
+                            .await?,
+                    );
+                    changes.push(Change::MfaToken(*hash));
+                }
                 Write::PutRevocation(entry) => {
                     next_seq += 1;
                     let entry = RevocationRecord {

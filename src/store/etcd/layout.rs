@@ -9,6 +9,7 @@
 //!                                               <prefix>m/epoch         the feed cursors' epoch
 //! <prefix>v/<j|s|u>/<id>      revocation entry  <prefix>n/<node>        member heartbeat (leased)
 //! <prefix>t/<node>/<n: 16 hex> a login outcome for the shared throttle (leased by login.window)
+//! <prefix>f/<hash: 64 hex>    a pending second login step (`mfa_token`, leased to its expiry)
 //! ```
 
 use serde::Serialize;
@@ -16,40 +17,56 @@ use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
 use crate::store::records::{
-    Key, LegacyRevocationRecord, LoginEvent, RefreshRecord, RevocationKind, RevocationRecord,
-    SessionRecord, UserRecord, refresh_hash_from_hex, refresh_hash_hex,
+    Key, LegacyRevocationRecord, LegacySessionRecord, LegacyUserRecord, LoginEvent, MfaTokenRecord,
+    RefreshRecord, RevocationKind, RevocationRecord, SessionRecord, UserRecord,
+    refresh_hash_from_hex, refresh_hash_hex,
 };
 
 /// `[1] ‖ nonce (u64 BE) ‖ bincode(record in its format-1 layout)`: revocation entries
 /// before they learnt `ended_sessions` and `serial`.
 const FORMAT_1: u8 = 1;
-/// `[2] ‖ nonce (u64 BE) ‖ bincode(record)`, today's layouts.
-const FORMAT_CURRENT: u8 = 2;
+/// `[2] ‖ nonce (u64 BE) ‖ bincode(record in its format-2 layout)`: users before they
+/// learnt `second_factor`, sessions before `with_otp`.
+const FORMAT_2: u8 = 2;
+/// `[3] ‖ nonce (u64 BE) ‖ bincode(record)`, today's layouts.
+const FORMAT_CURRENT: u8 = 3;
 
-/// A record type stored in etcd values, with the layout format 1 holds it in (bincode is
-/// not self-describing: a record whose fields change gets a new format).
+/// A record type stored in etcd values, with the layouts older formats hold it in (bincode
+/// is not self-describing: a record whose fields change gets a new format).
 pub trait Stored: DeserializeOwned {
     type Format1: DeserializeOwned + Into<Self>;
+    type Format2: DeserializeOwned + Into<Self>;
 }
 
 impl Stored for UserRecord {
-    type Format1 = Self;
+    type Format1 = LegacyUserRecord;
+    type Format2 = LegacyUserRecord;
 }
 
 impl Stored for SessionRecord {
-    type Format1 = Self;
+    type Format1 = LegacySessionRecord;
+    type Format2 = LegacySessionRecord;
 }
 
 impl Stored for RefreshRecord {
     type Format1 = Self;
+    type Format2 = Self;
 }
 
 impl Stored for LoginEvent {
     type Format1 = Self;
+    type Format2 = Self;
 }
 
 impl Stored for RevocationRecord {
     type Format1 = LegacyRevocationRecord;
+    type Format2 = Self;
+}
+
+/// New in format 3.
+impl Stored for MfaTokenRecord {
+    type Format1 = Self;
+    type Format2 = Self;
 }
 
 /// The key names of one deployment (one `etcd.prefix`).
@@ -94,6 +111,7 @@ impl Layout {
             Key::User(name) => self.under(&[b"u/", name.as_bytes()]),
             Key::Session(sid) => self.under(&[b"s/", sid.as_bytes()]),
             Key::Refresh(hash) => self.under(&[b"r/", refresh_hash_hex(hash).as_bytes()]),
+            Key::MfaToken(hash) => self.under(&[b"f/", refresh_hash_hex(hash).as_bytes()]),
             Key::Revocation(kind, id) => {
                 self.under(&[b"v/", &[kind_char(*kind)], b"/", id.as_bytes()])
             }
@@ -137,6 +155,10 @@ impl Layout {
             [b's', b'/', sid @ ..] => Named::Record(Key::Session(text(sid))),
             [b'r', b'/', hash @ ..] => match refresh_hash_from_hex(hash) {
                 Some(hash) => Named::Record(Key::Refresh(hash)),
+                None => Named::Other,
+            },
+            [b'f', b'/', hash @ ..] => match refresh_hash_from_hex(hash) {
+                Some(hash) => Named::Record(Key::MfaToken(hash)),
                 None => Named::Other,
             },
             [b'v', b'/', kind, b'/', id @ ..] => match kind_of(*kind) {
@@ -196,7 +218,7 @@ pub fn encode<T: Serialize>(nonce: u64, record: &T) -> Result<Vec<u8>, StoreErro
 /// The commit nonce a value was written with.
 pub fn nonce_of(bytes: &[u8]) -> Option<u64> {
     match bytes.split_first() {
-        Some((&(FORMAT_1 | FORMAT_CURRENT), rest)) => rest
+        Some((&(FORMAT_1 | FORMAT_2 | FORMAT_CURRENT), rest)) => rest
             .split_first_chunk::<8>()
             .map(|(nonce, _)| u64::from_be_bytes(*nonce)),
         _ => None,
@@ -215,6 +237,11 @@ pub fn decode<T: Stored>(bytes: &[u8], space: &'static str) -> Result<T, StoreEr
         Some((&FORMAT_CURRENT, rest)) => bincode::serde::decode_from_slice(&body(rest)?, config)
             .map(|(record, _)| record)
             .map_err(|err| corrupt(err.to_string())),
+        Some((&FORMAT_2, rest)) => {
+            bincode::serde::decode_from_slice::<T::Format2, _>(&body(rest)?, config)
+                .map(|(record, _)| record.into())
+                .map_err(|err| corrupt(err.to_string()))
+        }
         Some((&FORMAT_1, rest)) => {
             bincode::serde::decode_from_slice::<T::Format1, _>(&body(rest)?, config)
                 .map(|(record, _)| record.into())
@@ -238,6 +265,7 @@ mod tests {
             Key::User("alice@example.com".into()),
             Key::Session("c2lk".into()),
             Key::Refresh([0xab; 32]),
+            Key::MfaToken([0xcd; 32]),
             Key::Revocation(RevocationKind::Jti, "a/b".into()),
             Key::Revocation(RevocationKind::User, "bob".into()),
         ] {
@@ -274,6 +302,7 @@ mod tests {
             disabled: false,
             created_at: 5,
             generation: 2,
+            second_factor: None,
         };
         let bytes = encode(42, &user).unwrap();
         assert_eq!(nonce_of(&bytes), Some(42));

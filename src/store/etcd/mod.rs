@@ -419,6 +419,7 @@ fn decode_change(key: &Key, value: &[u8], version: Version) -> Result<Change, St
             record: decode(value, "sessions")?,
         }),
         Key::Refresh(hash) => Change::Refresh(*hash),
+        Key::MfaToken(hash) => Change::MfaToken(*hash),
         Key::Revocation(..) => Change::Revocation(decode(value, "revocations")?),
     })
 }

@@ -18,8 +18,8 @@ use crate::store::backend::{
     RestoreState, RevocationsPage, RevokedJtiSink, Snapshot, Txn, UsersPage,
 };
 use crate::store::records::{
-    Key, LoginEvent, MemberRecord, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
-    SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
+    Key, LoginEvent, MemberRecord, MfaTokenRecord, RefreshHash, RefreshRecord, RevocationKind,
+    RevocationRecord, SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
 };
 
 impl EtcdBackend {
@@ -215,6 +215,13 @@ impl Backend for EtcdBackend {
             self.get_versioned(&Key::Refresh(hash), "refresh_tokens")
                 .await
         })
+    }
+
+    fn mfa_token(
+        &self,
+        hash: RefreshHash,
+    ) -> BoxFuture<'_, Result<Option<Versioned<MfaTokenRecord>>, StoreError>> {
+        Box::pin(async move { self.get_versioned(&Key::MfaToken(hash), "mfa_tokens").await })
     }
 
     fn revocation(

@@ -1,8 +1,9 @@
 //! How records are laid out in sled's values: a format byte, then (from format 2) the
 //! record's version, then the record in bincode. bincode is not self-describing, so a record
-//! whose fields change gets a new format: format 4 holds today's layouts, format 3 the
-//! layouts before revocation entries learnt `ended_sessions` and `serial`, formats 1 and 2
-//! those before the refresh record learnt `issued_in_cookie`. Records of every format
+//! whose fields change gets a new format: format 5 holds today's layouts, format 4 those
+//! before users learnt `second_factor` and sessions `with_otp`, format 3 the layouts before
+//! revocation entries learnt `ended_sessions` and `serial`, formats 1 and 2 those before the
+//! refresh record learnt `issued_in_cookie`. Records of every format
 //! still load (format 1, from before versions were kept, as version 0).
 
 use serde::de::DeserializeOwned;
@@ -10,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 use crate::store::records::{
-    LegacyRevocationRecord, RefreshRecord, RevocationRecord, SessionRecord, UnixSeconds,
-    UserRecord, Version, Versioned,
+    LegacyRevocationRecord, LegacySessionRecord, LegacyUserRecord, MfaTokenRecord, RefreshRecord,
+    RevocationRecord, SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
 };
 
 /// Format 1: `[1] ‖ bincode(record in its format-1/2 layout)`.
@@ -20,8 +21,10 @@ const FORMAT_UNVERSIONED: u8 = 1;
 const FORMAT_VERSIONED: u8 = 2;
 /// Format 3: `[3] ‖ version (u64, big-endian) ‖ bincode(record in its format-3 layout)`.
 const FORMAT_3: u8 = 3;
-/// Format 4: `[4] ‖ version (u64, big-endian) ‖ bincode(record)`, today's layouts.
-const FORMAT_CURRENT: u8 = 4;
+/// Format 4: `[4] ‖ version (u64, big-endian) ‖ bincode(record in its format-4 layout)`.
+const FORMAT_4: u8 = 4;
+/// Format 5: `[5] ‖ version (u64, big-endian) ‖ bincode(record)`, today's layouts.
+const FORMAT_CURRENT: u8 = 5;
 
 /// A record type sled stores, with the layouts older formats hold it in.
 pub(super) trait Stored: Serialize + DeserializeOwned {
@@ -30,26 +33,39 @@ pub(super) trait Stored: Serialize + DeserializeOwned {
     type Legacy: DeserializeOwned + Into<Self>;
     /// The record as format 3 laid it out.
     type Format3: DeserializeOwned + Into<Self>;
+    /// The record as format 4 laid it out.
+    type Format4: DeserializeOwned + Into<Self>;
 }
 
 impl Stored for UserRecord {
-    type Legacy = Self;
-    type Format3 = Self;
+    type Legacy = LegacyUserRecord;
+    type Format3 = LegacyUserRecord;
+    type Format4 = LegacyUserRecord;
 }
 
 impl Stored for SessionRecord {
-    type Legacy = Self;
-    type Format3 = Self;
+    type Legacy = LegacySessionRecord;
+    type Format3 = LegacySessionRecord;
+    type Format4 = LegacySessionRecord;
 }
 
 impl Stored for RevocationRecord {
     type Legacy = LegacyRevocationRecord;
     type Format3 = LegacyRevocationRecord;
+    type Format4 = Self;
 }
 
 impl Stored for RefreshRecord {
     type Legacy = LegacyRefreshRecord;
     type Format3 = Self;
+    type Format4 = Self;
+}
+
+/// New in format 5: never stored in an older one.
+impl Stored for MfaTokenRecord {
+    type Legacy = Self;
+    type Format3 = Self;
+    type Format4 = Self;
 }
 
 /// A refresh record of formats 1 and 2, from before `issued_in_cookie`: those tokens were
@@ -102,6 +118,10 @@ pub(super) fn decode<T: Stored>(
             let (version, body_bytes) = split_version(rest).ok_or_else(truncated)?;
             (version, body::<T::Format3>(body_bytes).map(Into::into))
         }
+        FORMAT_4 => {
+            let (version, body_bytes) = split_version(rest).ok_or_else(truncated)?;
+            (version, body::<T::Format4>(body_bytes).map(Into::into))
+        }
         FORMAT_CURRENT => {
             let (version, body_bytes) = split_version(rest).ok_or_else(truncated)?;
             (version, body::<T>(body_bytes))
@@ -114,7 +134,7 @@ pub(super) fn decode<T: Stored>(
     })
 }
 
-/// The version in front of a format-2, -3 or -4 body, and the body.
+/// The version in front of a format-2 to -5 body, and the body.
 fn split_version(rest: &[u8]) -> Option<(Version, &[u8])> {
     rest.split_first_chunk::<8>()
         .map(|(version, body)| (u64::from_be_bytes(*version), body))
@@ -130,7 +150,7 @@ fn body<L: DeserializeOwned>(bytes: &[u8]) -> Result<L, String> {
 /// The version of an encoded record, without decoding the rest.
 pub(super) fn version_of(bytes: &[u8]) -> Version {
     match bytes.split_first() {
-        Some((&(FORMAT_VERSIONED | FORMAT_3 | FORMAT_CURRENT), rest)) => {
+        Some((&(FORMAT_VERSIONED | FORMAT_3 | FORMAT_4 | FORMAT_CURRENT), rest)) => {
             split_version(rest).map_or(0, |(version, _)| version)
         }
         _ => 0,
@@ -208,8 +228,8 @@ mod tests {
     }
 
     #[test]
-    fn records_whose_layout_did_not_change_load_from_every_format() {
-        let session = SessionRecord {
+    fn format_four_users_and_sessions_load_without_a_second_factor() {
+        let legacy_session = LegacySessionRecord {
             sid: "s1".into(),
             username: "alice".into(),
             account_id: 1,
@@ -219,15 +239,47 @@ mod tests {
             expires_at: 5,
             access_expires_at: 6,
         };
-        let body = bincode::serde::encode_to_vec(&session, bincode::config::standard()).unwrap();
-        let current = encode(9, &session).unwrap();
-        let mut old = vec![FORMAT_VERSIONED];
-        old.extend(9u64.to_be_bytes());
-        old.extend(&body);
-        for bytes in [current, old] {
-            let decoded: Versioned<SessionRecord> = decode(&bytes, "sessions").unwrap();
-            assert_eq!((decoded.version, &decoded.record), (9, &session));
+        #[derive(Serialize)]
+        struct Format4Session<'a>(&'a str, &'a str, u64, u64, i64, i64, i64, i64);
+        let body = bincode::serde::encode_to_vec(
+            Format4Session("s1", "alice", 1, 2, 3, 4, 5, 6),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        for format in [FORMAT_VERSIONED, FORMAT_3, FORMAT_4] {
+            let mut old = vec![format];
+            old.extend(9u64.to_be_bytes());
+            old.extend(&body);
+            let decoded: Versioned<SessionRecord> = decode(&old, "sessions").unwrap();
+            assert_eq!(decoded.version, 9);
+            assert_eq!(decoded.record, SessionRecord::from(legacy_session.clone()));
+            assert!(!decoded.record.with_otp);
         }
+        #[derive(Serialize)]
+        struct Format4User<'a>(u64, &'a str, &'a str, Vec<String>, bool, i64, u64);
+        let body = bincode::serde::encode_to_vec(
+            Format4User(7, "alice", "$argon2id$x", vec!["admin".into()], false, 3, 4),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let mut old = vec![FORMAT_4];
+        old.extend(2u64.to_be_bytes());
+        old.extend(&body);
+        let user: Versioned<UserRecord> = decode(&old, "users").unwrap();
+        assert_eq!((user.record.account_id, user.record.generation), (7, 4));
+        assert_eq!(user.record.second_factor, None);
+        let enrolled = UserRecord {
+            second_factor: Some(crate::store::SecondFactor {
+                totp: Some(vec![1, 2, 3]),
+                pending: None,
+                last_step: 99,
+                recovery_codes: vec![[5; 32]],
+            }),
+            ..user.record
+        };
+        let decoded: Versioned<UserRecord> =
+            decode(&encode(3, &enrolled).unwrap(), "users").unwrap();
+        assert_eq!(decoded.record, enrolled);
     }
 
     #[test]

@@ -24,8 +24,8 @@ use super::backend::{
     Record, RestoreState, RevocationsPage, RevokedJtiSink, Snapshot, Txn, UsersPage, Write,
 };
 use super::records::{
-    Key, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord, SessionRecord, UnixSeconds,
-    UserRecord, Version, Versioned,
+    Key, MfaTokenRecord, RefreshHash, RefreshRecord, RevocationKind, RevocationRecord,
+    SessionRecord, UnixSeconds, UserRecord, Version, Versioned,
 };
 use codec::{Stored, decode, encode, version_of};
 use flusher::Flusher;
@@ -46,6 +46,8 @@ pub struct SledBackend {
     users: sled::Tree,
     sessions: sled::Tree,
     refresh_tokens: sled::Tree,
+    /// `SHA-256(mfa_token)` → [`MfaTokenRecord`].
+    mfa_tokens: sled::Tree,
     /// `kind byte ‖ id` → [`RevocationRecord`].
     revocations: sled::Tree,
     /// `seq` (big-endian) → `kind byte ‖ id`: the list order.
@@ -101,6 +103,7 @@ struct Trees<'a> {
     users: &'a TransactionalTree,
     sessions: &'a TransactionalTree,
     refresh_tokens: &'a TransactionalTree,
+    mfa_tokens: &'a TransactionalTree,
     revocations: &'a TransactionalTree,
     revocation_log: &'a TransactionalTree,
     meta: &'a TransactionalTree,
@@ -113,6 +116,7 @@ impl Trees<'_> {
             Key::User(name) => (self.users, name.as_bytes().to_vec()),
             Key::Session(sid) => (self.sessions, sid.as_bytes().to_vec()),
             Key::Refresh(hash) => (self.refresh_tokens, hash.to_vec()),
+            Key::MfaToken(hash) => (self.mfa_tokens, hash.to_vec()),
             Key::Revocation(kind, id) => (self.revocations, revocation_key(*kind, id)),
         }
     }
@@ -179,6 +183,11 @@ impl Trees<'_> {
                     self.refresh_tokens.insert(hash.as_slice(), bytes)?;
                     Change::Refresh(*hash)
                 }
+                Write::PutMfaToken(hash, record) => {
+                    let bytes = encode(revision, record).or_else(abort)?;
+                    self.mfa_tokens.insert(hash.as_slice(), bytes)?;
+                    Change::MfaToken(*hash)
+                }
                 Write::PutRevocation(entry) => {
                     next_seq += 1;
                     let entry = RevocationRecord {
@@ -235,6 +244,7 @@ impl SledBackend {
             users: db.open_tree("users")?,
             sessions: db.open_tree("sessions")?,
             refresh_tokens: db.open_tree("refresh_tokens")?,
+            mfa_tokens: db.open_tree("mfa_tokens")?,
             revocations: db.open_tree("revocations")?,
             revocation_log: db.open_tree("revocation_log")?,
             meta,
@@ -255,16 +265,18 @@ impl SledBackend {
             &self.users,
             &self.sessions,
             &self.refresh_tokens,
+            &self.mfa_tokens,
             &self.revocations,
             &self.revocation_log,
             &self.meta,
         );
         let batch = trees.transaction(
-            |(users, sessions, refresh_tokens, revocations, revocation_log, meta)| {
+            |(users, sessions, refresh_tokens, mfa_tokens, revocations, revocation_log, meta)| {
                 Trees {
                     users,
                     sessions,
                     refresh_tokens,
+                    mfa_tokens,
                     revocations,
                     revocation_log,
                     meta,
@@ -326,6 +338,21 @@ impl SledBackend {
                     })?;
                 expired.push(Expired {
                     key: Key::Refresh(hash),
+                    version: record.version,
+                });
+            }
+        }
+        for item in self.mfa_tokens.iter() {
+            let (key, bytes) = item?;
+            let record: Versioned<MfaTokenRecord> = decode(&bytes, "mfa_tokens")?;
+            if record.record.expires_at < now {
+                let hash: RefreshHash =
+                    key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                        space: "mfa_tokens",
+                        reason: "key is not a 32-byte hash".into(),
+                    })?;
+                expired.push(Expired {
+                    key: Key::MfaToken(hash),
                     version: record.version,
                 });
             }
@@ -458,6 +485,13 @@ impl Backend for SledBackend {
         )
     }
 
+    fn mfa_token(
+        &self,
+        hash: RefreshHash,
+    ) -> BoxFuture<'_, Result<Option<Versioned<MfaTokenRecord>>, StoreError>> {
+        Box::pin(async move { off_reactor(|| Self::get(&self.mfa_tokens, "mfa_tokens", &hash)) })
+    }
+
     fn revocation(
         &self,
         kind: RevocationKind,
@@ -556,6 +590,7 @@ mod tests {
             disabled: false,
             created_at: 0,
             generation: 0,
+            second_factor: None,
         }
     }
 
