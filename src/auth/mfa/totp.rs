@@ -56,6 +56,19 @@ pub fn base32(secret: &[u8]) -> String {
         .to_string()
 }
 
+/// The secret `text` spells in base32 (as [`base32`] writes it; case and padding ignored).
+pub fn decode_base32(text: &str) -> Option<Vec<u8>> {
+    totp_rs::Secret::Encoded(text.trim_end_matches('=').to_ascii_uppercase())
+        .to_bytes()
+        .ok()
+}
+
+/// The code of the secret `base32_secret` at `now`: what an authenticator app shows (for
+/// tests and tools; authd itself only checks codes).
+pub fn code_at(base32_secret: &str, now: UnixSeconds) -> Option<String> {
+    decode_base32(base32_secret).map(|secret| code_for_step(&secret, step_at(now)))
+}
+
 fn generator(secret: &[u8], digits: usize) -> TOTP {
     // `new_unchecked`: the checked constructor refuses secrets under 128 bits, which the
     // RFC's own test vector (and nothing authd makes) has.
@@ -131,5 +144,11 @@ mod tests {
         );
         assert_eq!(base32(b"Hello!\xde\xad\xbe\xef"), "JBSWY3DPEHPK3PXP");
         assert_ne!(new_secret(), secret);
+        assert_eq!(decode_base32(&text), Some(secret.clone()));
+        assert_eq!(decode_base32(&text.to_lowercase()), Some(secret));
+        assert_eq!(
+            code_at("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", 59).as_deref(),
+            Some("287082")
+        );
     }
 }
