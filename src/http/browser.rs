@@ -140,7 +140,10 @@ fn redirect_target(ctx: &Ctx, rd: Option<&str>) -> Result<Option<RedirectTarget>
 
 /// `303 See Other` to `rd`, or to `/` without one.
 fn see_other(rd: Option<&RedirectTarget>) -> Response {
-    let location = rd.map_or("/", RedirectTarget::as_str);
+    see_other_location(rd.map_or("/", RedirectTarget::as_str))
+}
+
+fn see_other_location(location: &str) -> Response {
     let mut response = Response::new(Default::default());
     *response.status_mut() = StatusCode::SEE_OTHER;
     if let Ok(location) = HeaderValue::from_str(location) {
@@ -379,9 +382,23 @@ async fn second_step_submit(
     ))
 }
 
-/// `303` to `rd` (or `/`) with the session cookies of `pair`.
+/// `303` to `rd` (or `/`) with the session cookies of `pair` — or to the account page
+/// when `mfa.required_roles` holds the user to a second factor this login did not use
+/// (nothing else would let the session in).
 fn signed_in(ctx: &Ctx, rd: Option<&RedirectTarget>, pair: &TokenPair) -> Response {
-    let mut response = see_other(rd);
+    let authority = &ctx.state.authority;
+    let must_enrol = authority
+        .authenticate(&ctx.settings, &pair.access_token, ctx.now)
+        .is_ok_and(|principal| {
+            authority
+                .check_second_factor_policy(&ctx.settings, &principal)
+                .is_err()
+        });
+    let mut response = if must_enrol {
+        see_other_location("/account")
+    } else {
+        see_other(rd)
+    };
     set_session_cookies(ctx, &mut response, pair);
     response
 }

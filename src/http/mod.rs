@@ -1,10 +1,12 @@
 //! The HTTP API of API.md. [`routes`] holds the one route table of each listener and
 //! serves it; handlers live in one file per route family ([`tokens`], [`account`],
-//! [`verify`], [`mfa`], [`health`], [`browser`], [`admin`]) over shared pieces: the request context
+//! [`verify`], [`mfa`], [`health`], [`browser`], [`account_page`], [`admin`]) over shared pieces: the request context
 //! ([`request`]), response shapes ([`views`], [`reply`]), login/refresh auditing
 //! ([`audit`]) and the error → response mapping ([`error`]). [`server`] runs a listener.
 
 pub mod account;
+pub mod account_html;
+pub mod account_page;
 pub mod admin;
 pub mod audit;
 pub mod browser;

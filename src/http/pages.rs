@@ -147,10 +147,15 @@ pub fn error_page(err: ApiError) -> Response {
 
 /// A complete HTML document with the page headers.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    styled_page(status, title, body, "")
+}
+
+/// [`page`] with more CSS after the shared style.
+pub(super) fn styled_page(status: StatusCode, title: &str, body: &str, css: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-<title>{} · authd</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n",
+<title>{} · authd</title>\n<style>{STYLE}{css}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n",
         escape(title)
     );
     let mut response = Response::new(html.into());

@@ -14,7 +14,7 @@ use warp::reply::Response;
 
 use super::error::ApiError;
 use super::request::{PeerAddr, ctx, ctx_with_body, query};
-use super::{account, admin, browser, feed, health, mfa, tokens, verify};
+use super::{account, account_page, admin, browser, feed, health, mfa, tokens, verify};
 use crate::auth::Settings;
 use crate::clock::Clock;
 use crate::state::AppState;
@@ -253,6 +253,92 @@ pub const PUBLIC_ROUTES: &[Route] = &[
                 .and(ctx_with_body(s.clone()))
                 .and(query())
                 .then(move |c, b, q| browser::logout(c, b, q, route.allow))
+                .boxed()
+        }),
+    },
+    // The account page and its forms: like the browser routes, every method reaches the
+    // handler (404 while cookies are disabled, its own 405 page).
+    Route {
+        template: "/account",
+        allow: "GET",
+        serve: Serve::Filter(|s, route| {
+            warp::path!("account")
+                .and(ctx_with_body(s.clone()))
+                .then(move |c, b| {
+                    account_page::account(c, b, account_page::Action::Show, route.allow)
+                })
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/account/password",
+        allow: "POST",
+        serve: Serve::Filter(|s, route| {
+            warp::path!("account" / "password")
+                .and(ctx_with_body(s.clone()))
+                .then(move |c, b| {
+                    account_page::account(c, b, account_page::Action::Password, route.allow)
+                })
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/account/sessions/end",
+        allow: "POST",
+        serve: Serve::Filter(|s, route| {
+            warp::path!("account" / "sessions" / "end")
+                .and(ctx_with_body(s.clone()))
+                .then(move |c, b| {
+                    account_page::account(c, b, account_page::Action::EndSession, route.allow)
+                })
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/account/totp",
+        allow: "POST",
+        serve: Serve::Filter(|s, route| {
+            warp::path!("account" / "totp")
+                .and(ctx_with_body(s.clone()))
+                .then(move |c, b| {
+                    account_page::account(c, b, account_page::Action::BeginTotp, route.allow)
+                })
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/account/totp/confirm",
+        allow: "POST",
+        serve: Serve::Filter(|s, route| {
+            warp::path!("account" / "totp" / "confirm")
+                .and(ctx_with_body(s.clone()))
+                .then(move |c, b| {
+                    account_page::account(c, b, account_page::Action::ConfirmTotp, route.allow)
+                })
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/account/totp/disable",
+        allow: "POST",
+        serve: Serve::Filter(|s, route| {
+            warp::path!("account" / "totp" / "disable")
+                .and(ctx_with_body(s.clone()))
+                .then(move |c, b| {
+                    account_page::account(c, b, account_page::Action::DisableTotp, route.allow)
+                })
+                .boxed()
+        }),
+    },
+    Route {
+        template: "/account/recovery-codes",
+        allow: "POST",
+        serve: Serve::Filter(|s, route| {
+            warp::path!("account" / "recovery-codes")
+                .and(ctx_with_body(s.clone()))
+                .then(move |c, b| {
+                    account_page::account(c, b, account_page::Action::RecoveryCodes, route.allow)
+                })
                 .boxed()
         }),
     },
