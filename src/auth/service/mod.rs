@@ -12,6 +12,7 @@ mod login;
 mod mfa;
 mod refresh;
 mod revocations;
+mod second_step;
 mod sessions;
 mod users;
 mod verify;
@@ -21,9 +22,10 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 pub use error::{AuthError, TokenRejection};
-pub use mfa::{Enrolment, MfaToken};
+pub use mfa::Enrolment;
 pub use refresh::{Channel, Refreshed};
 pub use revocations::RevocationTarget;
+pub use second_step::MfaToken;
 pub use users::{User, UserChanges};
 pub use verify::Principal;
 
@@ -413,5 +415,7 @@ fn user_not_found(username: &str) -> AuthError {
     AuthError::NotFound(format!("user {shown:?} not found"))
 }
 
+#[cfg(test)]
+mod second_factor_tests;
 #[cfg(test)]
 pub(crate) mod testing;
