@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the pieces behind `GET /v1/verify`: token verification
 //! (signature check vs the verified-token cache), the revocation lookup in a store holding
-//! 100k entries, and the in-memory user and session reads. The end-to-end figures are
+//! 100k entries, the in-memory user and session reads, and the second factor's code check. The end-to-end figures are
 //! `bench/run`'s; these say which piece a change moved.
 //!
 //! `cargo bench --bench hot_path` (or `-- token_verify` for one group).
@@ -188,11 +188,34 @@ fn store_reads(c: &mut Criterion) {
     group.finish();
 }
 
+/// The second factor's per-login work: taking a TOTP code (three candidate steps, each an
+/// HMAC-SHA1, after opening the sealed secret) and a recovery code's MAC.
+fn second_factor(c: &mut Criterion) {
+    use authd::auth::mfa::MfaKey;
+    use authd::auth::mfa::totp::{code_for_step, matching_step, new_secret, step_at};
+    let key = MfaKey::from_bytes([7; 32]);
+    let secret = new_secret();
+    let sealed = key.seal(42, &secret);
+    let now = now();
+    let code = code_for_step(&secret, step_at(now) + 1);
+    let mut group = c.benchmark_group("second_factor");
+    group.bench_function("open_and_match_totp", |b| {
+        b.iter(|| {
+            let secret = key.open(42, black_box(&sealed)).unwrap();
+            matching_step(&secret, black_box(&code), now, 0).unwrap()
+        })
+    });
+    group.bench_function("recovery_code_mac", |b| {
+        b.iter(|| key.recovery_mac(42, black_box("abcdefgh2345")))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = token_verify, store_reads
+    targets = token_verify, store_reads, second_factor
 }
 criterion_main!(benches);
