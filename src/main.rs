@@ -167,6 +167,10 @@ fn check_config(args: ConfigArg) -> anyhow::Result<()> {
             Err(err) => return Err(err).context("invalid key set"),
         }
     }
+    // So is the second factor's key (a fresh install has none yet: `serve` creates it).
+    if config.mfa.key_file.exists() {
+        authd::auth::mfa::MfaKey::read(&config.mfa.key_file)?;
+    }
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }
