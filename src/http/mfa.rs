@@ -11,6 +11,7 @@ use super::audit::client;
 use super::error::ApiError;
 use super::reply::{json, no_content};
 use super::request::{Accepts, Ctx, RawBody, decode_body};
+use crate::auth::Principal;
 use crate::auth::password::Password;
 
 #[derive(Deserialize)]
@@ -86,8 +87,7 @@ pub async fn confirm_totp(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> 
 }
 
 pub async fn disable_totp(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
-    let principal = ctx.principal_enrolling().await?;
-    let body = decode_body::<PasswordAndCodeBody, PasswordAndCodeBody>(&ctx, raw, Accepts::Json)?;
+    let (principal, body) = owner_form(&ctx, raw).await?;
     let result = ctx
         .state
         .authority
@@ -106,8 +106,7 @@ pub async fn disable_totp(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> 
 }
 
 pub async fn new_recovery_codes(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
-    let principal = ctx.principal_enrolling().await?;
-    let body = decode_body::<PasswordAndCodeBody, PasswordAndCodeBody>(&ctx, raw, Accepts::Json)?;
+    let (principal, body) = owner_form(&ctx, raw).await?;
     let result = ctx
         .state
         .authority
@@ -127,6 +126,13 @@ pub async fn new_recovery_codes(ctx: Ctx, raw: RawBody) -> Result<Response, ApiE
         result.is_ok(),
     );
     Ok(codes_answer(&result?))
+}
+
+/// The caller and the body of a change that takes the current password and a code.
+async fn owner_form(ctx: &Ctx, raw: RawBody) -> Result<(Principal, PasswordAndCodeBody), ApiError> {
+    let principal = ctx.principal_enrolling().await?;
+    let body = decode_body::<PasswordAndCodeBody, PasswordAndCodeBody>(ctx, raw, Accepts::Json)?;
+    Ok((principal, body))
 }
 
 fn audit(ctx: &Ctx, event: &str, username: &str, ok: bool) {

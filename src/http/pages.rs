@@ -40,15 +40,7 @@ pub struct LoginForm<'a> {
 
 /// The login form with `status`.
 pub fn login_page(status: StatusCode, form: &LoginForm<'_>) -> Response {
-    let message = form.message.map_or_else(String::new, |m| {
-        format!("<p class=\"alert\" role=\"alert\">{}</p>\n", escape(m))
-    });
-    let rd = form.rd.map_or_else(String::new, |rd| {
-        format!(
-            "<input type=\"hidden\" name=\"rd\" value=\"{}\">\n",
-            escape(rd.as_str())
-        )
-    });
+    let (message, rd) = (alert(form.message), hidden_rd(form.rd));
     // Focus where the user has to type next.
     let (user_focus, password_focus) = if form.username.is_empty() {
         (" autofocus", "")
@@ -83,15 +75,7 @@ pub struct CodeForm<'a> {
 /// The second step of a login for an account with TOTP on: a code field, with the
 /// `mfa_token` and `rd` hidden (never the password).
 pub fn code_page(status: StatusCode, form: &CodeForm<'_>) -> Response {
-    let message = form.message.map_or_else(String::new, |m| {
-        format!("<p class=\"alert\" role=\"alert\">{}</p>\n", escape(m))
-    });
-    let rd = form.rd.map_or_else(String::new, |rd| {
-        format!(
-            "<input type=\"hidden\" name=\"rd\" value=\"{}\">\n",
-            escape(rd.as_str())
-        )
-    });
+    let (message, rd) = (alert(form.message), hidden_rd(form.rd));
     let body = format!(
         "<main>\n<h1>Two-factor authentication</h1>\n{message}<form method=\"post\">\n{rd}\
 <input type=\"hidden\" name=\"mfa_token\" value=\"{token}\">\n\
@@ -107,6 +91,23 @@ recovery codes.</p>\n\
     let mut response = page(status, "Two-factor authentication", &body);
     allow_form_redirect(&mut response, form.rd);
     response
+}
+
+/// The alert paragraph of a form that failed, if it did.
+fn alert(message: Option<&str>) -> String {
+    message.map_or_else(String::new, |m| {
+        format!("<p class=\"alert\" role=\"alert\">{}</p>\n", escape(m))
+    })
+}
+
+/// The hidden `rd` field that carries the validated target through a form.
+fn hidden_rd(rd: Option<&RedirectTarget>) -> String {
+    rd.map_or_else(String::new, |rd| {
+        format!(
+            "<input type=\"hidden\" name=\"rd\" value=\"{}\">\n",
+            escape(rd.as_str())
+        )
+    })
 }
 
 /// Chromium applies `form-action` to the redirects that follow a form submission too, so

@@ -122,15 +122,8 @@ impl Authority {
         now: UnixSeconds,
     ) -> Result<Vec<String>, AuthError> {
         self.check_current()?;
-        let codes = recovery::new_set();
         let account_id = principal.user().account_id;
-        let macs: Vec<[u8; 32]> = codes
-            .iter()
-            .map(|code| {
-                self.mfa_key
-                    .recovery_mac(account_id, &code.replace('-', ""))
-            })
-            .collect();
+        let (codes, macs) = self.recovery_set(account_id);
         let digits = match Code::parse(code) {
             Some(Code::Totp(digits)) => Some(digits),
             _ => None,
@@ -171,26 +164,13 @@ impl Authority {
         client: Option<IpAddr>,
         now: UnixSeconds,
     ) -> Result<(), AuthError> {
-        let proven = self
-            .check_owner(
-                settings,
-                principal,
-                current_password,
-                Some(code),
-                client,
-                now,
-            )
-            .await?;
-        let checked = proven.record.second_factor.clone();
-        self.change_factor(&proven.record, |factor| {
-            if *factor != checked {
-                return Err(AuthError::WrongPasswordOrCode);
-            }
-            *factor = None;
-            Ok(())
-        })
-        .await?;
-        Ok(())
+        let proof = OwnerProof {
+            password: current_password,
+            code,
+            client,
+        };
+        self.change_proven_factor(settings, principal, proof, now, |factor| *factor = None)
+            .await
     }
 
     /// A new set of recovery codes (`POST /v1/mfa/recovery-codes`), after the current
@@ -204,39 +184,65 @@ impl Authority {
         client: Option<IpAddr>,
         now: UnixSeconds,
     ) -> Result<Vec<String>, AuthError> {
+        let (codes, macs) = self.recovery_set(principal.user().account_id);
+        let proof = OwnerProof {
+            password: current_password,
+            code,
+            client,
+        };
+        self.change_proven_factor(settings, principal, proof, now, |factor| {
+            if let Some(factor) = factor.as_mut() {
+                factor.recovery_codes = macs.clone();
+            }
+        })
+        .await?;
+        Ok(codes)
+    }
+
+    /// Applies `change` to the caller's second factor once the current password and a code
+    /// check (see [`Authority::check_owner`]); a concurrent change in between refuses it, as
+    /// the code was taken against what it replaced.
+    async fn change_proven_factor(
+        &self,
+        settings: &Settings,
+        principal: &Principal,
+        proof: OwnerProof<'_>,
+        now: UnixSeconds,
+        change: impl Fn(&mut Option<SecondFactor>),
+    ) -> Result<(), AuthError> {
         let proven = self
             .check_owner(
                 settings,
                 principal,
-                current_password,
-                Some(code),
-                client,
+                proof.password,
+                Some(proof.code),
+                proof.client,
                 now,
             )
             .await?;
-        let account_id = proven.record.account_id;
+        let checked = proven.record.second_factor.clone();
+        self.change_factor(&proven.record, |factor| {
+            if *factor != checked {
+                return Err(AuthError::WrongPasswordOrCode);
+            }
+            change(factor);
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A fresh set of recovery codes for the account: as shown, and as stored.
+    fn recovery_set(&self, account_id: u64) -> (Vec<String>, Vec<[u8; 32]>) {
         let codes = recovery::new_set();
-        let macs: Vec<[u8; 32]> = codes
+        let macs = codes
             .iter()
             .map(|code| {
                 self.mfa_key
                     .recovery_mac(account_id, &code.replace('-', ""))
             })
             .collect();
-        let checked = proven.record.second_factor.clone();
-        self.change_factor(&proven.record, |factor| {
-            // The code was taken against `checked`: a concurrent change means it may not be
-            // taken any more.
-            if *factor != checked {
-                return Err(AuthError::WrongPasswordOrCode);
-            }
-            if let Some(factor) = factor.as_mut() {
-                factor.recovery_codes = macs.clone();
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(codes)
+        (codes, macs)
     }
 
     /// The admin's reset (`DELETE /admin/v1/users/{u}/mfa`): every bit of second-factor
@@ -374,6 +380,13 @@ impl Authority {
         }
         Err(StoreError::Conflict.into())
     }
+}
+
+/// What the owner of an account gives to change its second factor.
+struct OwnerProof<'a> {
+    password: &'a Password,
+    code: &'a str,
+    client: Option<IpAddr>,
 }
 
 fn totp_already_on() -> AuthError {
