@@ -3,7 +3,9 @@
 //! cluster"): `authd backup` from a running daemon, `authd restore` into a stopped one's
 //! store — sled or etcd — and then every password, access token, refresh token (once),
 //! session and revocation works exactly as before. Also the refusals (a store with records,
-//! a cut-off or unknown file, another second-factor key) and a restore killed midway.
+//! a cut-off or unknown file, another second-factor key) and a restore killed midway. A
+//! user's second factor (rev 4) moves too: TOTP still required, its codes and unused
+//! recovery codes still work, used ones still do not; only the same `mfa.key_file` opens it.
 //!
 //! etcd: one member on 127.0.40.1 for this binary, a prefix per site.
 
@@ -20,6 +22,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use common::etcd::EtcdCluster;
+use common::second_factor::{
+    Enrolled, amr, assert_wrong_code, enrol, login_with_code, mfa_flag, password_step,
+    second_step_ok,
+};
 use common::{
     Daemon, claims, config_with, etcd_config, set_in_section, text, within_timeout, write_config,
 };
@@ -47,6 +53,8 @@ enum Backend {
 /// One installation: a folder with its config file (and, on sled, its store).
 struct Site {
     dir: tempfile::TempDir,
+    /// Its `etcd.prefix`, on etcd.
+    prefix: Option<String>,
 }
 
 impl Site {
@@ -54,6 +62,7 @@ impl Site {
     fn new(backend: Backend) -> Option<Site> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config_with(&[]);
+        let mut site_prefix = None;
         if backend == Backend::Etcd {
             let prefix = format!("/backup-test/{}/", authd::random::random_id(8));
             config = etcd_config(
@@ -63,9 +72,13 @@ impl Site {
                     ("prefix", &format!("\"{prefix}\"")),
                 ],
             );
+            site_prefix = Some(prefix);
         }
         write_config(dir.path(), &config);
-        Some(Site { dir })
+        Some(Site {
+            dir,
+            prefix: site_prefix,
+        })
     }
 
     fn path(&self) -> &Path {
@@ -76,8 +89,9 @@ impl Site {
         Daemon::start(self.path()).await
     }
 
-    /// The same secrets as `other` (an operator copies the key folder and the admin
-    /// token to the new site).
+    /// The same secrets as `other` (an operator copies the key folder, the admin token
+    /// and the second factor's key to the new site: a backup's second-factor records open
+    /// only with the key they were sealed with).
     fn copy_secrets_from(&self, other: &Site) {
         let keys = other.path().join("data/keys");
         let to = self.path().join("data/keys");
@@ -95,6 +109,15 @@ impl Site {
             self.path().join("data/admin.token"),
         )
         .unwrap();
+        self.copy_mfa_key_from(other);
+    }
+
+    /// `other`'s `mfa.key_file`, owner-only as authd makes it.
+    fn copy_mfa_key_from(&self, other: &Site) {
+        std::fs::create_dir_all(self.path().join("data")).unwrap();
+        let to = self.path().join("data/mfa.key");
+        std::fs::copy(other.path().join("data/mfa.key"), &to).unwrap();
+        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     }
 
     /// `authd ARGS --config SITE/config.toml` to its end.
@@ -469,6 +492,127 @@ async fn a_restore_killed_midway_is_refused_by_serve_and_runs_again() {
                 }
             }
             assert_eq!(listed as u64, count, "{backend:?}: every revocation, once");
+            stop(daemon).await;
+        }
+    })
+    .await;
+}
+
+// ----- the second factor (rev 4) -----
+
+/// A sled site where alice has TOTP on and has spent her first recovery code, backed up
+/// with `authd backup` and stopped: the site, alice as she enrolled, the backup file.
+async fn enrolled_site() -> (Site, Enrolled, PathBuf) {
+    let source = Site::new(Backend::Sled).unwrap();
+    let daemon = source.start().await;
+    daemon.add_user("alice", &[]).await;
+    let alice = enrol(&daemon, "alice").await;
+    let mfa_token = password_step(&daemon, "alice").await;
+    let spent = second_step_ok(&daemon, &mfa_token, &alice.recovery_codes[0], "spent").await;
+    assert_eq!(spent["recovery_codes_left"], 9, "{spent}");
+    let file = source.path().join("mfa.backup");
+    source.backup(&daemon, &file);
+    stop(daemon).await;
+    (source, alice, file)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enrolled_user_keeps_the_second_factor_through_sled_to_sled_and_sled_to_etcd() {
+    within_timeout(async {
+        let (source, enrolled, file) = enrolled_site().await;
+        for (hop, backend) in [Backend::Sled, Backend::Etcd].into_iter().enumerate() {
+            let Some(site) = Site::new(backend) else {
+                continue;
+            };
+            site.copy_secrets_from(&source);
+            let output = site.restore(&file);
+            assert!(
+                output.status.success(),
+                "{backend:?}: {}",
+                describe(&output)
+            );
+            let daemon = site.start().await;
+            // Each restored store starts from the backup: the confirm's step is the last used.
+            let mut alice = enrolled.clone();
+
+            assert!(mfa_flag(&daemon, "alice").await, "{backend:?}: mfa");
+            let mfa_token = password_step(&daemon, "alice").await;
+            let code = alice.next_code().await;
+            let what = format!("{backend:?}: a TOTP code");
+            let tokens = second_step_ok(&daemon, &mfa_token, &code, &what).await;
+            assert_eq!(amr(text(&tokens["access_token"])), json!(["pwd", "otp"]));
+            let replay = login_with_code(&daemon, "alice", Some(&code)).await;
+            assert_wrong_code(replay, &format!("{backend:?}: that code again")).await;
+
+            let unused = &alice.recovery_codes[1 + hop];
+            let response = login_with_code(&daemon, "alice", Some(unused)).await;
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{backend:?}: an unused recovery code: {body}"
+            );
+            assert_eq!(body["recovery_codes_left"], 8, "{backend:?}: {body}");
+            let spent = login_with_code(&daemon, "alice", Some(&alice.recovery_codes[0])).await;
+            assert_wrong_code(spent, &format!("{backend:?}: the code spent before")).await;
+            stop(daemon).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_with_another_or_no_mfa_key_file_is_refused_and_writes_nothing() {
+    within_timeout(async {
+        use base64::Engine as _;
+        let (source, _alice, file) = enrolled_site().await;
+        let key = authd::auth::mfa::MfaKey::read(&source.path().join("data/mfa.key")).unwrap();
+        for backend in [Backend::Sled, Backend::Etcd] {
+            let Some(site) = Site::new(backend) else {
+                continue;
+            };
+            site.copy_secrets_from(&source);
+            let key_file = site.path().join("data/mfa.key");
+            let mut other = [0u8; 32];
+            getrandom::fill(&mut other).unwrap();
+            let other = base64::engine::general_purpose::STANDARD.encode(other);
+            std::fs::write(&key_file, format!("{other}\n")).unwrap();
+
+            let output = site.restore(&file);
+            assert!(
+                !output.status.success(),
+                "{backend:?}, another key: {}",
+                describe(&output)
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("mfa.key_file"), "{backend:?}: {stderr}");
+            assert!(stderr.contains(key.fingerprint()), "{backend:?}: {stderr}");
+            assert!(!stderr.contains(&other), "never the key itself: {stderr}");
+            assert!(!String::from_utf8_lossy(&output.stdout).contains("restored"));
+
+            std::fs::remove_file(&key_file).unwrap();
+            let output = site.restore(&file);
+            assert!(
+                !output.status.success(),
+                "{backend:?}, no key: {}",
+                describe(&output)
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("mfa.key_file"), "{backend:?}: {stderr}");
+            assert!(
+                !key_file.exists(),
+                "{backend:?}: restore made a key of its own"
+            );
+
+            // Nothing was written: no key under the prefix, and the store serves, empty.
+            if let Some(prefix) = &site.prefix {
+                let keys = etcd().unwrap().keys(prefix);
+                assert!(keys.is_empty(), "{backend:?}: written to etcd: {keys:?}");
+            }
+            let daemon = site.start().await;
+            let body: Value = daemon.list_users("").await.json().await.unwrap();
+            assert_eq!(body["users"], json!([]), "{backend:?}");
             stop(daemon).await;
         }
     })

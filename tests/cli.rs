@@ -563,6 +563,53 @@ async fn unusable_local_settings_fail_before_any_request() {
     assert!(!run.success, "a target is required: {run:?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn user_mfa_reset_turns_the_second_factor_off_and_ends_every_session() {
+    use common::second_factor::{amr, enrol, login_with_code, mfa_flag, password_step};
+
+    let daemon = Daemon::start().await;
+    daemon.ok(&["user", "add", "alice"], PASSWORD).await;
+    let mut alice = enrol(&daemon, "alice").await;
+    let code = alice.next_code().await;
+    let response = login_with_code(&daemon, "alice", Some(&code)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let with_otp: Value = response.json().await.unwrap();
+    let with_otp_access = with_otp["access_token"].as_str().unwrap();
+    assert_eq!(amr(with_otp_access), json!(["pwd", "otp"]));
+    assert!(mfa_flag(&daemon, "alice").await, "on before the reset");
+    password_step(&daemon, "alice").await;
+
+    let out = daemon.ok(&["user", "mfa-reset", "alice"], "").await;
+    assert!(out.contains("reset the second factor of alice"), "{out}");
+
+    assert!(!mfa_flag(&daemon, "alice").await, "off after the reset");
+    for (what, token) in [
+        ("the enrolment's session", alice.access_token.as_str()),
+        ("a session with otp", with_otp_access),
+    ] {
+        let status = daemon.verify(token).await.status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} after the reset");
+    }
+    let status = daemon
+        .refresh(with_otp["refresh_token"].as_str().unwrap())
+        .await
+        .status();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "its refresh token");
+    // The password alone logs in again (no mfa_required), as a password-only session.
+    let response = daemon.try_login("alice", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK, "the password alone");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(amr(body["access_token"].as_str().unwrap()), json!(["pwd"]));
+    // A reset of an account with nothing to reset is no error.
+    daemon.ok(&["user", "mfa-reset", "alice"], "").await;
+
+    let err = daemon.fails(&["user", "mfa-reset", "ghost"], "").await;
+    assert!(err.contains("ghost"), "{err}");
+    assert!(err.contains("not found"), "{err}");
+
+    daemon.stop().await;
+}
+
 // ----- check-config: files, bounds, RS256 (rev 4) -----
 
 /// A configuration folder with its data folder, keys folder (one HS256 key) and admin token

@@ -51,19 +51,18 @@ impl Backup {
             let encoded = async {
                 let mut encoder = Encoder::default();
                 while let Some(item) = exported.recv().await {
-                    let line = match item {
-                        Exported::Begin(point) => header_line(&store, point, &about)?,
-                        Exported::Record(record) => {
-                            let mut lines = encode(&Line::from(&record))?;
-                            encoder.records += 1;
-                            if let Some(line) = format::second_factor_line(&record) {
-                                lines.extend(encode(&line)?);
-                                encoder.records += 1;
-                            }
-                            lines
+                    match item {
+                        Exported::Begin(point) => {
+                            encoder.push(&header_line(&store, point, &about)?)
                         }
-                    };
-                    encoder.push(&line);
+                        Exported::Record(record) => {
+                            encoder.push_record(&encode(&Line::from(&record))?);
+                            // A user's second factor: a line of its own, right after.
+                            if let Some(line) = format::second_factor_line(&record) {
+                                encoder.push_record(&encode(&line)?);
+                            }
+                        }
+                    }
                     if encoder.full() && chunks.send(Ok(encoder.take())).await.is_err() {
                         return Err(BackupError("the reader went away".into()));
                     }
@@ -134,6 +133,12 @@ impl Encoder {
     fn push(&mut self, line: &[u8]) {
         self.buffer.put_slice(line);
         self.buffer.put_u8(b'\n');
+    }
+
+    /// A record line, counted for the end line.
+    fn push_record(&mut self, line: &[u8]) {
+        self.push(line);
+        self.records += 1;
     }
 
     fn full(&self) -> bool {

@@ -47,9 +47,9 @@ pub fn write_cluster_config(dir: &Path, text: &str) {
     std::fs::write(dir.join("config.toml"), text).unwrap();
 }
 
-/// Copies what an operator copies from the first instance: the key files and, when
-/// `admin_token`, the token files — admin and feed — (modes as authd makes them: folders
-/// 0700, files 0600).
+/// Copies what an operator copies from the first instance: the key files — the signing
+/// keys and the second factor's `mfa.key` — and, when `admin_token`, the token files —
+/// admin and feed — (modes as authd makes them: folders 0700, files 0600).
 pub fn copy_secrets(from: &Path, to: &Path, admin_token: bool) {
     use std::os::unix::fs::PermissionsExt as _;
     let private_dir = |dir: &Path| {
@@ -66,6 +66,7 @@ pub fn copy_secrets(from: &Path, to: &Path, admin_token: bool) {
         let entry = entry.unwrap();
         private_copy(&entry.path(), &to.join("data/keys").join(entry.file_name()));
     }
+    private_copy(&from.join("data/mfa.key"), &to.join("data/mfa.key"));
     if admin_token {
         private_copy(&from.join("data/admin.token"), &to.join("data/admin.token"));
         private_copy(&from.join("data/feed.token"), &to.join("data/feed.token"));
@@ -111,8 +112,18 @@ impl Deployment {
     /// then two more with copies of its secrets; on return each has loaded its snapshot and
     /// answers `/readyz` `200` (its view confirmed current), as a load balancer would wait.
     pub async fn start(net: u8, settings: &[(&str, &str)]) -> Deployment {
+        Deployment::start_configured(net, settings, |config| config).await
+    }
+
+    /// [`Deployment::start`] with every instance's configuration text passed through
+    /// `edit` (for settings outside `[etcd]`).
+    pub async fn start_configured(
+        net: u8,
+        settings: &[(&str, &str)],
+        edit: impl Fn(String) -> String,
+    ) -> Deployment {
         let etcd = EtcdCluster::start(net, 3);
-        let config = cluster_config(&etcd, settings);
+        let config = edit(cluster_config(&etcd, settings));
         let mut nodes: Vec<Node> = Vec::new();
         for i in 0..3 {
             let dir = tempfile::tempdir().unwrap();

@@ -18,8 +18,10 @@
 //! | 17 | `membership`: `GET /admin/v1/cluster` |
 //! | 18 | `failover`: one etcd member down is no outage |
 //! | 19 | `feed`: the revocation feed across instances |
+//! | 41 | `mfa`: the second login step on any instance; wrong codes over all kill the token |
+//! | 42 | `mfa`: a missing or different `mfa.key_file` refuses the start |
 //!
-//! (net 1 belongs to `tests/api_etcd`.)
+//! (net 1 belongs to `tests/api_etcd`, net 40 to `tests/backup.rs`.)
 
 // Tests wait on real time (deadlines for the daemons under test), as a client would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -33,6 +35,7 @@ mod compaction;
 mod failover;
 mod feed;
 mod membership;
+mod mfa;
 mod propagation;
 mod quorum;
 mod refresh;

@@ -7,6 +7,8 @@
 //! - `127.0.1.x`: the one member shared by the whole `api_etcd` binary ([`shared_member`]).
 //! - `127.0.10.x` … `127.0.19.x`: the `cluster` binary, one net per test (see its docs).
 //! - `127.0.20.x`: the one member of the `store_etcd` binary (the backend contract).
+//! - `127.0.40.x`: the one member of the `backup` binary.
+//! - `127.0.41.x`, `127.0.42.x`: the `cluster` binary's second-factor tests (`mfa.rs`).
 //!
 //! A member is started through a small `sh` wrapper that runs etcd in the background and
 //! kills it as soon as the test process is gone: a test that panics or is killed leaves no

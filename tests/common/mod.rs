@@ -7,6 +7,8 @@
 //! - `process`: [`Daemon`], the real binary as a child process (signals, `kill -9`).
 //! - `tokens`: JWTs taken apart and forged.
 //! - `etcd`: [`EtcdCluster`], real etcd members on their own loopback addresses.
+//! - `second_factor`: enrolment, TOTP codes and the two login steps; secrets searched for
+//!   in bytes the daemon left behind.
 //!
 //! One contract, two backends: the `api_etcd` binary (or `AUTHD_TEST_STORE=etcd` for any
 //! binary) runs every [`TestApp`] on etcd instead of sled ([`etcd_mode`]).
@@ -19,6 +21,7 @@ pub mod config;
 pub mod etcd;
 pub mod in_process;
 pub mod process;
+pub mod second_factor;
 pub mod tokens;
 
 pub use client::{Api, PASSWORD, assert_error, header, header_str, percent_encode, text};
