@@ -19,11 +19,11 @@ border-bottom:1px solid #e3e5e8;vertical-align:top}caption{text-align:left;font-
 td form button,.inline button{width:auto;padding:.35rem .8rem}\
 .notice{padding:.6rem;border-radius:4px;background:#e8f3ea;color:#17401f;border:1px solid #b9dcc0}\
 .qr svg{width:14rem;height:14rem;max-width:100%;height:auto}\
-.secret,.codes{font-family:ui-monospace,monospace;font-size:1.05rem;word-break:break-all}\
+.secret,.codes{font-family:ui-monospace,monospace;font-size:1.05rem;overflow-wrap:anywhere}\
 .codes{columns:2;padding-left:1.2rem}.muted{color:#51565e}\
 @media (max-width:30rem){main.account{margin:0;border-radius:0;padding:1rem}\
-table,tbody,tr,td{display:block}thead{display:none}td{border:0;padding:.2rem 0}\
-tr{border-bottom:1px solid #e3e5e8;padding:.5rem 0}}";
+table,tbody,tr,td,caption{display:block}thead{display:none}td{border:0;padding:.2rem 0}\
+tr{border-bottom:1px solid #e3e5e8;padding:.5rem 0}td[data-label]::before{content:attr(data-label);font-weight:600}}";
 
 /// What a page shows about the account.
 pub struct AccountView<'a> {
@@ -31,6 +31,8 @@ pub struct AccountView<'a> {
     pub roles: &'a [String],
     pub sessions: &'a [SessionRecord],
     pub current_sid: &'a str,
+    /// Where signing out goes (back here, which leads to the login page), when allowed.
+    pub sign_out_rd: Option<&'a str>,
     pub totp_on: bool,
     /// `mfa.required_roles` holds this session to a second factor it lacks.
     pub must_enrol: bool,
@@ -88,11 +90,17 @@ Set it up below, then sign out and sign in again with a code.</p>\n",
     body.push_str(&two_factor_section(view));
     body.push_str(&sessions_section(view));
     body.push_str(&password_section());
-    body.push_str(
+    let rd = view.sign_out_rd.map_or_else(String::new, |rd| {
+        format!(
+            "<input type=\"hidden\" name=\"rd\" value=\"{}\">",
+            escape(rd)
+        )
+    });
+    body.push_str(&format!(
         "<section aria-labelledby=\"signout\">\n<h2 id=\"signout\">Sign out</h2>\n\
-<form method=\"post\" action=\"/logout\" class=\"inline\"><button type=\"submit\">Sign out</button></form>\n\
-</section>\n</main>",
-    );
+<form method=\"post\" action=\"/logout\" class=\"inline\">{rd}<button type=\"submit\">Sign out</button></form>\n\
+</section>\n</main>"
+    ));
     styled_page(status, "Your account", &body, CSS)
 }
 
@@ -182,7 +190,7 @@ fn sessions_section(view: &AccountView<'_>) -> String {
             )
         };
         html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{action}</td></tr>\n",
+            "<tr><td data-label=\"Signed in \">{}</td><td data-label=\"Last active \">{}</td><td>{action}</td></tr>\n",
             rfc3339(session.created_at),
             rfc3339(session.last_refreshed_at),
         ));

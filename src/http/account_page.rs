@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::pages::{add_page_headers, error_page};
 use super::request::{Accepts, Ctx, RawBody, decode_body};
 use crate::auth::password::Password;
-use crate::auth::redirect::{check_redirect, login_url_with_rd};
+use crate::auth::redirect::{RedirectTarget, check_redirect, login_url_with_rd};
 use crate::auth::{AuthError, Principal};
 
 /// What a post to the account page asks for.
@@ -54,7 +54,7 @@ pub async fn account(ctx: Ctx, raw: RawBody, action: Action, allow: &'static str
         return error_page(ApiError::method_not_allowed(allow));
     }
     // A post from another site is refused before the session is even looked at.
-    let principal = match ctx.principal_enrolling().await {
+    let principal = match ctx.principal_on_own_page().await {
         Ok(principal) => principal,
         Err(err) if err.code() == "invalid_token" => return to_login(&ctx),
         Err(err) => return error_page(err),
@@ -256,6 +256,7 @@ fn render(ctx: &Ctx, principal: &Principal, status: StatusCode, done: Done) -> R
             roles: principal.roles(),
             sessions: &sessions,
             current_sid: &principal.claims.sid,
+            sign_out_rd: account_rd(ctx).as_ref().map(RedirectTarget::as_str),
             totp_on: user.as_ref().is_some_and(|user| user.has_totp()),
             must_enrol,
             notice,
@@ -263,23 +264,23 @@ fn render(ctx: &Ctx, principal: &Principal, status: StatusCode, done: Done) -> R
     )
 }
 
+/// This page's own address as an `rd`, when the rules allow it (its host inside
+/// `cookie.allowed_redirect_domains`).
+fn account_rd(ctx: &Ctx) -> Option<RedirectTarget> {
+    let config = &ctx.settings.config.cookie;
+    let host = ctx.headers.get(http::header::HOST)?.to_str().ok()?;
+    let scheme = if config.secure { "https" } else { "http" };
+    check_redirect(
+        &format!("{scheme}://{host}/account"),
+        &config.allowed_redirect_domains,
+    )
+    .ok()
+}
+
 /// `303` to the login page (which refreshes a session silently where it can), coming back
 /// here when this page's address is an allowed `rd`.
 fn to_login(ctx: &Ctx) -> Response {
-    let config = &ctx.settings.config.cookie;
-    let host = ctx
-        .headers
-        .get(http::header::HOST)
-        .and_then(|host| host.to_str().ok());
-    let scheme = if config.secure { "https" } else { "http" };
-    let rd = host.and_then(|host| {
-        check_redirect(
-            &format!("{scheme}://{host}/account"),
-            &config.allowed_redirect_domains,
-        )
-        .ok()
-    });
-    let location = login_url_with_rd("/login", rd.as_ref());
+    let location = login_url_with_rd("/login", account_rd(ctx).as_ref());
     let mut response = Response::new(Default::default());
     *response.status_mut() = StatusCode::SEE_OTHER;
     if let Ok(location) = HeaderValue::from_str(&location) {

@@ -15,9 +15,9 @@ use super::audit::{
     RefreshOutcome, RefreshVia, attempt_login, attempt_second_step, client, record_refresh,
 };
 use super::cookies::{
-    Presented, carries_rev3_refresh_cookie, check_login_form_origin, check_same_site,
-    clear_access_cookie, clear_refresh_cookie, cookie, presented, refresh_cookie_name,
-    rev3_refresh_expiry, set_access_cookie, set_refresh_cookie, tossed,
+    Presented, carries_rev3_refresh_cookie, check_own_form_origin, clear_access_cookie,
+    clear_refresh_cookie, cookie, presented, refresh_cookie_name, rev3_refresh_expiry,
+    set_access_cookie, set_refresh_cookie, tossed,
 };
 use super::error::ApiError;
 use super::pages::{CodeForm, LoginForm, add_page_headers, code_page, error_page, login_page};
@@ -280,7 +280,7 @@ async fn login_submit(
 ) -> Result<Response, ApiError> {
     // A login form posted from another site would sign the browser in as someone else.
     // The only route that lets the login page's own `Origin: null` post through.
-    check_login_form_origin(&ctx.headers, &ctx.settings.config.cookie)?;
+    check_own_form_origin(&ctx.headers, &ctx.settings.config.cookie)?;
     // Signing in here would send the browser back to an app that still sees both.
     check_not_tossed(ctx)?;
     let body = match decode_optional_body::<LoginJson, LoginFields>(ctx, raw, Accepts::JsonOrForm) {
@@ -505,7 +505,8 @@ async fn logout_submit(
             .await?;
         end_session(ctx, &principal).await?;
     } else {
-        check_same_site(&ctx.headers, config)?;
+        // The account page's sign-out form posts here with `Origin: null`.
+        check_own_form_origin(&ctx.headers, config)?;
         let access = match cookie(&ctx.headers, &config.name) {
             Some(token) => Some(
                 authority

@@ -174,22 +174,24 @@ pub fn is_state_change(method: &Method, headers: &HeaderMap) -> bool {
 /// "The request's host" is `Host`, or the original host a proxy names (`X-Forwarded-Host`,
 /// `X-Original-URL`) when `/v1/verify` is asked about another site's request.
 ///
-/// Every cookie-authenticated state change uses this strict form; only the login form's
-/// own submission has its `Origin: null` exception, in [`check_login_form_origin`].
+/// Every cookie-authenticated state change uses this strict form, except the forms of
+/// authd's own pages ([`check_own_form_origin`]).
 pub fn check_same_site(headers: &HeaderMap, config: &CookieConfig) -> Result<(), ApiError> {
     same_site(headers, config, NullOrigin::Refuse)
 }
 
-/// The cross-site check of `POST /login`: as [`check_same_site`], except that `Origin: null`
-/// with `Sec-Fetch-Site: same-origin` passes.
+/// The cross-site check of the forms on authd's own pages — `POST /login`, the account
+/// page's `POST /account/…` and `POST /logout`: as [`check_same_site`], except that
+/// `Origin: null` with `Sec-Fetch-Site: same-origin` passes.
 ///
-/// The login page must be served with `Referrer-Policy: no-referrer`, which makes browsers
-/// send `Origin: null` with that page's own form; `Sec-Fetch-Site: same-origin` is the
-/// browser vouching that this is such a post. This deliberate deviation from API.md is for
-/// this one route only: it acts on no existing session. Anything that does (logout,
-/// password change, session revocation, forward-auth of a state change) gets the strict
-/// check, and no page of ours posts to those with `Origin: null`.
-pub fn check_login_form_origin(headers: &HeaderMap, config: &CookieConfig) -> Result<(), ApiError> {
+/// Those pages must be served with `Referrer-Policy: no-referrer`, which makes browsers
+/// send `Origin: null` with the pages' own forms; `Sec-Fetch-Site: same-origin` is the
+/// browser vouching that this is such a post (no other site can send it: it is a header
+/// scripts cannot set). This deliberate deviation from API.md's letter is for these routes
+/// only, and only for that pair of headers; every other cookie-authenticated state change
+/// (password change and session revocation through the API, forward-auth of a state
+/// change) gets the strict check.
+pub fn check_own_form_origin(headers: &HeaderMap, config: &CookieConfig) -> Result<(), ApiError> {
     same_site(headers, config, NullOrigin::AllowOwnForm)
 }
 
@@ -198,7 +200,7 @@ pub fn check_login_form_origin(headers: &HeaderMap, config: &CookieConfig) -> Re
 enum NullOrigin {
     /// Always refused.
     Refuse,
-    /// Accepted together with `Sec-Fetch-Site: same-origin` (the login form's own post).
+    /// Accepted together with `Sec-Fetch-Site: same-origin` (a form of authd's own pages).
     AllowOwnForm,
 }
 
@@ -396,7 +398,7 @@ mod tests {
         ] {
             assert!(check_same_site(&headers(&pairs), &c).is_ok(), "{pairs:?}");
             assert!(
-                check_login_form_origin(&headers(&pairs), &c).is_ok(),
+                check_own_form_origin(&headers(&pairs), &c).is_ok(),
                 "{pairs:?}"
             );
         }
@@ -407,7 +409,7 @@ mod tests {
         let c = config();
         // The login page's own form under `Referrer-Policy: no-referrer`.
         let own_form = headers(&[("origin", "null"), ("sec-fetch-site", "same-origin")]);
-        assert!(check_login_form_origin(&own_form, &c).is_ok());
+        assert!(check_own_form_origin(&own_form, &c).is_ok());
         let err = check_same_site(&own_form, &c).unwrap_err();
         assert_eq!(err.code(), "forbidden");
     }
@@ -434,7 +436,7 @@ mod tests {
         ] {
             let err = check_same_site(&headers(&pairs), &c).unwrap_err();
             assert_eq!(err.code(), "forbidden", "{pairs:?}");
-            let err = check_login_form_origin(&headers(&pairs), &c).unwrap_err();
+            let err = check_own_form_origin(&headers(&pairs), &c).unwrap_err();
             assert_eq!(err.code(), "forbidden", "{pairs:?}");
         }
     }

@@ -73,6 +73,19 @@ impl Ctx {
     /// session cookie's. A cookie-borne token of a state change must pass the cross-site
     /// check (`403 forbidden`).
     pub fn access_token(&self) -> Result<PresentedToken<'_>, ApiError> {
+        self.access_token_checked(super::cookies::check_same_site)
+    }
+
+    /// [`Ctx::access_token`] for the forms of authd's own pages (the account page), whose
+    /// posts carry `Origin: null` (see [`super::cookies::check_own_form_origin`]).
+    pub fn own_page_access_token(&self) -> Result<PresentedToken<'_>, ApiError> {
+        self.access_token_checked(super::cookies::check_own_form_origin)
+    }
+
+    fn access_token_checked(
+        &self,
+        cross_site_check: fn(&HeaderMap, &crate::config::CookieConfig) -> Result<(), ApiError>,
+    ) -> Result<PresentedToken<'_>, ApiError> {
         let cookies = &self.settings.config.cookie;
         if !cookies.enabled || self.headers.contains_key(AUTHORIZATION) {
             return self.bearer().map(|token| PresentedToken {
@@ -83,7 +96,7 @@ impl Ctx {
         let token = super::cookies::cookie(&self.headers, &cookies.name)
             .ok_or_else(ApiError::missing_token)?;
         if super::cookies::is_state_change(&self.method, &self.headers) {
-            super::cookies::check_same_site(&self.headers, cookies)?;
+            cross_site_check(&self.headers, cookies)?;
         }
         Ok(PresentedToken {
             token,
@@ -105,10 +118,20 @@ impl Ctx {
     /// [`Ctx::principal`] for the routes a user who must enrol a second factor may still
     /// use (`/v1/me`, `/v1/mfa/*`, logout, the account page).
     pub async fn principal_enrolling(&self) -> Result<Principal, ApiError> {
+        self.authenticate(self.access_token()?.token).await
+    }
+
+    /// The caller of the account page: as [`Ctx::principal_enrolling`], its forms checked
+    /// with [`Ctx::own_page_access_token`].
+    pub async fn principal_on_own_page(&self) -> Result<Principal, ApiError> {
+        self.authenticate(self.own_page_access_token()?.token).await
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         Ok(self
             .state
             .authority
-            .authenticate_fresh(&self.settings, self.access_token()?.token, self.now)
+            .authenticate_fresh(&self.settings, token, self.now)
             .await?)
     }
 
