@@ -478,6 +478,236 @@ fn seen<'v>(echo: &'v Value, header: &str) -> Vec<&'v str> {
         .unwrap_or_default()
 }
 
+// ----- the second factor -----
+
+/// Seconds since the Unix epoch: the clock authd reads too (same machine).
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+/// A user's enrolled authenticator app, as the test holds it.
+struct Authenticator {
+    secret: Vec<u8>,
+    /// The last step whose code authd took (the confirm's): a code is taken only for a
+    /// later step, the current one ±1.
+    last_step: u64,
+    /// The recovery codes the confirm answered, not yet used.
+    recovery_codes: Vec<String>,
+    /// An access token of a login made before enrolment (`amr` `["pwd"]`).
+    password_only_token: String,
+}
+
+impl Authenticator {
+    /// The next code authd will take: for the step after the last one used, or the
+    /// current one when later. Waits (at most one step) when that step is not yet inside
+    /// the current step's ±1 window.
+    fn next_code(&mut self) -> String {
+        loop {
+            let now = authd::auth::mfa::totp::step_at(unix_now());
+            let step = (self.last_step + 1).max(now);
+            if step <= now + 1 {
+                self.last_step = step;
+                return authd::auth::mfa::totp::code_for_step(&self.secret, step);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Six digits that are no step's code anywhere near now.
+    fn wrong_code(&self) -> String {
+        let now = authd::auth::mfa::totp::step_at(unix_now());
+        let near: Vec<String> = (now - 4..=now + 4)
+            .map(|step| authd::auth::mfa::totp::code_for_step(&self.secret, step))
+            .collect();
+        ["000000", "111111", "222222", "333333", "444444"]
+            .into_iter()
+            .find(|code| !near.iter().any(|c| c == code))
+            .unwrap()
+            .to_owned()
+    }
+
+    fn take_recovery_code(&mut self) -> String {
+        self.recovery_codes.pop().expect("a recovery code left")
+    }
+}
+
+/// The value of the hidden (or any) input `name` in a page, unescaped.
+fn input_value(html: &str, name: &str) -> Option<String> {
+    let start = format!("name=\"{name}\" value=\"");
+    let from = html.find(&start)? + start.len();
+    let raw = &html[from..from + html[from..].find('"')?];
+    Some(
+        raw.replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// What the code page (the second step of a browser login) must and must not hold.
+fn assert_code_page(html: &str, rd: &str) {
+    assert!(html.contains("name=\"code\""), "a code input: {html}");
+    assert!(html.contains("Authentication code"), "its label: {html}");
+    assert!(
+        input_value(html, "mfa_token").is_some_and(|t| !t.is_empty()),
+        "a hidden mfa_token: {html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "type=\"hidden\" name=\"rd\" value=\"{}\"",
+            rd.replace('&', "&amp;")
+        )),
+        "rd carried: {html}"
+    );
+    assert!(
+        !html.contains("name=\"password\""),
+        "no password field: {html}"
+    );
+    assert!(!html.contains(PASSWORD), "the password echoed: {html}");
+}
+
+/// What the login form (first step) holds: username and password inputs, no code.
+fn assert_login_form(html: &str) {
+    assert!(html.contains("name=\"username\""), "{html}");
+    assert!(html.contains("name=\"password\""), "{html}");
+    assert!(!html.contains("name=\"code\""), "{html}");
+    assert!(!html.contains("name=\"mfa_token\""), "{html}");
+    assert!(!html.contains(PASSWORD), "the password echoed: {html}");
+}
+
+fn assert_no_cookie(response: &reqwest::Response, what: &str) {
+    assert!(
+        response.headers().get(SET_COOKIE).is_none(),
+        "{what}: no cookie before the code: {:?}",
+        response.headers()
+    );
+}
+
+impl Stack {
+    /// Adds `username` and enrols TOTP for it through the API, as its user would with an
+    /// authenticator app.
+    async fn enrol(&self, username: &str) -> Authenticator {
+        self.authd.app.add_user(username, &[]).await;
+        let token = self.authd.app.login(username).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let started = self
+            .authd
+            .app
+            .public_request(Method::POST, "/v1/mfa/totp")
+            .bearer_auth(&token)
+            .json(&json!({"current_password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), StatusCode::OK, "enrol {username}");
+        let started: Value = started.json().await.unwrap();
+        let base32 = started["secret"].as_str().unwrap();
+        let secret = authd::auth::mfa::totp::decode_base32(base32).unwrap();
+        let step = authd::auth::mfa::totp::step_at(unix_now());
+        let confirmed = self
+            .authd
+            .app
+            .public_request(Method::POST, "/v1/mfa/totp/confirm")
+            .bearer_auth(&token)
+            .json(&json!({"code": authd::auth::mfa::totp::code_for_step(&secret, step)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), StatusCode::OK, "confirm for {username}");
+        let confirmed: Value = confirmed.json().await.unwrap();
+        let recovery_codes: Vec<String> = confirmed["recovery_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(recovery_codes.len(), 10, "{confirmed}");
+        Authenticator {
+            secret,
+            last_step: step,
+            recovery_codes,
+            password_only_token: token,
+        }
+    }
+
+    /// `POST {base}/login` with form `fields`, as the browser's form sends it.
+    async fn post_login(&self, base: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.post_login_from(base, fields, None).await
+    }
+
+    /// [`Stack::post_login`] from the client address `from` (an `X-Forwarded-For` that
+    /// authd believes, the test being one of its trusted proxies).
+    async fn post_login_from(
+        &self,
+        base: &str,
+        fields: &[(&str, &str)],
+        from: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{base}/login"))
+            .header(ACCEPT, BROWSER_ACCEPT)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(fields).unwrap());
+        if let Some(from) = from {
+            request = request.header("x-forwarded-for", from);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// The first step of a browser login for an account with TOTP on: the password gets
+    /// the code page (checked); returns its `mfa_token`.
+    async fn code_page(&self, base: &str, username: &str, rd: &str) -> String {
+        let response = self
+            .post_login(
+                base,
+                &[("username", username), ("password", PASSWORD), ("rd", rd)],
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{username}: the code page"
+        );
+        assert_no_cookie(&response, "the code page");
+        assert!(
+            header(&response, "content-type").starts_with("text/html"),
+            "{:?}",
+            response.headers()
+        );
+        assert_eq!(header(&response, "cache-control"), "no-store");
+        let html = response.text().await.unwrap();
+        assert_code_page(&html, rd);
+        input_value(&html, "mfa_token").unwrap()
+    }
+
+    /// Signs in through both steps of the login form with `code`, returning the cookies.
+    async fn sign_in_with_code(&self, username: &str, rd: &str, code: &str) -> Cookies {
+        let base = self.authd_url("");
+        let mfa_token = self.code_page(&base, username, rd).await;
+        let response = self
+            .post_login(
+                &base,
+                &[("mfa_token", &mfa_token), ("code", code), ("rd", rd)],
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{username}: code");
+        assert_eq!(header(&response, "location"), rd);
+        let cookies = Cookies::from(&response);
+        assert!(cookies.has("authd") && cookies.has("authd_refresh"));
+        cookies
+    }
+}
+
 // ----- the checks, the same for both proxies -----
 
 async fn protects_the_app(kind: Kind) {
@@ -781,6 +1011,542 @@ async fn caddy_example_protects_the_app() {
     protects_the_app(Kind::Caddy).await;
 }
 
+// ----- the second factor behind the proxies -----
+
+/// The app learns whether a session used a second factor from `X-Auth-MFA`, which only
+/// authd may set: whatever the client sends under that name is replaced by authd's answer
+/// (exactly one value), and without a session the app is never reached.
+async fn mfa_header_cannot_be_spoofed(kind: Kind) {
+    let Some(binary) = proxy_binary(kind.binary()) else {
+        return;
+    };
+    let s = Stack::start(&binary, kind).await;
+    let page = "/reports?year=2024";
+    let original = s.app_url(page);
+    // A request to the app with the client's own X-Auth-* claims (several spellings).
+    let forged = |cookie: Option<String>, bearer: Option<&str>, claimed: &str| {
+        let mut request = s
+            .client
+            .get(s.app_url(page))
+            .header("X-Auth-MFA", claimed)
+            .header("x-auth-mfa", "1")
+            .header("X-Auth-Mfa", "yes")
+            .header("X-Auth-User", "root")
+            .header("X-Auth-Roles", "admin");
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request
+    };
+
+    // Without a session: refused (401 for an API client, the login page for a browser),
+    // and the app never sees the client's header.
+    let before = s.upstream.hits();
+    let api = forged(None, None, "true").send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
+    let browser = forged(None, None, "true")
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(browser.status(), StatusCode::FOUND, "{kind:?}");
+    assert_eq!(header(&browser, "location"), s.login_url_for(&original));
+    let bad_cookie = forged(Some("authd=forged".to_owned()), None, "true")
+        .header(ACCEPT, BROWSER_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_cookie.status(), StatusCode::FOUND, "{kind:?}");
+    let body = bad_cookie.text().await.unwrap();
+    assert!(!body.contains("x-auth-mfa"), "{kind:?}: {body}");
+    assert_eq!(
+        s.upstream.hits(),
+        before,
+        "{kind:?}: the app was reached without a session"
+    );
+
+    // A session whose login had no second factor (alice has none): "false", never the
+    // client's value, never both.
+    let alice = s.sign_in("alice", &original).await;
+    for claimed in ["true", "false", ""] {
+        let seen_by_app = echo(
+            forged(Some(alice.access()), None, claimed)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            seen(&seen_by_app, "x-auth-mfa"),
+            ["false"],
+            "{kind:?}, client said {claimed:?}: {seen_by_app}"
+        );
+        assert_eq!(seen(&seen_by_app, "x-auth-user"), ["alice"], "{kind:?}");
+    }
+    let alice_bearer = s.authd.app.login("alice").await;
+    let seen_by_app = echo(
+        forged(None, alice_bearer["access_token"].as_str(), "true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        seen(&seen_by_app, "x-auth-mfa"),
+        ["false"],
+        "{kind:?} bearer: {seen_by_app}"
+    );
+
+    // carol has TOTP on. A session from before she enrolled did not use it: "false".
+    let mut carol = s.enrol("carol").await;
+    let seen_by_app = echo(
+        forged(None, Some(&carol.password_only_token), "true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        seen(&seen_by_app, "x-auth-mfa"),
+        ["false"],
+        "{kind:?}: a login before enrolment used no code: {seen_by_app}"
+    );
+    assert_eq!(seen(&seen_by_app, "x-auth-user"), ["carol"]);
+
+    // Her browser login with a code: "true", whatever the client claims.
+    let code = carol.next_code();
+    let with_code = s.sign_in_with_code("carol", &original, &code).await;
+    for claimed in ["false", "true", "0"] {
+        let seen_by_app = echo(
+            forged(Some(with_code.access()), None, claimed)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            seen(&seen_by_app, "x-auth-mfa"),
+            ["true"],
+            "{kind:?}, client said {claimed:?}: {seen_by_app}"
+        );
+        assert_eq!(seen(&seen_by_app, "x-auth-user"), ["carol"], "{kind:?}");
+        assert!(
+            seen(&seen_by_app, "x-auth-roles")
+                .iter()
+                .all(|r| r.is_empty()),
+            "{kind:?}: {seen_by_app}"
+        );
+    }
+
+    // A recovery code counts as a second factor too.
+    let recovery = carol.take_recovery_code();
+    let with_recovery = s.sign_in_with_code("carol", &original, &recovery).await;
+    let seen_by_app = echo(
+        forged(Some(with_recovery.access()), None, "false")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        seen(&seen_by_app, "x-auth-mfa"),
+        ["true"],
+        "{kind:?} recovery code: {seen_by_app}"
+    );
+
+    // The silent refresh at the login page keeps it: the renewed access cookie says "true".
+    let to_login = s.app(Method::GET, page, Some(&with_code.refresh())).await;
+    assert_eq!(to_login.status(), StatusCode::FOUND, "{kind:?}");
+    let silent = s
+        .client
+        .get(header(&to_login, "location"))
+        .header(COOKIE, with_code.refresh())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(silent.status(), StatusCode::SEE_OTHER, "{kind:?}");
+    let renewed = Cookies::from(&silent);
+    let seen_by_app = echo(
+        forged(Some(renewed.access()), None, "false")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        seen(&seen_by_app, "x-auth-mfa"),
+        ["true"],
+        "{kind:?} after a refresh: {seen_by_app}"
+    );
+    // ... and alice's stays "false".
+    let to_login = s.app(Method::GET, page, Some(&alice.refresh())).await;
+    let silent = s
+        .client
+        .get(header(&to_login, "location"))
+        .header(COOKIE, alice.refresh())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(silent.status(), StatusCode::SEE_OTHER, "{kind:?}");
+    let seen_by_app = echo(
+        forged(Some(Cookies::from(&silent).access()), None, "true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["false"], "{kind:?}");
+
+    // The underscore spellings, which CGI-style apps (PHP, WSGI, Rack) read as the same
+    // HTTP_X_AUTH_MFA / HTTP_X_AUTH_USER: nginx drops them, the Caddyfile removes them.
+    let seen_by_app = echo(
+        s.client
+            .get(s.app_url(page))
+            .header(COOKIE, alice.access())
+            .header("X_Auth_MFA", "true")
+            .header("x_auth_user", "root")
+            .header("X_AUTH_ROLES", "admin")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let smuggled: Vec<&String> = seen_by_app["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|name| name.contains('_') && name.replace('_', "-").starts_with("x-auth-"))
+        .collect();
+    assert!(
+        smuggled.is_empty(),
+        "{kind:?}: the client's {smuggled:?} reached the app: {seen_by_app}"
+    );
+    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["false"], "{kind:?}");
+    assert_eq!(seen(&seen_by_app, "x-auth-user"), ["alice"], "{kind:?}");
+
+    // The admin location asks authd with ?role=admin: the header is authd's there too.
+    let root = s.sign_in("root", &s.app_url("/admin/")).await;
+    let seen_by_app = echo(
+        s.client
+            .get(s.app_url("/admin/panel"))
+            .header(COOKIE, root.access())
+            .header("X-Auth-MFA", "true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        seen(&seen_by_app, "x-auth-mfa"),
+        ["false"],
+        "{kind:?} /admin/: {seen_by_app}"
+    );
+    assert_eq!(seen(&seen_by_app, "x-auth-roles"), ["admin"]);
+}
+
+#[tokio::test]
+async fn nginx_passes_authd_mfa_header_never_the_clients() {
+    mfa_header_cannot_be_spoofed(Kind::Nginx).await;
+}
+
+#[tokio::test]
+async fn caddy_passes_authd_mfa_header_never_the_clients() {
+    mfa_header_cannot_be_spoofed(Kind::Caddy).await;
+}
+
+/// The login form's second step, over plain HTTP through the proxy's login host: the code
+/// page, wrong codes, dead and unknown `mfa_token`s, the throttle.
+async fn login_form_second_step(kind: Kind) {
+    let Some(binary) = proxy_binary(kind.binary()) else {
+        return;
+    };
+    let s = Stack::start(&binary, kind).await;
+    let mut carol = s.enrol("carol").await;
+    let page = "/mail?box=in&x=1";
+    let rd = s.app_url(page);
+    // The login host of the example, in front of authd.
+    let base = format!("http://auth.example.com:{}", s.proxy.auth_port);
+
+    // A wrong password: the plain login form again, as for an account without TOTP.
+    let wrong_password = s
+        .post_login(
+            &base,
+            &[("username", "carol"), ("password", "not it"), ("rd", &rd)],
+        )
+        .await;
+    assert_eq!(
+        wrong_password.status(),
+        StatusCode::UNAUTHORIZED,
+        "{kind:?}"
+    );
+    assert_no_cookie(&wrong_password, "a wrong password");
+    assert_login_form(&wrong_password.text().await.unwrap());
+
+    // The right password: the code page (checked by `code_page`), no cookie.
+    let token = s.code_page(&base, "carol", &rd).await;
+
+    // A wrong code: the code page again with 401, the same mfa_token, still no cookie.
+    let wrong = s
+        .post_login(
+            &base,
+            &[
+                ("mfa_token", &token),
+                ("code", &carol.wrong_code()),
+                ("rd", &rd),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
+    assert_no_cookie(&wrong, "a wrong code");
+    let html = wrong.text().await.unwrap();
+    assert_code_page(&html, &rd);
+    assert_eq!(
+        input_value(&html, "mfa_token").as_deref(),
+        Some(token.as_str())
+    );
+    assert!(html.contains("role=\"alert\""), "a message: {html}");
+
+    // An unknown mfa_token: the login form, 400, no cookie.
+    for unknown in ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "x", ""] {
+        let response = s
+            .post_login(
+                &base,
+                &[
+                    ("mfa_token", unknown),
+                    ("code", &carol.wrong_code()),
+                    ("rd", &rd),
+                ],
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{kind:?}: mfa_token {unknown:?}"
+        );
+        assert_no_cookie(&response, "an unknown mfa_token");
+        let html = response.text().await.unwrap();
+        assert_login_form(&html);
+    }
+
+    // The right code: 303 to rd with both cookies; the app sees a second factor.
+    let code = carol.next_code();
+    let signed_in = s
+        .post_login(
+            &base,
+            &[("mfa_token", &token), ("code", &code), ("rd", &rd)],
+        )
+        .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER, "{kind:?}");
+    assert_eq!(header(&signed_in, "location"), rd);
+    let cookies = Cookies::from(&signed_in);
+    assert!(
+        cookies.has("authd") && cookies.has("authd_refresh"),
+        "{kind:?}"
+    );
+    let seen_by_app = echo(s.app(Method::GET, page, Some(&cookies.access())).await).await;
+    assert_eq!(seen(&seen_by_app, "x-auth-user"), ["carol"]);
+    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["true"], "{seen_by_app}");
+
+    // The used mfa_token is dead: the login form, 400, no cookie.
+    let reused = s
+        .post_login(
+            &base,
+            &[("mfa_token", &token), ("code", &code), ("rd", &rd)],
+        )
+        .await;
+    assert_eq!(reused.status(), StatusCode::BAD_REQUEST, "{kind:?}");
+    assert_no_cookie(&reused, "a used mfa_token");
+    assert_login_form(&reused.text().await.unwrap());
+
+    // A recovery code as typed by a person (upper case, spaces) signs in too.
+    let recovery = carol.take_recovery_code();
+    let token = s.code_page(&base, "carol", &rd).await;
+    let typed = format!(" {} ", recovery.to_uppercase().replace('-', " "));
+    let response = s
+        .post_login(
+            &base,
+            &[("mfa_token", &token), ("code", &typed), ("rd", &rd)],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{kind:?}");
+    let seen_by_app = echo(
+        s.app(Method::GET, page, Some(&Cookies::from(&response).access()))
+            .await,
+    )
+    .await;
+    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["true"]);
+
+    // ... once: the second time it is a wrong code (failure 1 since that login). A
+    // second code page is kept open meanwhile, as in another tab.
+    let token = s.code_page(&base, "carol", &rd).await;
+    let other_tab = s.code_page(&base, "carol", &rd).await;
+    let again = s
+        .post_login(
+            &base,
+            &[("mfa_token", &token), ("code", &recovery), ("rd", &rd)],
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
+    assert_no_cookie(&again, "a used recovery code");
+
+    // Wrong codes count against the token and as failed logins.
+    for attempt in 2..=5 {
+        let response = s
+            .post_login(
+                &base,
+                &[
+                    ("mfa_token", &token),
+                    ("code", &carol.wrong_code()),
+                    ("rd", &rd),
+                ],
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{kind:?}: wrong code {attempt}"
+        );
+        assert_no_cookie(&response, "a wrong code");
+    }
+    // The sixth code on the token it killed: the login form, 400 (API.md).
+    let recovery = carol.take_recovery_code();
+    let dead = s
+        .post_login(
+            &base,
+            &[("mfa_token", &token), ("code", &recovery), ("rd", &rd)],
+        )
+        .await;
+    assert_eq!(
+        dead.status(),
+        StatusCode::BAD_REQUEST,
+        "{kind:?}: dead token"
+    );
+    assert_no_cookie(&dead, "a dead mfa_token");
+    assert_login_form(&dead.text().await.unwrap());
+
+    // The other tab's token is alive, but five failures throttle the pair: 429, even with
+    // a right code; still no cookie, no password.
+    let throttled = s
+        .post_login(
+            &base,
+            &[("mfa_token", &other_tab), ("code", &recovery), ("rd", &rd)],
+        )
+        .await;
+    assert_eq!(
+        throttled.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "{kind:?}: throttled"
+    );
+    assert_no_cookie(&throttled, "throttled");
+    assert!(
+        throttled.headers().get("retry-after").is_some(),
+        "{:?}",
+        throttled.headers()
+    );
+    let html = throttled.text().await.unwrap();
+    assert!(!html.contains(PASSWORD), "{html}");
+    // The whole login is throttled for this pair, the password step included.
+    let password = s
+        .post_login(
+            &base,
+            &[("username", "carol"), ("password", PASSWORD), ("rd", &rd)],
+        )
+        .await;
+    assert_eq!(password.status(), StatusCode::TOO_MANY_REQUESTS, "{kind:?}");
+    assert_no_cookie(&password, "throttled password");
+}
+
+#[tokio::test]
+async fn nginx_login_form_second_step() {
+    login_form_second_step(Kind::Nginx).await;
+}
+
+#[tokio::test]
+async fn caddy_login_form_second_step() {
+    login_form_second_step(Kind::Caddy).await;
+}
+
+/// An `mfa_token` dies after five wrong codes: the sixth post (from another address, so
+/// that the throttle of the first is not what answers) gets the login form with 400, even
+/// with a right code, and that code is not used up.
+#[tokio::test]
+async fn an_mfa_token_dies_after_five_wrong_codes() {
+    let Some(nginx) = proxy_binary("nginx") else {
+        return;
+    };
+    let s = Stack::start(&nginx, Kind::Nginx).await;
+    let mut carol = s.enrol("carol").await;
+    let rd = s.app_url("/");
+    // authd directly: it believes X-Forwarded-For from 127.0.0.1 (a trusted proxy).
+    let base = s.authd_url("");
+    let first = s
+        .post_login_from(
+            &base,
+            &[("username", "carol"), ("password", PASSWORD), ("rd", &rd)],
+            Some("198.51.100.1"),
+        )
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let token = input_value(&first.text().await.unwrap(), "mfa_token").unwrap();
+    for attempt in 1..=5 {
+        let wrong = s
+            .post_login_from(
+                &base,
+                &[
+                    ("mfa_token", &token),
+                    ("code", &carol.wrong_code()),
+                    ("rd", &rd),
+                ],
+                Some("198.51.100.1"),
+            )
+            .await;
+        assert_eq!(
+            wrong.status(),
+            StatusCode::UNAUTHORIZED,
+            "wrong code {attempt}"
+        );
+    }
+    let recovery = carol.take_recovery_code();
+    let dead = s
+        .post_login_from(
+            &base,
+            &[("mfa_token", &token), ("code", &recovery), ("rd", &rd)],
+            Some("198.51.100.2"),
+        )
+        .await;
+    assert_eq!(dead.status(), StatusCode::BAD_REQUEST, "a dead mfa_token");
+    assert_no_cookie(&dead, "a dead mfa_token");
+    let html = dead.text().await.unwrap();
+    assert_login_form(&html);
+    assert!(
+        html.contains(&format!("name=\"rd\" value=\"{rd}\"")),
+        "rd kept: {html}"
+    );
+
+    // The recovery code offered on the dead token still works.
+    let fresh = s
+        .post_login_from(
+            &base,
+            &[("username", "carol"), ("password", PASSWORD), ("rd", &rd)],
+            Some("198.51.100.2"),
+        )
+        .await;
+    assert_eq!(fresh.status(), StatusCode::OK);
+    let token = input_value(&fresh.text().await.unwrap(), "mfa_token").unwrap();
+    let signed_in = s
+        .post_login_from(
+            &base,
+            &[("mfa_token", &token), ("code", &recovery), ("rd", &rd)],
+            Some("198.51.100.2"),
+        )
+        .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    assert!(Cookies::from(&signed_in).has("authd"));
+}
+
 // ----- a real browser -----
 
 /// A headless Chromium driven over the DevTools protocol (a minimal WebSocket client over a
@@ -949,6 +1715,24 @@ mod chromium {
             }
         }
 
+        /// Waits until the tab has fully loaded a page on which `condition` (a JavaScript
+        /// expression) is true.
+        pub fn wait_for(&mut self, condition: &str, what: &str) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let expression = format!("document.readyState === 'complete' && !!({condition})");
+            loop {
+                if self.eval(&expression) == true {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let state =
+                        self.eval("[location.href, document.body ? document.body.innerText : '']");
+                    panic!("the browser never showed {what}: {state}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+
         /// A PNG of the tab.
         pub fn screenshot(&mut self) -> Vec<u8> {
             use base64::Engine as _;
@@ -956,6 +1740,93 @@ mod chromium {
             base64::engine::general_purpose::STANDARD
                 .decode(shot["data"].as_str().unwrap())
                 .unwrap()
+        }
+
+        /// Emulates a screen `width`×`height` CSS pixels wide at `scale` device pixels per
+        /// CSS pixel (a phone: `mobile`, which honours the page's viewport meta tag).
+        pub fn set_viewport(&mut self, width: u32, height: u32, scale: f64, mobile: bool) {
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile}),
+            );
+            // The page lays itself out again at the new size before anything is measured.
+            self.call(
+                "Runtime.evaluate",
+                json!({
+                    "expression": "new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))",
+                    "awaitPromise": true,
+                }),
+            );
+        }
+
+        /// A PNG of the whole page, below the fold too.
+        pub fn full_page_screenshot(&mut self) -> Vec<u8> {
+            use base64::Engine as _;
+            let metrics = self.call("Page.getLayoutMetrics", json!({}));
+            let size = &metrics["cssContentSize"];
+            let shot = self.call(
+                "Page.captureScreenshot",
+                json!({
+                    "format": "png",
+                    "captureBeyondViewport": true,
+                    "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+                }),
+            );
+            base64::engine::general_purpose::STANDARD
+                .decode(shot["data"].as_str().unwrap())
+                .unwrap()
+        }
+
+        /// Types `text` into the element `selector` as a keyboard would (focus, then the
+        /// characters).
+        pub fn type_into(&mut self, selector: &str, text: &str) {
+            let focused = self.eval(&format!(
+                "(() => {{ const e = document.querySelector({}); if (!e) return false;                  e.focus(); e.value = ''; return document.activeElement === e; }})()",
+                serde_json::to_string(selector).unwrap()
+            ));
+            assert_eq!(focused, true, "no {selector} to type into");
+            self.call("Input.insertText", json!({"text": text}));
+            let typed = self.eval(&format!(
+                "document.querySelector({}).value",
+                serde_json::to_string(selector).unwrap()
+            ));
+            assert_eq!(typed, text, "what {selector} holds");
+        }
+
+        /// Clicks the middle of the element `selector` with the mouse, scrolling it into
+        /// view first; fails when something else is on top of it there.
+        pub fn click(&mut self, selector: &str) {
+            let at = self.eval(&format!(
+                "(() => {{ const e = document.querySelector({}); if (!e) return null;                  e.scrollIntoView({{block: 'center', inline: 'center'}});                  const r = e.getBoundingClientRect();                  const x = r.left + r.width / 2, y = r.top + r.height / 2;                  const top = document.elementFromPoint(x, y);                  return {{x, y, hit: !!top && (top === e || e.contains(top))}}; }})()",
+                serde_json::to_string(selector).unwrap()
+            ));
+            assert!(at.is_object(), "no {selector} to click");
+            assert_eq!(
+                at["hit"], true,
+                "{selector} is covered where it is clicked: {at}"
+            );
+            for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
+                self.call(
+                    "Input.dispatchMouseEvent",
+                    json!({"type": kind, "x": at["x"], "y": at["y"], "button": "left", "clickCount": 1}),
+                );
+            }
+        }
+
+        /// The browser's cookies for `url`, `name` → value (`HttpOnly` ones too).
+        pub fn cookies(&mut self, url: &str) -> std::collections::HashMap<String, String> {
+            let cookies = self.call("Network.getCookies", json!({"urls": [url]}));
+            cookies["cookies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().to_owned(),
+                        c["value"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
         }
 
         fn send(&mut self, text: &str) {
@@ -1059,5 +1930,505 @@ async fn a_real_browser_signs_in_through_nginx_and_comes_back() {
         seen(&seen_by_app, "x-auth-user"),
         ["alice"],
         "{seen_by_app}"
+    );
+}
+
+/// A user with TOTP signs in through nginx in a real browser: the app's host sends the
+/// browser to the login page, the password leads to the code page, a code from the
+/// authenticator finishes the login, and the browser lands back on the app, which sees the
+/// user and `X-Auth-MFA: true`. Optional: skipped (with a note) without Chromium.
+/// Screenshots: `target/tmp/authd-mfa-code-page.png` and `target/tmp/authd-mfa-signed-in.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_signs_in_with_a_code_through_nginx() {
+    let Some(chromium) = chromium::binary() else {
+        eprintln!("skipping the headless-browser check: Chromium is not installed");
+        return;
+    };
+    let Some(nginx) = proxy_binary("nginx") else {
+        return;
+    };
+    let s = Stack::start(&nginx, Kind::Nginx).await;
+    // Enrolled through the API before the browser starts, as from a phone.
+    let mut carol = s.enrol("carol").await;
+    let app = s.app_url("/mail?box=in%2Fbox");
+    let login_prefix = s.authd_url("/login?rd=");
+    let profile = tempfile::tempdir().unwrap();
+    let origins = [s.app_url(""), s.authd_url("")];
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let code_shot = shots.join("authd-mfa-code-page.png");
+    let signed_in_shot = shots.join("authd-mfa-signed-in.png");
+    for shot in [&code_shot, &signed_in_shot] {
+        let _ = std::fs::remove_file(shot);
+    }
+
+    let expected_rd = app.clone();
+    let (shot_paths, code_page, landed, body) = tokio::task::spawn_blocking(move || {
+        let mut browser = chromium::Browser::start(&chromium, profile.path(), &origins);
+        browser.navigate(&app);
+        browser.wait_for_url(&login_prefix);
+        let filled = browser.eval(&format!(
+            "document.getElementById('username').value = 'carol';\
+             document.getElementById('password').value = {};\
+             document.querySelector('button[type=submit]').click(); true",
+            serde_json::to_string(PASSWORD).unwrap()
+        ));
+        assert_eq!(filled, true);
+        browser.wait_for("document.getElementById('code')", "the code page");
+        let code_page = browser.eval(
+            "({href: location.href,\
+               html: document.documentElement.outerHTML,\
+               label: document.querySelector('label[for=code]').textContent,\
+               token: document.querySelector('input[name=mfa_token]').value,\
+               tokenType: document.querySelector('input[name=mfa_token]').type,\
+               rd: document.querySelector('input[name=rd]').value,\
+               passwordInputs: document.querySelectorAll('input[type=password]').length,\
+               cookies: document.cookie})",
+        );
+        std::fs::write(&code_shot, browser.screenshot()).unwrap();
+        // What the authenticator app shows right now.
+        let code = carol.next_code();
+        let typed = browser.eval(&format!(
+            "document.getElementById('code').value = '{code}';\
+             document.querySelector('button[type=submit]').click(); true"
+        ));
+        assert_eq!(typed, true);
+        let landed = browser.wait_for_url(&app);
+        let body = browser.eval("document.body.innerText");
+        std::fs::write(&signed_in_shot, browser.screenshot()).unwrap();
+        ((code_shot, signed_in_shot), code_page, landed, body)
+    })
+    .await
+    .unwrap();
+
+    // The code page: on authd's login host, a code field with its label, the mfa_token and
+    // rd hidden, no password anywhere, no cookie yet.
+    assert!(
+        code_page["href"]
+            .as_str()
+            .unwrap()
+            .starts_with(&s.authd_url("/login")),
+        "{code_page}"
+    );
+    assert_eq!(code_page["label"], "Authentication code", "{code_page}");
+    assert_eq!(code_page["tokenType"], "hidden");
+    assert!(!code_page["token"].as_str().unwrap().is_empty());
+    assert_eq!(code_page["rd"], expected_rd.as_str());
+    assert_eq!(code_page["passwordInputs"], 0);
+    assert!(
+        !code_page["html"].as_str().unwrap().contains(PASSWORD),
+        "the password on the code page"
+    );
+    assert_eq!(code_page["cookies"], "", "no cookie before the code");
+
+    // Back on the app, signed in with a second factor.
+    assert_eq!(landed, expected_rd);
+    let seen_by_app: Value = serde_json::from_str(body.as_str().unwrap()).unwrap();
+    assert_eq!(
+        seen(&seen_by_app, "x-auth-user"),
+        ["carol"],
+        "{seen_by_app}"
+    );
+    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["true"], "{seen_by_app}");
+    assert_eq!(seen_by_app["path"], "/mail");
+    assert_eq!(seen_by_app["query"], "box=in%2Fbox");
+    // The app's host got the access cookie, never the host-only refresh cookie.
+    let cookie = seen(&seen_by_app, "cookie").join("; ");
+    assert!(cookie.contains("authd="), "{cookie}");
+    assert!(!cookie.contains("authd_refresh"), "{cookie}");
+    for shot in [&shot_paths.0, &shot_paths.1] {
+        let png = std::fs::read(shot).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{}", shot.display());
+        eprintln!("screenshot: {}", shot.display());
+    }
+}
+
+/// In the browser: the non-hidden form fields of the page that no non-empty
+/// `<label for=…>` names, and the labels whose `for` names no element.
+const UNLABELLED: &str = "({\
+    inputs: [...document.querySelectorAll('input, select, textarea')].filter(e => e.type !== 'hidden').length,\
+    unlabelled: [...document.querySelectorAll('input, select, textarea')]\
+        .filter(e => e.type !== 'hidden')\
+        .filter(e => !e.id || ![...document.querySelectorAll('label')]\
+            .some(l => l.htmlFor === e.id && l.textContent.trim() !== ''))\
+        .map(e => e.outerHTML),\
+    dangling: [...document.querySelectorAll('label[for]')]\
+        .filter(l => !document.getElementById(l.htmlFor))\
+        .map(l => l.outerHTML)})";
+
+/// In the browser: how wide the page is against the window (no horizontal scrolling when
+/// `scroll <= client`).
+const WIDTHS: &str = "({scroll: document.documentElement.scrollWidth,\
+    client: document.documentElement.clientWidth, inner: innerWidth})";
+
+/// In the browser: the sessions table as shown.
+const SESSIONS: &str = "({\
+    rows: document.querySelectorAll('table tbody tr').length,\
+    current: [...document.querySelectorAll('table tbody tr')]\
+        .filter(r => r.innerText.includes('This session')).length,\
+    end: [...document.querySelectorAll('form[action=\"/account/sessions/end\"] button')]\
+        .filter(b => b.textContent.trim() === 'End').length})";
+
+/// Whether a recovery code reads `xxxx-xxxx-xxxx` in lower-case base32.
+fn is_recovery_code(code: &str) -> bool {
+    let groups: Vec<&str> = code.split('-').collect();
+    groups.len() == 3
+        && groups.iter().all(|group| {
+            group.len() == 4
+                && group
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        })
+}
+
+/// A user manages their account in a real browser, on authd's login host: the account page
+/// sends a signed-out browser to the login form and back; the user turns on two-factor
+/// authentication by reading the key off the page (QR code beside it) and confirming with a
+/// computed code, sees the ten recovery codes, signs out with the page's button, signs in
+/// again with password and code, sees TOTP on, and ends their other session (an API login),
+/// whose token `/v1/verify` then refuses. Every field has a label; neither a phone's width
+/// nor 200 % zoom needs horizontal scrolling. Optional: skipped (with a note) without
+/// Chromium. Screenshots under `target/tmp/`: `authd-account-desktop.png`,
+/// `authd-account-enrol-desktop.png`, `authd-account-enrol-phone.png`,
+/// `authd-account-codes.png`, `authd-account-phone.png`, `authd-account-zoom200.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_manages_its_account() {
+    let Some(chromium) = chromium::binary() else {
+        eprintln!("skipping the headless-browser check: Chromium is not installed");
+        return;
+    };
+    let Some(nginx) = proxy_binary("nginx") else {
+        return;
+    };
+    let s = Stack::start(&nginx, Kind::Nginx).await;
+    s.authd.app.add_user("dave", &[]).await;
+    // The other session: dave signed in through the API elsewhere.
+    let other = s.authd.app.login("dave").await;
+    let other_access = other["access_token"].as_str().unwrap().to_owned();
+    let verify = |token: String| {
+        s.authd
+            .app
+            .public_request(Method::GET, "/v1/verify")
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        verify(other_access.clone()).await.unwrap().status(),
+        StatusCode::OK,
+        "the other session before"
+    );
+
+    let account = s.authd_url("/account");
+    let login_url = s.login_url_for(&account);
+    let cookie_url = s.authd_url("/");
+    let profile = tempfile::tempdir().unwrap();
+    let origins = [s.app_url(""), s.authd_url("")];
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let names = [
+        "authd-account-desktop.png",
+        "authd-account-enrol-desktop.png",
+        "authd-account-enrol-phone.png",
+        "authd-account-codes.png",
+        "authd-account-phone.png",
+        "authd-account-zoom200.png",
+    ];
+    let paths: Vec<PathBuf> = names.iter().map(|name| shots.join(name)).collect();
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+
+    let saw = tokio::task::spawn_blocking(move || {
+        let shot = |browser: &mut chromium::Browser, name: &str| {
+            std::fs::write(shots.join(name), browser.full_page_screenshot()).unwrap();
+        };
+        let sign_in_form = |browser: &mut chromium::Browser| {
+            browser.wait_for("document.getElementById('password')", "the login form");
+            browser.type_into("#username", "dave");
+            browser.type_into("#password", PASSWORD);
+            browser.click("button[type=submit]");
+        };
+        let mut browser = chromium::Browser::start(&chromium, profile.path(), &origins);
+        browser.set_viewport(1280, 900, 1.0, false);
+
+        // Signed out, the account page sends the browser to the login form, and the
+        // login back to the account page.
+        browser.navigate(&account);
+        let to_login = browser.wait_for_url(&login_url);
+        sign_in_form(&mut browser);
+        let landed = browser.wait_for_url(&account);
+        browser.wait_for("document.getElementById('enrol-password')", "the enrol form");
+        let first = browser.eval(&format!(
+            "({{text: document.body.innerText, labels: {UNLABELLED}, sessions: {SESSIONS}}})"
+        ));
+        shot(&mut browser, "authd-account-desktop.png");
+        let first_cookies = browser.cookies(&cookie_url);
+
+        // Two-factor: the password starts the enrolment; the page shows a QR code and
+        // the key, which the "app" reads. (The page's `Referrer-Policy: no-referrer` makes
+        // Chromium send its own forms with `Origin: null` and `Sec-Fetch-Site:
+        // same-origin`, as on the login page.)
+        browser.type_into("#enrol-password", PASSWORD);
+        browser.click("form[action='/account/totp'] button[type=submit]");
+        browser.wait_for("document.getElementById('totp-secret')", "the enrolment page");
+        let enrol = browser.eval(&format!(
+            "({{href: location.href, html: document.documentElement.outerHTML,\
+               secret: document.getElementById('totp-secret').textContent,\
+               qr: !!document.querySelector('.qr svg[role=img][aria-label]'),\
+               qrWidth: document.querySelector('.qr svg') ? \
+                   document.querySelector('.qr svg').getBoundingClientRect().width : 0,\
+               confirm: !!document.querySelector('form[action=\"/account/totp/confirm\"] #confirm-code'),\
+               labels: {UNLABELLED}}})"
+        ));
+        shot(&mut browser, "authd-account-enrol-desktop.png");
+        browser.set_viewport(390, 844, 2.0, true);
+        let enrol_phone = browser.eval(WIDTHS);
+        shot(&mut browser, "authd-account-enrol-phone.png");
+        browser.set_viewport(640, 450, 2.0, false);
+        let enrol_zoom = browser.eval(WIDTHS);
+        browser.set_viewport(1280, 900, 1.0, false);
+
+        let key: String = enrol["secret"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let secret = authd::auth::mfa::totp::decode_base32(&key)
+            .unwrap_or_else(|| panic!("the key on the page is not base32: {key:?}"));
+        let mut app = Authenticator {
+            secret,
+            last_step: 0,
+            recovery_codes: Vec::new(),
+            password_only_token: String::new(),
+        };
+        browser.type_into("#confirm-code", &app.next_code());
+        browser.click("form[action='/account/totp/confirm'] button[type=submit]");
+        browser.wait_for("document.getElementById('recovery-codes')", "the recovery codes");
+        let codes = browser.eval(
+            "({text: document.body.innerText,\
+               codes: [...document.querySelectorAll('#recovery-codes li')]\
+                   .map(li => li.textContent.trim())})",
+        );
+        shot(&mut browser, "authd-account-codes.png");
+
+        // Sign out with the page's button: the cookies go.
+        browser.click("form[action='/logout'] button[type=submit]");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut after_sign_out = browser.cookies(&cookie_url);
+        while after_sign_out.contains_key("authd") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            after_sign_out = browser.cookies(&cookie_url);
+        }
+        // Whatever navigation the button started has settled.
+        std::thread::sleep(Duration::from_millis(500));
+        browser.wait_for("true", "a page after signing out");
+        let signed_out_page =
+            browser.eval("({href: location.href, text: document.body.innerText})");
+
+        // Signing in again takes the password, then a code.
+        browser.navigate(&account);
+        let to_login_again = browser.wait_for_url(&login_url);
+        sign_in_form(&mut browser);
+        browser.wait_for("document.getElementById('code')", "the code page");
+        let code_page_href = browser.eval("location.href");
+        browser.type_into("#code", &app.next_code());
+        browser.click("button[type=submit]");
+        let landed_again = browser.wait_for_url(&account);
+        browser.wait_for("document.getElementById('codes-password')", "TOTP on");
+        let on = browser.eval(&format!(
+            "({{text: document.body.innerText,\
+               enrolForm: !!document.getElementById('enrol-password'),\
+               labels: {UNLABELLED}, sessions: {SESSIONS}}})"
+        ));
+        let second_cookies = browser.cookies(&cookie_url);
+
+        // End the other session with its button.
+        browser.click("form[action='/account/sessions/end'] button[type=submit]");
+        browser.wait_for(
+            "document.body.innerText.includes('The session has ended.')",
+            "the session ended",
+        );
+        let ended = browser.eval(&format!(
+            "({{href: location.href, text: document.body.innerText,\
+               labels: {UNLABELLED}, sessions: {SESSIONS}}})"
+        ));
+        browser.set_viewport(390, 844, 2.0, true);
+        let phone = browser.eval(WIDTHS);
+        shot(&mut browser, "authd-account-phone.png");
+        browser.set_viewport(640, 450, 2.0, false);
+        let zoom = browser.eval(WIDTHS);
+        shot(&mut browser, "authd-account-zoom200.png");
+
+        json!({
+            "to_login": to_login, "landed": landed, "first": first,
+            "first_access": first_cookies.get("authd"),
+            "enrol": enrol, "enrol_phone": enrol_phone, "enrol_zoom": enrol_zoom,
+            "codes": codes, "after_sign_out": after_sign_out,
+            "signed_out_page": signed_out_page, "to_login_again": to_login_again,
+            "code_page_href": code_page_href, "landed_again": landed_again, "on": on,
+            "second_access": second_cookies.get("authd"),
+            "ended": ended, "phone": phone, "zoom": zoom,
+        })
+    })
+    .await
+    .unwrap();
+
+    let account = s.authd_url("/account");
+    let login_url = s.login_url_for(&account);
+    // To the login form and back.
+    assert_eq!(saw["to_login"], login_url.as_str());
+    assert_eq!(saw["landed"], account.as_str());
+    let first = &saw["first"];
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .contains("Signed in as dave"),
+        "{first}"
+    );
+    assert!(
+        first["text"].as_str().unwrap().contains("Off."),
+        "TOTP off at first: {first}"
+    );
+    // Both sessions listed, this one marked, the other with its End button.
+    assert_eq!(
+        first["sessions"],
+        json!({"rows": 2, "current": 1, "end": 1}),
+        "{first}"
+    );
+
+    // The enrolment page: QR code, key, confirm form; the password not echoed.
+    let enrol = &saw["enrol"];
+    let html = enrol["html"].as_str().unwrap();
+    assert!(
+        !html.contains(PASSWORD),
+        "the password on the enrolment page"
+    );
+    assert_eq!(enrol["qr"], true, "an inline, labelled SVG QR code");
+    assert!(
+        enrol["qrWidth"].as_f64().unwrap() >= 150.0,
+        "{}",
+        enrol["qrWidth"]
+    );
+    assert_eq!(enrol["confirm"], true, "the confirm form");
+    let key: String = enrol["secret"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    assert_eq!(key.len(), 32, "20 bytes of base32: {key}");
+    assert!(
+        enrol["secret"].as_str().unwrap().contains(' '),
+        "grouped for reading: {}",
+        enrol["secret"]
+    );
+
+    // Ten recovery codes, shown once.
+    let codes: Vec<&str> = saw["codes"]["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), 10, "{}", saw["codes"]);
+    assert!(codes.iter().all(|c| is_recovery_code(c)), "{codes:?}");
+    let distinct: std::collections::HashSet<&&str> = codes.iter().collect();
+    assert_eq!(distinct.len(), 10, "{codes:?}");
+
+    // Signed out: no cookie left; the next visit to the account page asks for the
+    // password and then a code, and comes back with TOTP on.
+    let after = &saw["after_sign_out"];
+    assert!(
+        after.get("authd").is_none() && after.get("authd_refresh").is_none(),
+        "cookies after signing out: {after}"
+    );
+    assert_eq!(saw["to_login_again"], login_url.as_str());
+    assert!(
+        saw["code_page_href"]
+            .as_str()
+            .unwrap()
+            .starts_with(&s.authd_url("/login")),
+        "{}",
+        saw["code_page_href"]
+    );
+    assert_eq!(saw["landed_again"], account.as_str());
+    let on = &saw["on"];
+    assert!(
+        on["text"]
+            .as_str()
+            .unwrap()
+            .contains("On. Signing in asks for a code"),
+        "TOTP shown as on: {on}"
+    );
+    assert_eq!(on["enrolForm"], false, "{on}");
+    // The first browser session ended at sign-out: the API login and this one remain.
+    assert_eq!(
+        on["sessions"],
+        json!({"rows": 2, "current": 1, "end": 1}),
+        "{on}"
+    );
+
+    // The other session, ended from the page, is gone there and at /v1/verify.
+    let ended = &saw["ended"];
+    assert_eq!(
+        ended["sessions"],
+        json!({"rows": 1, "current": 1, "end": 0}),
+        "{ended}"
+    );
+    assert_eq!(
+        verify(other_access).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "the ended session's access token"
+    );
+    // The session signed out with the button is gone too; the one signed in with the code
+    // works and counts as two-factor.
+    let first_access = saw["first_access"]
+        .as_str()
+        .expect("a first session cookie");
+    assert_eq!(
+        verify(first_access.to_owned()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "the signed-out session's access token"
+    );
+    let second_access = saw["second_access"].as_str().expect("a session cookie");
+    let current = verify(second_access.to_owned()).await.unwrap();
+    assert_eq!(current.status(), StatusCode::OK, "the current session");
+    assert_eq!(header(&current, "x-auth-mfa"), "true");
+
+    // Every field has its label, on every state of the page.
+    for state in ["first", "enrol", "on", "ended"] {
+        let labels = &saw[state]["labels"];
+        assert!(labels["inputs"].as_u64().unwrap() > 0, "{state}: {labels}");
+        assert_eq!(labels["unlabelled"], json!([]), "{state}: {labels}");
+        assert_eq!(labels["dangling"], json!([]), "{state}: {labels}");
+    }
+    // No horizontal scrolling on a phone nor at 200 % zoom.
+    for (state, width) in [
+        ("enrol_phone", 390),
+        ("phone", 390),
+        ("enrol_zoom", 640),
+        ("zoom", 640),
+    ] {
+        let widths = &saw[state];
+        assert_eq!(widths["inner"], width, "{state}: the emulated width");
+        assert!(
+            widths["scroll"].as_u64().unwrap() <= widths["client"].as_u64().unwrap(),
+            "{state}: horizontal scrolling: {widths}"
+        );
+    }
+    for path in &paths {
+        let png = std::fs::read(path).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{}", path.display());
+        eprintln!("screenshot: {}", path.display());
+    }
+    // Last, as it leaves the flow above intact: the sign-out button shows that the
+    // browser is signed out, not the account page it just left.
+    let signed_out = &saw["signed_out_page"];
+    assert!(
+        !signed_out["text"]
+            .as_str()
+            .unwrap()
+            .contains("Signed in as dave"),
+        "after clicking Sign out the browser still shows the account page: {signed_out}"
     );
 }
