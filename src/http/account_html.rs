@@ -34,6 +34,8 @@ pub struct AccountView<'a> {
     /// Where signing out goes (back here, which leads to the login page), when allowed.
     pub sign_out_rd: Option<&'a str>,
     pub totp_on: bool,
+    /// An enrolment waits for its first code (its key was shown when it began).
+    pub pending: bool,
     /// `mfa.required_roles` holds this session to a second factor it lacks.
     pub must_enrol: bool,
     pub notice: Notice<'a>,
@@ -71,10 +73,13 @@ pub fn account_page(status: StatusCode, view: &AccountView<'_>) -> Response {
         }
     ));
     if view.must_enrol {
-        body.push_str(
+        body.push_str(if view.totp_on {
+            "<p class=\"alert\" role=\"alert\">Your role requires two-factor authentication: \
+sign out and sign in again with a code.</p>\n"
+        } else {
             "<p class=\"alert\" role=\"alert\">Your role requires two-factor authentication. \
-Set it up below, then sign out and sign in again with a code.</p>\n",
-        );
+Set it up below, then sign out and sign in again with a code.</p>\n"
+        });
     }
     match &view.notice {
         Notice::Error(message) => body.push_str(&format!(
@@ -113,17 +118,13 @@ fn two_factor_section(view: &AccountView<'_>) -> String {
             secret,
             otpauth_uri,
         } => {
-            html.push_str(&format!(
+            html.push_str(&confirm_form(&format!(
                 "<p>Scan this code with your authenticator app, or type the key below into it.</p>\n\
 <div class=\"qr\">{}</div>\n\
-<p>Key: <span class=\"secret\" id=\"totp-secret\">{}</span></p>\n\
-<form method=\"post\" action=\"/account/totp/confirm\">\n\
-<p><label for=\"confirm-code\">Code from the app</label>\n\
-<input id=\"confirm-code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required autofocus></p>\n\
-<p><button type=\"submit\">Turn on two-factor authentication</button></p>\n</form>\n",
+<p>Key: <span class=\"secret\" id=\"totp-secret\">{}</span></p>\n",
                 qr_svg(otpauth_uri),
                 escape(&spaced(secret)),
-            ));
+            )));
             return html + "</section>\n";
         }
         Notice::RecoveryCodes { codes, first } => {
@@ -160,6 +161,12 @@ each signs you in once if you lose your app. They are shown only now.</p>\n<ul c
 <p><button type=\"submit\">Turn off two-factor authentication</button></p>\n</form>\n",
         );
     } else {
+        if view.pending {
+            html.push_str(&confirm_form(
+                "<p>Setup is under way: enter the code your authenticator app shows for the key \
+you added, or start again below.</p>\n",
+            ));
+        }
         html.push_str(
             "<p>Off. Add a code from an authenticator app to your sign-in.</p>\n\
 <form method=\"post\" action=\"/account/totp\">\n\
@@ -169,6 +176,16 @@ each signs you in once if you lose your app. They are shown only now.</p>\n<ul c
         );
     }
     html + "</section>\n"
+}
+
+/// `intro`, then the form that confirms a pending enrolment with its first code.
+fn confirm_form(intro: &str) -> String {
+    format!(
+        "{intro}<form method=\"post\" action=\"/account/totp/confirm\">\n\
+<p><label for=\"confirm-code\">Code from the app</label>\n\
+<input id=\"confirm-code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required autofocus></p>\n\
+<p><button type=\"submit\">Turn on two-factor authentication</button></p>\n</form>\n"
+    )
 }
 
 fn sessions_section(view: &AccountView<'_>) -> String {

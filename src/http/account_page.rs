@@ -258,6 +258,10 @@ fn render(ctx: &Ctx, principal: &Principal, status: StatusCode, done: Done) -> R
             current_sid: &principal.claims.sid,
             sign_out_rd: account_rd(ctx).as_ref().map(RedirectTarget::as_str),
             totp_on: user.as_ref().is_some_and(|user| user.has_totp()),
+            pending: user
+                .as_ref()
+                .and_then(|user| user.second_factor.as_ref())
+                .is_some_and(|factor| factor.totp.is_none() && factor.pending.is_some()),
             must_enrol,
             notice,
         },
