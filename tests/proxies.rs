@@ -2211,7 +2211,7 @@ async fn a_real_browser_manages_its_account() {
         shot(&mut browser, "authd-account-codes.png");
 
         // Sign out with the page's button: the cookies go.
-        browser.click("form[action='/logout'] button[type=submit]");
+        browser.click("form#sign-out button[type=submit]");
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut after_sign_out = browser.cookies(&cookie_url);
         while after_sign_out.contains_key("authd") && Instant::now() < deadline {

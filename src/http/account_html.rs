@@ -31,8 +31,6 @@ pub struct AccountView<'a> {
     pub roles: &'a [String],
     pub sessions: &'a [SessionRecord],
     pub current_sid: &'a str,
-    /// Where signing out goes (back here, which leads to the login page), when allowed.
-    pub sign_out_rd: Option<&'a str>,
     pub totp_on: bool,
     /// An enrolment waits for its first code (its key was shown when it began).
     pub pending: bool,
@@ -95,16 +93,14 @@ Set it up below, then sign out and sign in again with a code.</p>\n"
     body.push_str(&two_factor_section(view));
     body.push_str(&sessions_section(view));
     body.push_str(&password_section());
-    let rd = view.sign_out_rd.map_or_else(String::new, |rd| {
-        format!(
-            "<input type=\"hidden\" name=\"rd\" value=\"{}\">",
-            escape(rd)
-        )
-    });
+    // Signing out ends this session through the page's own form (see
+    // `cookies::check_own_form_origin` for why not `/logout`), which clears the cookies.
     body.push_str(&format!(
         "<section aria-labelledby=\"signout\">\n<h2 id=\"signout\">Sign out</h2>\n\
-<form method=\"post\" action=\"/logout\" class=\"inline\">{rd}<button type=\"submit\">Sign out</button></form>\n\
-</section>\n</main>"
+<form method=\"post\" action=\"/account/sessions/end\" id=\"sign-out\" class=\"inline\">\
+<input type=\"hidden\" name=\"sid\" value=\"{}\"><button type=\"submit\">Sign out</button></form>\n\
+</section>\n</main>",
+        escape(view.current_sid)
     ));
     styled_page(status, "Your account", &body, CSS)
 }

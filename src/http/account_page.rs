@@ -11,6 +11,7 @@ use warp::reply::Response;
 
 use super::account_html::{AccountView, Notice, account_page};
 use super::audit::client;
+use super::browser::clear_session_cookies;
 use super::error::ApiError;
 use super::pages::{add_page_headers, error_page};
 use super::request::{Accepts, Ctx, RawBody, decode_body};
@@ -76,7 +77,11 @@ pub async fn account(ctx: Ctx, raw: RawBody, action: Action, allow: &'static str
             }
             response
         }
-        Ok(Answer::SignedOut) => to_login(&ctx),
+        Ok(Answer::SignedOut) => {
+            let mut response = to_login(&ctx);
+            clear_session_cookies(&ctx, &mut response);
+            response
+        }
         Err(err) => error_page(err),
     }
 }
@@ -85,7 +90,8 @@ pub async fn account(ctx: Ctx, raw: RawBody, action: Action, allow: &'static str
 enum Answer {
     /// The page, with what the form did (and `Retry-After` for a throttled one).
     Page(StatusCode, Done, Option<u64>),
-    /// The form ended this very session: on to the login page.
+    /// The form ended this very session (the page's sign-out): the cookies go, and the
+    /// browser on to the login page.
     SignedOut,
 }
 
@@ -256,7 +262,6 @@ fn render(ctx: &Ctx, principal: &Principal, status: StatusCode, done: Done) -> R
             roles: principal.roles(),
             sessions: &sessions,
             current_sid: &principal.claims.sid,
-            sign_out_rd: account_rd(ctx).as_ref().map(RedirectTarget::as_str),
             totp_on: user.as_ref().is_some_and(|user| user.has_totp()),
             pending: user
                 .as_ref()

@@ -15,9 +15,9 @@ use super::audit::{
     RefreshOutcome, RefreshVia, attempt_login, attempt_second_step, client, record_refresh,
 };
 use super::cookies::{
-    Presented, carries_rev3_refresh_cookie, check_own_form_origin, clear_access_cookie,
-    clear_refresh_cookie, cookie, presented, refresh_cookie_name, rev3_refresh_expiry,
-    set_access_cookie, set_refresh_cookie, tossed,
+    Presented, carries_rev3_refresh_cookie, check_own_form_origin, check_same_site,
+    clear_access_cookie, clear_refresh_cookie, cookie, presented, refresh_cookie_name,
+    rev3_refresh_expiry, set_access_cookie, set_refresh_cookie, tossed,
 };
 use super::error::ApiError;
 use super::pages::{CodeForm, LoginForm, add_page_headers, code_page, error_page, login_page};
@@ -167,7 +167,7 @@ fn set_session_cookies(ctx: &Ctx, response: &mut Response, pair: &TokenPair) {
     );
 }
 
-fn clear_session_cookies(ctx: &Ctx, response: &mut Response) {
+pub(super) fn clear_session_cookies(ctx: &Ctx, response: &mut Response) {
     let config = &ctx.settings.config.cookie;
     let headers = response.headers_mut();
     headers.append(SET_COOKIE, clear_access_cookie(config));
@@ -505,8 +505,7 @@ async fn logout_submit(
             .await?;
         end_session(ctx, &principal).await?;
     } else {
-        // The account page's sign-out form posts here with `Origin: null`.
-        check_own_form_origin(&ctx.headers, config)?;
+        check_same_site(&ctx.headers, config)?;
         let access = match cookie(&ctx.headers, &config.name) {
             Some(token) => Some(
                 authority

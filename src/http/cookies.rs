@@ -180,17 +180,18 @@ pub fn check_same_site(headers: &HeaderMap, config: &CookieConfig) -> Result<(),
     same_site(headers, config, NullOrigin::Refuse)
 }
 
-/// The cross-site check of the forms on authd's own pages — `POST /login`, the account
-/// page's `POST /account/…` and `POST /logout`: as [`check_same_site`], except that
-/// `Origin: null` with `Sec-Fetch-Site: same-origin` passes.
+/// The cross-site check of the forms on authd's own pages — `POST /login` and the account
+/// page's `POST /account/…`: as [`check_same_site`], except that `Origin: null` with
+/// `Sec-Fetch-Site: same-origin` passes.
 ///
 /// Those pages must be served with `Referrer-Policy: no-referrer`, which makes browsers
 /// send `Origin: null` with the pages' own forms; `Sec-Fetch-Site: same-origin` is the
 /// browser vouching that this is such a post (no other site can send it: it is a header
 /// scripts cannot set). This deliberate deviation from API.md's letter is for these routes
 /// only, and only for that pair of headers; every other cookie-authenticated state change
-/// (password change and session revocation through the API, forward-auth of a state
-/// change) gets the strict check.
+/// (`POST /logout`, password change and session revocation through the API, forward-auth
+/// of a state change) gets the strict check. The account page signs out through its own
+/// `POST /account/sessions/end` for that reason.
 pub fn check_own_form_origin(headers: &HeaderMap, config: &CookieConfig) -> Result<(), ApiError> {
     same_site(headers, config, NullOrigin::AllowOwnForm)
 }

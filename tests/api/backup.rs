@@ -88,7 +88,14 @@ async fn a_backup_holds_every_record_of_every_kind_and_no_secret() {
     assert!(["sled", "etcd"].contains(&header["backend"].as_str().unwrap()));
     assert!(header["epoch"].as_str().is_some_and(|e| !e.is_empty()));
     assert!(header["revision"].as_u64().unwrap() > 0);
-    assert_eq!(header["mfa_key"], Value::Null);
+    // The fingerprint of mfa.key_file (32 hex digits), never the key.
+    let mfa_key = header["mfa_key"].as_str().unwrap();
+    assert!(
+        mfa_key.len() == 32 && mfa_key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{mfa_key}"
+    );
+    let key_file = std::fs::read_to_string(app.dir.join("mfa.key")).unwrap();
+    assert!(!backup.text.contains(key_file.trim()));
     let users: HashMap<&str, &Value> = backup
         .of("user")
         .into_iter()

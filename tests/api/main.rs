@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod account_page;
 mod admin;
 mod backup;
 mod browser;
@@ -19,6 +20,7 @@ mod hardening;
 mod keys;
 mod login;
 mod metrics;
+mod mfa;
 mod races;
 mod revocation;
 mod sessions;

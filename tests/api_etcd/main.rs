@@ -16,6 +16,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+#[path = "../api/account_page.rs"]
+mod account_page;
 #[path = "../api/admin.rs"]
 mod admin;
 #[path = "../api/backup.rs"]
@@ -36,6 +38,8 @@ mod keys;
 mod login;
 #[path = "../api/metrics.rs"]
 mod metrics;
+#[path = "../api/mfa.rs"]
+mod mfa;
 #[path = "../api/races.rs"]
 mod races;
 #[path = "../api/revocation.rs"]
