@@ -17,6 +17,7 @@ use super::pages::{add_page_headers, error_page};
 use super::request::{Accepts, Ctx, RawBody, decode_body};
 use crate::auth::password::Password;
 use crate::auth::redirect::{RedirectTarget, check_redirect, login_url_with_rd};
+use crate::auth::service::OwnerProof;
 use crate::auth::{AuthError, Principal};
 
 /// What a post to the account page asks for.
@@ -124,6 +125,12 @@ async fn act(
     let settings = &ctx.settings;
     let password = |field: Option<String>| Password::new(field.unwrap_or_default());
     let code = fields.code.clone().unwrap_or_default();
+    let current = password(fields.current_password.clone());
+    let owner = |password| OwnerProof {
+        password,
+        code: &code,
+        client: ctx.client_ip(),
+    };
     let result = match action {
         Action::Show => return Ok(Answer::page(StatusCode::OK, Done::Nothing)),
         Action::Password => {
@@ -173,25 +180,11 @@ async fn act(
             .await
             .map(|codes| Done::RecoveryCodes(codes, true)),
         Action::DisableTotp => authority
-            .disable_totp(
-                settings,
-                principal,
-                &password(fields.current_password),
-                &code,
-                ctx.client_ip(),
-                ctx.now,
-            )
+            .disable_totp(settings, principal, owner(&current), ctx.now)
             .await
             .map(|()| Done::Changed("Two-factor authentication is off.")),
         Action::RecoveryCodes => authority
-            .new_recovery_codes(
-                settings,
-                principal,
-                &password(fields.current_password),
-                &code,
-                ctx.client_ip(),
-                ctx.now,
-            )
+            .new_recovery_codes(settings, principal, owner(&current), ctx.now)
             .await
             .map(|codes| Done::RecoveryCodes(codes, false)),
     };

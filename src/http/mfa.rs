@@ -13,6 +13,7 @@ use super::reply::{json, no_content};
 use super::request::{Accepts, Ctx, RawBody, decode_body};
 use crate::auth::Principal;
 use crate::auth::password::Password;
+use crate::auth::service::OwnerProof;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,15 +89,14 @@ pub async fn confirm_totp(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> 
 
 pub async fn disable_totp(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
     let (principal, body) = owner_form(&ctx, raw).await?;
+    let password = Password::new(body.current_password.clone());
     let result = ctx
         .state
         .authority
         .disable_totp(
             &ctx.settings,
             &principal,
-            &Password::new(body.current_password),
-            &body.code,
-            ctx.client_ip(),
+            proof(&ctx, &password, &body),
             ctx.now,
         )
         .await;
@@ -107,15 +107,14 @@ pub async fn disable_totp(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> 
 
 pub async fn new_recovery_codes(ctx: Ctx, raw: RawBody) -> Result<Response, ApiError> {
     let (principal, body) = owner_form(&ctx, raw).await?;
+    let password = Password::new(body.current_password.clone());
     let result = ctx
         .state
         .authority
         .new_recovery_codes(
             &ctx.settings,
             &principal,
-            &Password::new(body.current_password),
-            &body.code,
-            ctx.client_ip(),
+            proof(&ctx, &password, &body),
             ctx.now,
         )
         .await;
@@ -126,6 +125,14 @@ pub async fn new_recovery_codes(ctx: Ctx, raw: RawBody) -> Result<Response, ApiE
         result.is_ok(),
     );
     Ok(codes_answer(&result?))
+}
+
+fn proof<'a>(ctx: &Ctx, password: &'a Password, body: &'a PasswordAndCodeBody) -> OwnerProof<'a> {
+    OwnerProof {
+        password,
+        code: &body.code,
+        client: ctx.client_ip(),
+    }
 }
 
 /// The caller and the body of a change that takes the current password and a code.

@@ -159,16 +159,9 @@ impl Authority {
         &self,
         settings: &Settings,
         principal: &Principal,
-        current_password: &Password,
-        code: &str,
-        client: Option<IpAddr>,
+        proof: OwnerProof<'_>,
         now: UnixSeconds,
     ) -> Result<(), AuthError> {
-        let proof = OwnerProof {
-            password: current_password,
-            code,
-            client,
-        };
         self.change_proven_factor(settings, principal, proof, now, |factor| *factor = None)
             .await
     }
@@ -179,17 +172,10 @@ impl Authority {
         &self,
         settings: &Settings,
         principal: &Principal,
-        current_password: &Password,
-        code: &str,
-        client: Option<IpAddr>,
+        proof: OwnerProof<'_>,
         now: UnixSeconds,
     ) -> Result<Vec<String>, AuthError> {
         let (codes, macs) = self.recovery_set(principal.user().account_id);
-        let proof = OwnerProof {
-            password: current_password,
-            code,
-            client,
-        };
         self.change_proven_factor(settings, principal, proof, now, |factor| {
             if let Some(factor) = factor.as_mut() {
                 factor.recovery_codes = macs.clone();
@@ -382,11 +368,13 @@ impl Authority {
     }
 }
 
-/// What the owner of an account gives to change its second factor.
-struct OwnerProof<'a> {
-    password: &'a Password,
-    code: &'a str,
-    client: Option<IpAddr>,
+/// What the owner of an account gives to change its second factor: the current password
+/// and a code, from the client's address (both are counted like a login).
+#[derive(Debug, Clone, Copy)]
+pub struct OwnerProof<'a> {
+    pub password: &'a Password,
+    pub code: &'a str,
+    pub client: Option<IpAddr>,
 }
 
 fn totp_already_on() -> AuthError {

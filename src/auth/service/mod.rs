@@ -22,7 +22,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 pub use error::{AuthError, TokenRejection};
-pub use mfa::Enrolment;
+pub use mfa::{Enrolment, OwnerProof};
 pub use refresh::{Channel, Refreshed};
 pub use revocations::RevocationTarget;
 pub use second_step::MfaToken;
