@@ -109,13 +109,7 @@ pub async fn restore(
         let line = item?;
         let parsed = parse(path, &line)?;
         let end = matches!(parsed, Line::End { .. });
-        let records = assembler
-            .push(parsed)
-            .map_err(|reason| RestoreError::Malformed {
-                path: path.to_owned(),
-                line: line.number,
-                reason,
-            })?;
+        let records = assemble(&mut assembler, parsed, path, &line)?;
         for record in records {
             if expired(&record, now) {
                 restored.expired += 1;
@@ -202,13 +196,7 @@ fn check(path: &Path) -> Result<Checked, RestoreError> {
             });
         }
         let end = matches!(parsed, Line::End { .. });
-        let assembled = assembler
-            .push(parsed)
-            .map_err(|reason| RestoreError::Malformed {
-                path: path.to_owned(),
-                line: line.number,
-                reason,
-            })?;
+        let assembled = assemble(&mut assembler, parsed, path, &line)?;
         for record in &assembled {
             match record {
                 Record::User(user) => {
@@ -234,6 +222,22 @@ fn check(path: &Path) -> Result<Checked, RestoreError> {
         point,
         records,
     })
+}
+
+/// The records `parsed` completes; a line out of place is malformed.
+fn assemble(
+    assembler: &mut Assembler,
+    parsed: Line,
+    path: &Path,
+    line: &FileLine,
+) -> Result<Vec<Record>, RestoreError> {
+    assembler
+        .push(parsed)
+        .map_err(|reason| RestoreError::Malformed {
+            path: path.to_owned(),
+            line: line.number,
+            reason,
+        })
 }
 
 /// A line that does not parse is malformed, or, when its newline is missing, cut off.
