@@ -22,12 +22,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use common::etcd::EtcdCluster;
-use common::second_factor::{
-    Enrolled, amr, assert_wrong_code, enrol, login_with_code, mfa_flag, password_step,
-    second_step_ok,
-};
+use common::second_factor::{Enrolled, amr_of, assert_wrong_code, write_other_mfa_key};
 use common::{
-    Daemon, claims, config_with, etcd_config, set_in_section, text, within_timeout, write_config,
+    Daemon, PASSWORD, assert_tokens, claims, config_with, describe, etcd_config, run_cli, text,
+    within_timeout, write_config,
 };
 
 /// The etcd member of this binary (`None`: etcd is not installed; etcd cases are skipped).
@@ -120,55 +118,45 @@ impl Site {
         std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     }
 
-    /// `authd ARGS --config SITE/config.toml` to its end.
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_authd"));
-        command.args(args).arg("--config").arg(self.config_file());
-        Daemon::configure(&mut command, self.path());
-        command.stdout(std::process::Stdio::piped());
-        command.output().unwrap()
-    }
-
     fn config_file(&self) -> PathBuf {
         self.path().join("config.toml")
     }
 
+    /// `authd restore --in BACKUP` on this site, to its end.
     fn restore(&self, backup: &Path) -> Output {
-        self.run(&["restore", "--in", backup.to_str().unwrap()])
+        let args = ["restore", "--in", backup.to_str().unwrap()];
+        run_cli(self.path(), &args, &self.config_file())
+    }
+
+    /// [`Site::restore`], asserted to succeed.
+    fn restored(&self, backup: &Path, what: &str) {
+        let output = self.restore(backup);
+        assert!(output.status.success(), "{what}: {}", describe(&output));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("restored"));
+    }
+
+    /// [`Site::restore`], asserted to be refused, writing nothing to stdout; its stderr.
+    fn restore_refused(&self, backup: &Path, what: &str) -> String {
+        let output = self.restore(backup);
+        assert!(!output.status.success(), "{what}: {}", describe(&output));
+        assert!(
+            !String::from_utf8_lossy(&output.stdout).contains("restored"),
+            "{what}: {}",
+            describe(&output)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     /// `authd backup` of `daemon` (this site's, running) into `out`.
     fn backup(&self, daemon: &Daemon, out: &Path) {
-        // The CLI finds the admin listener in its config file: the daemon's real port.
-        let config = std::fs::read_to_string(self.config_file()).unwrap();
-        let admin = daemon.admin.trim_start_matches("http://");
-        let cli = set_in_section(&config, "server", "admin_listen", &format!("\"{admin}\""));
-        let file = self.path().join("cli.toml");
-        std::fs::write(&file, cli).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_authd"));
-        command
-            .args(["backup", "--out", out.to_str().unwrap(), "--config"])
-            .arg(&file);
-        Daemon::configure(&mut command, self.path());
-        command.stdout(std::process::Stdio::piped());
-        let output = command.output().unwrap();
+        let output = daemon.backup_cli(self.path(), out);
         assert!(output.status.success(), "{}", describe(&output));
         assert!(String::from_utf8_lossy(&output.stdout).contains("wrote a backup of"));
     }
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 async fn stop(mut daemon: Daemon) {
-    daemon.signal("TERM");
-    assert!(daemon.wait_exit().await.success());
+    daemon.stop().await;
 }
 
 /// What a site held before a move, and how to tell it still holds it.
@@ -246,7 +234,7 @@ async fn populate(daemon: &Daemon) -> Before {
 /// spent (it works once, then it is reuse).
 async fn holds(daemon: &Daemon, before: &Before, use_refresh: bool) {
     for name in ["alice", "bob", "carol"] {
-        let status = daemon.try_login(name, common::PASSWORD).await.status();
+        let status = daemon.try_login(name, PASSWORD).await.status();
         assert_eq!(status, StatusCode::OK, "{name}'s password");
     }
     assert_eq!(daemon.verify(&before.alive).await.status(), StatusCode::OK);
@@ -290,9 +278,7 @@ async fn move_through(path: &[Backend]) {
         from.backup(&daemon, &file);
         stop(daemon).await;
         to.copy_secrets_from(from);
-        let output = to.restore(&file);
-        assert!(output.status.success(), "hop {hop}: {}", describe(&output));
-        assert!(String::from_utf8_lossy(&output.stdout).contains("restored"));
+        to.restored(&file, &format!("hop {hop}"));
         daemon = to.start().await;
         let last = hop + 2 == sites.len();
         holds(&daemon, &before, last).await;
@@ -313,6 +299,14 @@ async fn sled_to_etcd_and_back_keeps_every_password_token_session_and_revocation
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_to_etcd_keeps_everything_too() {
     within_timeout(move_through(&[Backend::Etcd, Backend::Etcd])).await;
+}
+
+/// Starts `site`'s daemon, asserts that it lists no user, and stops it.
+async fn assert_serves_empty(site: &Site, backend: Backend) {
+    let daemon = site.start().await;
+    let body: Value = daemon.list_users("").await.json().await.unwrap();
+    assert_eq!(body["users"], json!([]), "{backend:?}");
+    stop(daemon).await;
 }
 
 /// A backup of a site with one user, `alice`.
@@ -340,13 +334,7 @@ async fn restore_refuses_a_store_that_holds_records_and_writes_nothing() {
             daemon.delete_user("bob").await;
             stop(daemon).await;
 
-            let output = site.restore(&file);
-            assert!(
-                !output.status.success(),
-                "{backend:?}: {}",
-                describe(&output)
-            );
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = site.restore_refused(&file, &format!("{backend:?}"));
             assert!(stderr.contains("empty store"), "{stderr}");
             let daemon = site.start().await;
             assert_eq!(daemon.get_user("alice").await.status(), StatusCode::OK);
@@ -401,20 +389,11 @@ async fn restore_refuses_a_cut_off_malformed_newer_or_foreign_key_backup_and_wri
             for (expected, text) in &cases {
                 let file = site.path().join("bad.backup");
                 std::fs::write(&file, text).unwrap();
-                let output = site.restore(&file);
-                assert!(
-                    !output.status.success(),
-                    "{expected}: {}",
-                    describe(&output)
-                );
-                let stderr = String::from_utf8_lossy(&output.stderr);
+                let stderr = site.restore_refused(&file, expected);
                 assert!(stderr.contains(expected), "{expected:?} in {stderr}");
             }
             // Nothing was written: the store is empty, and not marked incomplete.
-            let daemon = site.start().await;
-            let body: Value = daemon.list_users("").await.json().await.unwrap();
-            assert_eq!(body["users"], json!([]), "{backend:?}");
-            stop(daemon).await;
+            assert_serves_empty(&site, backend).await;
         }
     })
     .await;
@@ -472,14 +451,9 @@ async fn a_restore_killed_midway_is_refused_by_serve_and_runs_again() {
                 "{backend:?}: {said}"
             );
 
-            let output = site.restore(&file);
-            assert!(
-                output.status.success(),
-                "{backend:?}: {}",
-                describe(&output)
-            );
+            site.restored(&file, &format!("{backend:?}"));
             let daemon = site.start().await;
-            let status = daemon.try_login("alice", common::PASSWORD).await.status();
+            let status = daemon.try_login("alice", PASSWORD).await.status();
             assert_eq!(status, StatusCode::OK);
             let mut listed = 0;
             let mut query = "?limit=1000".to_owned();
@@ -506,9 +480,10 @@ async fn enrolled_site() -> (Site, Enrolled, PathBuf) {
     let source = Site::new(Backend::Sled).unwrap();
     let daemon = source.start().await;
     daemon.add_user("alice", &[]).await;
-    let alice = enrol(&daemon, "alice").await;
-    let mfa_token = password_step(&daemon, "alice").await;
-    let spent = second_step_ok(&daemon, &mfa_token, &alice.recovery_codes[0], "spent").await;
+    let (_, alice) = daemon.login_and_enrol("alice").await;
+    let spent = daemon
+        .login_two_steps("alice", &alice.recovery_codes[0])
+        .await;
     assert_eq!(spent["recovery_codes_left"], 9, "{spent}");
     let file = source.path().join("mfa.backup");
     source.backup(&daemon, &file);
@@ -519,42 +494,34 @@ async fn enrolled_site() -> (Site, Enrolled, PathBuf) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_enrolled_user_keeps_the_second_factor_through_sled_to_sled_and_sled_to_etcd() {
     within_timeout(async {
-        let (source, enrolled, file) = enrolled_site().await;
+        let (source, alice, file) = enrolled_site().await;
         for (hop, backend) in [Backend::Sled, Backend::Etcd].into_iter().enumerate() {
             let Some(site) = Site::new(backend) else {
                 continue;
             };
             site.copy_secrets_from(&source);
-            let output = site.restore(&file);
-            assert!(
-                output.status.success(),
-                "{backend:?}: {}",
-                describe(&output)
-            );
+            site.restored(&file, &format!("{backend:?}"));
             let daemon = site.start().await;
-            // Each restored store starts from the backup: the confirm's step is the last used.
-            let mut alice = enrolled.clone();
 
-            assert!(mfa_flag(&daemon, "alice").await, "{backend:?}: mfa");
-            let mfa_token = password_step(&daemon, "alice").await;
-            let code = alice.next_code().await;
+            assert!(daemon.mfa_flag("alice").await, "{backend:?}: mfa");
+            // Each restored store starts from the backup: the confirm's step is the last
+            // used, so the next step's code is good on each.
+            let mfa_token = daemon.password_step("alice").await;
+            let code = alice.next_code();
             let what = format!("{backend:?}: a TOTP code");
-            let tokens = second_step_ok(&daemon, &mfa_token, &code, &what).await;
-            assert_eq!(amr(text(&tokens["access_token"])), json!(["pwd", "otp"]));
-            let replay = login_with_code(&daemon, "alice", Some(&code)).await;
+            let tokens = daemon.login_mfa_ok(&mfa_token, &code, &what).await;
+            assert_eq!(amr_of(&tokens), json!(["pwd", "otp"]));
+            let replay = daemon.login_with_code("alice", &code).await;
             assert_wrong_code(replay, &format!("{backend:?}: that code again")).await;
 
             let unused = &alice.recovery_codes[1 + hop];
-            let response = login_with_code(&daemon, "alice", Some(unused)).await;
-            let status = response.status();
-            let body: Value = response.json().await.unwrap();
-            assert_eq!(
-                status,
-                StatusCode::OK,
-                "{backend:?}: an unused recovery code: {body}"
-            );
+            let response = daemon.login_with_code("alice", unused).await;
+            let what = format!("{backend:?}: an unused recovery code");
+            let body = assert_tokens(response, &what).await;
             assert_eq!(body["recovery_codes_left"], 8, "{backend:?}: {body}");
-            let spent = login_with_code(&daemon, "alice", Some(&alice.recovery_codes[0])).await;
+            let spent = daemon
+                .login_with_code("alice", &alice.recovery_codes[0])
+                .await;
             assert_wrong_code(spent, &format!("{backend:?}: the code spent before")).await;
             stop(daemon).await;
         }
@@ -565,7 +532,6 @@ async fn an_enrolled_user_keeps_the_second_factor_through_sled_to_sled_and_sled_
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_with_another_or_no_mfa_key_file_is_refused_and_writes_nothing() {
     within_timeout(async {
-        use base64::Engine as _;
         let (source, _alice, file) = enrolled_site().await;
         let key = authd::auth::mfa::MfaKey::read(&source.path().join("data/mfa.key")).unwrap();
         for backend in [Backend::Sled, Backend::Etcd] {
@@ -574,31 +540,15 @@ async fn restore_with_another_or_no_mfa_key_file_is_refused_and_writes_nothing()
             };
             site.copy_secrets_from(&source);
             let key_file = site.path().join("data/mfa.key");
-            let mut other = [0u8; 32];
-            getrandom::fill(&mut other).unwrap();
-            let other = base64::engine::general_purpose::STANDARD.encode(other);
-            std::fs::write(&key_file, format!("{other}\n")).unwrap();
+            let other = write_other_mfa_key(&key_file);
 
-            let output = site.restore(&file);
-            assert!(
-                !output.status.success(),
-                "{backend:?}, another key: {}",
-                describe(&output)
-            );
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = site.restore_refused(&file, &format!("{backend:?}, another key"));
             assert!(stderr.contains("mfa.key_file"), "{backend:?}: {stderr}");
             assert!(stderr.contains(key.fingerprint()), "{backend:?}: {stderr}");
             assert!(!stderr.contains(&other), "never the key itself: {stderr}");
-            assert!(!String::from_utf8_lossy(&output.stdout).contains("restored"));
 
             std::fs::remove_file(&key_file).unwrap();
-            let output = site.restore(&file);
-            assert!(
-                !output.status.success(),
-                "{backend:?}, no key: {}",
-                describe(&output)
-            );
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = site.restore_refused(&file, &format!("{backend:?}, no key"));
             assert!(stderr.contains("mfa.key_file"), "{backend:?}: {stderr}");
             assert!(
                 !key_file.exists(),
@@ -610,10 +560,7 @@ async fn restore_with_another_or_no_mfa_key_file_is_refused_and_writes_nothing()
                 let keys = etcd().unwrap().keys(prefix);
                 assert!(keys.is_empty(), "{backend:?}: written to etcd: {keys:?}");
             }
-            let daemon = site.start().await;
-            let body: Value = daemon.list_users("").await.json().await.unwrap();
-            assert_eq!(body["users"], json!([]), "{backend:?}");
-            stop(daemon).await;
+            assert_serves_empty(&site, backend).await;
         }
     })
     .await;

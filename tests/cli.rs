@@ -565,26 +565,24 @@ async fn unusable_local_settings_fail_before_any_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn user_mfa_reset_turns_the_second_factor_off_and_ends_every_session() {
-    use common::second_factor::{amr, enrol, login_with_code, mfa_flag, password_step};
+    use common::second_factor::amr_of;
 
     let daemon = Daemon::start().await;
     daemon.ok(&["user", "add", "alice"], PASSWORD).await;
-    let mut alice = enrol(&daemon, "alice").await;
-    let code = alice.next_code().await;
-    let response = login_with_code(&daemon, "alice", Some(&code)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let with_otp: Value = response.json().await.unwrap();
+    let (password_only, alice) = daemon.login_and_enrol("alice").await;
+    let response = daemon.login_with_code("alice", &alice.next_code()).await;
+    let with_otp = common::assert_tokens(response, "a login with a code").await;
     let with_otp_access = with_otp["access_token"].as_str().unwrap();
-    assert_eq!(amr(with_otp_access), json!(["pwd", "otp"]));
-    assert!(mfa_flag(&daemon, "alice").await, "on before the reset");
-    password_step(&daemon, "alice").await;
+    assert_eq!(amr_of(&with_otp), json!(["pwd", "otp"]));
+    assert!(daemon.mfa_flag("alice").await, "on before the reset");
+    daemon.password_step("alice").await;
 
     let out = daemon.ok(&["user", "mfa-reset", "alice"], "").await;
     assert!(out.contains("reset the second factor of alice"), "{out}");
 
-    assert!(!mfa_flag(&daemon, "alice").await, "off after the reset");
+    assert!(!daemon.mfa_flag("alice").await, "off after the reset");
     for (what, token) in [
-        ("the enrolment's session", alice.access_token.as_str()),
+        ("the enrolment's session", password_only.as_str()),
         ("a session with otp", with_otp_access),
     ] {
         let status = daemon.verify(token).await.status();
@@ -599,7 +597,7 @@ async fn user_mfa_reset_turns_the_second_factor_off_and_ends_every_session() {
     let response = daemon.try_login("alice", PASSWORD).await;
     assert_eq!(response.status(), StatusCode::OK, "the password alone");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(amr(body["access_token"].as_str().unwrap()), json!(["pwd"]));
+    assert_eq!(amr_of(&body), json!(["pwd"]));
     // A reset of an account with nothing to reset is no error.
     daemon.ok(&["user", "mfa-reset", "alice"], "").await;
 

@@ -12,18 +12,20 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine as _;
-use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 use common::second_factor::{
-    Enrolled, amr, assert_wrong_code, begun, enrol, files_under, found_in, login_with_code,
-    mfa_flag, new_recovery_codes, password_step, recovery_code_encodings, second_step_ok,
-    secret_encodings,
+    Enrolled, amr_of, assert_wrong_code, files_under, found_in, recovery_code_encodings,
+    recovery_codes_of, secret_encodings,
 };
-use common::{Daemon, config_with, set_in_section, text, within_timeout, write_config};
+use common::{
+    Daemon, PASSWORD, assert_tokens, config_with, describe, refused_start, run_cli, set_in_section,
+    text, within_timeout, write_config,
+};
 
 /// The shipped configuration as process tests change it, with `log.level` at `level`.
 fn config_at_level(level: &str) -> String {
@@ -39,83 +41,60 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+/// A fresh folder with `config` as its `config.toml`.
+fn configured(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), config);
+    dir
 }
 
 /// `authd check-config --config DIR/config.toml` to its end.
 fn check_config(dir: &Path) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_authd"));
-    command
-        .arg("check-config")
-        .arg("--config")
-        .arg(dir.join("config.toml"));
-    Daemon::configure(&mut command, dir);
-    command.stdout(std::process::Stdio::piped());
-    command.output().unwrap()
-}
-
-/// `serve` on `dir`, expected to refuse to start: its exit status and every stderr line.
-async fn refused_start(command: Command) -> (std::process::ExitStatus, String) {
-    let mut daemon = Daemon::spawn(command);
-    let status = daemon.wait_exit().await;
-    let stderr = daemon.all_stderr().await.join("\n");
-    (status, stderr)
+    run_cli(dir, &["check-config"], &dir.join("config.toml"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_enrolment_confirmed_right_before_kill_dash_9_survives_and_so_do_the_codes_used() {
     within_timeout(async {
-        let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), &config_with(&[]));
+        let dir = configured(&config_with(&[]));
         let daemon = Daemon::start(dir.path()).await;
         daemon.add_user("alice", &[]).await;
 
         // The confirm's 200, then at once kill -9: no chance to flush anything.
-        let mut alice = enrol(&daemon, "alice").await;
+        let (_, alice) = daemon.login_and_enrol("alice").await;
         daemon.kill_hard();
         let daemon = Daemon::start(dir.path()).await;
 
-        assert!(mfa_flag(&daemon, "alice").await, "TOTP on after the crash");
+        assert!(daemon.mfa_flag("alice").await, "TOTP on after the crash");
         // The confirm's step counts as used: its code is not taken again.
-        let replay = login_with_code(&daemon, "alice", Some(&alice.used_code())).await;
+        let replay = daemon.login_with_code("alice", &alice.confirm_code()).await;
         assert_wrong_code(replay, "the confirm's code again, after the crash").await;
-        let mfa_token = password_step(&daemon, "alice").await;
-        let code = alice.next_code().await;
-        let tokens = second_step_ok(&daemon, &mfa_token, &code, "a fresh code").await;
-        assert_eq!(
-            amr(text(&tokens["access_token"])),
-            serde_json::json!(["pwd", "otp"])
-        );
+        let code = alice.next_code();
+        let tokens = daemon.login_two_steps("alice", &code).await;
+        assert_eq!(amr_of(&tokens), json!(["pwd", "otp"]));
         let status = daemon.verify(text(&tokens["access_token"])).await.status();
         assert_eq!(status, StatusCode::OK);
 
         // A recovery code of the confirm's set works, once.
-        let mfa_token = password_step(&daemon, "alice").await;
-        let recovered = second_step_ok(
-            &daemon,
-            &mfa_token,
-            &alice.recovery_codes[0],
-            "a recovery code",
-        )
-        .await;
+        let recovered = daemon
+            .login_two_steps("alice", &alice.recovery_codes[0])
+            .await;
         assert_eq!(recovered["recovery_codes_left"], 9, "{recovered}");
 
         // Both uses are durable when acknowledged: kill -9 right after the last one.
         daemon.kill_hard();
         let daemon = Daemon::start(dir.path()).await;
-        let replay = login_with_code(&daemon, "alice", Some(&alice.recovery_codes[0])).await;
-        assert_wrong_code(replay, "a used recovery code, after a crash").await;
-        let replay = login_with_code(&daemon, "alice", Some(&alice.used_code())).await;
-        assert_wrong_code(replay, "a used TOTP step, after a crash").await;
-        let response = login_with_code(&daemon, "alice", Some(&alice.recovery_codes[1])).await;
-        assert_eq!(response.status(), StatusCode::OK, "an unused recovery code");
-        let body: Value = response.json().await.unwrap();
+        for (what, used) in [
+            ("a used recovery code", &alice.recovery_codes[0]),
+            ("a used TOTP step", &code),
+        ] {
+            let replay = daemon.login_with_code("alice", used).await;
+            assert_wrong_code(replay, &format!("{what}, after a crash")).await;
+        }
+        let response = daemon
+            .login_with_code("alice", &alice.recovery_codes[1])
+            .await;
+        let body = assert_tokens(response, "an unused recovery code").await;
         assert_eq!(body["recovery_codes_left"], 8, "{body}");
     })
     .await;
@@ -137,44 +116,33 @@ async fn populate(daemon: &Daemon) -> Populated {
     for name in ["alice", "bob", "carol"] {
         daemon.add_user(name, &[]).await;
     }
-    let mut alice = enrol(daemon, "alice").await;
-    let code = alice.next_code().await;
-    let response = login_with_code(daemon, "alice", Some(&code)).await;
-    assert_eq!(response.status(), StatusCode::OK, "code in the login body");
-    let mfa_token = password_step(daemon, "alice").await;
-    second_step_ok(daemon, &mfa_token, &alice.recovery_codes[0], "recovery").await;
+    let (_, alice) = daemon.login_and_enrol("alice").await;
+    let response = daemon.login_with_code("alice", &alice.next_code()).await;
+    assert_tokens(response, "code in the login body").await;
+    daemon
+        .login_two_steps("alice", &alice.recovery_codes[0])
+        .await;
     let typed = alice.recovery_codes[1]
         .replace('-', "")
         .to_ascii_uppercase();
-    let response = login_with_code(daemon, "alice", Some(&typed)).await;
-    assert_eq!(
-        response.status(),
-        StatusCode::OK,
-        "a recovery code typed otherwise"
-    );
-    let wrong = login_with_code(daemon, "alice", Some(&alice.wrong_code())).await;
+    let response = daemon.login_with_code("alice", &typed).await;
+    assert_tokens(response, "a recovery code typed otherwise").await;
+    let wrong = daemon.login_with_code("alice", &alice.wrong_code()).await;
     assert_wrong_code(wrong, "a wrong code").await;
 
-    let bob_token = daemon.access_token("bob", common::PASSWORD).await;
-    let pending = begun(daemon, &bob_token).await;
+    let bob_token = daemon.access_token("bob", PASSWORD).await;
+    let pending = daemon.begin_totp_ok(&bob_token).await;
     let bob_secret = text(&pending["secret"]).to_owned();
     let bob_raw = authd::auth::mfa::totp::decode_base32(&bob_secret).unwrap();
 
-    let mut carol = enrol(daemon, "carol").await;
-    let code = carol.next_code().await;
-    let response = new_recovery_codes(daemon, &carol.access_token, &code).await;
-    assert_eq!(response.status(), StatusCode::OK, "new recovery codes");
-    let body: Value = response.json().await.unwrap();
-    let carol_new: Vec<String> = body["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| text(c).to_owned())
-        .collect();
-    assert_eq!(carol_new.len(), 10);
+    let (carol_token, carol) = daemon.login_and_enrol("carol").await;
+    let response = daemon
+        .new_recovery_codes(&carol_token, PASSWORD, &carol.next_code())
+        .await;
+    let carol_new = recovery_codes_of(response, "new recovery codes").await;
 
-    let mut needles = alice.secret_encodings();
-    needles.extend(carol.secret_encodings());
+    let mut needles = alice.secret_encodings("alice");
+    needles.extend(carol.secret_encodings("carol"));
     needles.extend(secret_encodings("bob", &bob_raw, &bob_secret));
     needles.extend(recovery_code_encodings("carol (new set)", &carol_new));
     Populated {
@@ -186,19 +154,7 @@ async fn populate(daemon: &Daemon) -> Populated {
 
 /// `authd backup --out OUT` of `daemon`, running on `dir`'s configuration; the file's bytes.
 fn backup_file(dir: &Path, daemon: &Daemon, out: &Path) -> Vec<u8> {
-    // The CLI finds the admin listener in its config file: the daemon's real port.
-    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
-    let admin = daemon.admin.trim_start_matches("http://");
-    let cli = set_in_section(&config, "server", "admin_listen", &format!("\"{admin}\""));
-    let file = dir.join("cli.toml");
-    std::fs::write(&file, cli).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_authd"));
-    command
-        .args(["backup", "--out", out.to_str().unwrap(), "--config"])
-        .arg(&file);
-    Daemon::configure(&mut command, dir);
-    command.stdout(std::process::Stdio::piped());
-    let output = command.output().unwrap();
+    let output = daemon.backup_cli(dir, out);
     assert!(
         output.status.success(),
         "authd backup: {}",
@@ -210,9 +166,8 @@ fn backup_file(dir: &Path, daemon: &Daemon, out: &Path) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_encoding_of_a_secret_or_recovery_code_reaches_the_store_files_the_log_or_a_backup() {
     within_timeout(async {
-        let dir = tempfile::tempdir().unwrap();
         // The most talkative level: nothing may leak even there.
-        write_config(dir.path(), &config_at_level("trace"));
+        let dir = configured(&config_at_level("trace"));
         let log_file = dir.path().join("stdout.log");
         let mut command = Daemon::command(dir.path());
         command.stdout(std::fs::File::create(&log_file).unwrap());
@@ -229,18 +184,13 @@ async fn no_encoding_of_a_secret_or_recovery_code_reaches_the_store_files_the_lo
             String::from_utf8_lossy(&file).contains("\"second_factor\""),
             "the backup has second-factor records"
         );
-        let response = daemon
-            .admin_request(Method::GET, "/admin/v1/backup")
-            .send()
-            .await
-            .unwrap();
+        let response = daemon.backup().await;
         assert_eq!(response.status(), StatusCode::OK);
         let streamed = response.bytes().await.unwrap().to_vec();
         let leaked = found_in(&streamed, needles);
         assert!(leaked.is_empty(), "in GET /admin/v1/backup: {leaked:?}");
 
-        daemon.signal("TERM");
-        assert!(daemon.wait_exit().await.success());
+        daemon.stop().await;
         let stderr = daemon.all_stderr().await.join("\n");
         let stdout = std::fs::read(&log_file).unwrap();
 
@@ -275,8 +225,7 @@ async fn no_encoding_of_a_secret_or_recovery_code_reaches_the_store_files_the_lo
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_carries_each_second_factor_sealed_on_its_own_line_after_the_users() {
     within_timeout(async {
-        let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), &config_with(&[]));
+        let dir = configured(&config_with(&[]));
         let daemon = Daemon::start(dir.path()).await;
         let populated = populate(&daemon).await;
         let out = tempfile::tempdir().unwrap();
@@ -329,8 +278,9 @@ fn check_second_factor_lines(backup: &[u8], dir: &Path, alice: &Enrolled, bob_se
         "sealed: nonce and tag around the secret: {factor}"
     );
     assert_eq!(
-        factor["last_step"], alice.last_step,
-        "the step of her last code"
+        factor["last_step"],
+        alice.confirmed_step + 1,
+        "the step of her last code, the one after the confirm's"
     );
     let macs = factor["recovery_codes"].as_array().unwrap();
     assert_eq!(macs.len(), 8, "two of ten used: {factor}");
@@ -370,14 +320,12 @@ fn text_of(value: &Value) -> &str {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_key_file_is_made_owner_only_beside_the_config_and_an_open_one_is_refused() {
     within_timeout(async {
-        let dir = tempfile::tempdir().unwrap();
-        let config = set_in_section(
+        let dir = configured(&set_in_section(
             &config_with(&[]),
             "mfa",
             "key_file",
             "\"data/second-factor.key\"",
-        );
-        write_config(dir.path(), &config);
+        ));
         // Run from another folder: a relative key_file is relative to the config file's.
         let elsewhere = tempfile::tempdir().unwrap();
         let serve = || {
@@ -403,9 +351,8 @@ async fn the_key_file_is_made_owner_only_beside_the_config_and_an_open_one_is_re
             .expect("base64");
         assert_eq!(bytes.len(), 32, "32 random bytes");
         daemon.add_user("alice", &[]).await;
-        enrol(&daemon, "alice").await;
-        daemon.signal("TERM");
-        assert!(daemon.wait_exit().await.success());
+        daemon.login_and_enrol("alice").await;
+        daemon.stop().await;
         drop(daemon);
         // The key is kept, not made again.
         let daemon = Daemon::spawn(serve());
@@ -418,18 +365,14 @@ async fn the_key_file_is_made_owner_only_beside_the_config_and_an_open_one_is_re
                 .unwrap(),
             bytes
         );
-        password_step(&daemon, "alice").await;
-        daemon.signal("TERM");
-        assert!(daemon.wait_exit().await.success());
+        daemon.password_step("alice").await;
+        daemon.stop().await;
         drop(daemon);
 
         for open in [0o640, 0o604, 0o644] {
             set_mode(&key_file, open);
-            let (status, stderr) = refused_start(serve()).await;
-            assert!(
-                !status.success(),
-                "serve took a key file of mode {open:o}:\n{stderr}"
-            );
+            let what = format!("with a key file of mode {open:o}");
+            let stderr = refused_start(serve(), &what).await;
             assert!(
                 stderr.contains("mfa.key_file"),
                 "mode {open:o}: serve's refusal names mfa.key_file:\n{stderr}"
@@ -452,7 +395,7 @@ async fn the_key_file_is_made_owner_only_beside_the_config_and_an_open_one_is_re
         assert!(output.status.success(), "{}", describe(&output));
         let mut daemon = Daemon::spawn(serve());
         daemon.wait_until_ready(dir.path()).await;
-        password_step(&daemon, "alice").await;
+        daemon.password_step("alice").await;
     })
     .await;
 }
@@ -460,8 +403,7 @@ async fn the_key_file_is_made_owner_only_beside_the_config_and_an_open_one_is_re
 #[tokio::test(flavor = "multi_thread")]
 async fn the_key_file_follows_authd_mfa_key_file_from_the_environment() {
     within_timeout(async {
-        let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), &config_with(&[]));
+        let dir = configured(&config_with(&[]));
         let key_file = dir.path().join("from-env.key");
         let mut command = Daemon::command(dir.path());
         command.env("AUTHD__MFA__KEY_FILE", &key_file);

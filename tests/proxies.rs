@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use authd::activation::InheritedListeners;
+use authd::auth::mfa::totp;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -26,7 +27,7 @@ use warp::Filter;
 
 mod common;
 
-use common::{PASSWORD, TestApp, header, percent_encode};
+use common::{PASSWORD, TestApp, header, percent_encode, second_factor};
 
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
@@ -344,10 +345,14 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(binary: &Path, kind: Kind) -> Stack {
+    /// authd, the app and `kind`'s proxy in front of them from its example, with the users
+    /// alice and root (admin); `None` (skip) without the proxy's binary (see
+    /// [`proxy_binary`]).
+    async fn start(kind: Kind) -> Option<Stack> {
+        let binary = proxy_binary(kind.binary())?;
         let authd = Authd::start().await;
         let upstream = Upstream::start().await;
-        let proxy = start_proxy(binary, kind, authd.addr, upstream.addr).await;
+        let proxy = start_proxy(&binary, kind, authd.addr, upstream.addr).await;
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -359,12 +364,12 @@ impl Stack {
             .unwrap();
         authd.app.add_user("alice", &[]).await;
         authd.app.add_user("root", &["admin"]).await;
-        Stack {
+        Some(Stack {
             authd,
             upstream,
             proxy,
             client,
-        }
+        })
     }
 
     /// `http://app.example.com:PORT{path}`, through the proxy.
@@ -375,6 +380,12 @@ impl Stack {
     /// `http://auth.example.com:PORT{path}`, authd directly (the configured login host).
     fn authd_url(&self, path: &str) -> String {
         format!("http://auth.example.com:{}{path}", self.authd.addr.port())
+    }
+
+    /// `http://auth.example.com:PORT`: the login host of the example, the proxy in front of
+    /// authd.
+    fn login_host(&self) -> String {
+        format!("http://auth.example.com:{}", self.proxy.auth_port)
     }
 
     fn login_url_for(&self, original: &str) -> String {
@@ -396,40 +407,60 @@ impl Stack {
         request.send().await.unwrap()
     }
 
+    /// What the app echoed of `GET path` with `cookies` (it must have answered).
+    async fn seen_by_app(&self, path: &str, cookies: &str) -> Value {
+        echo(self.app(Method::GET, path, Some(cookies)).await).await
+    }
+
+    /// authd's login form at `base` (authd itself, or the proxy's [`Stack::login_host`]),
+    /// its posts carrying `rd`.
+    fn login_form(&self, base: String, rd: &str) -> LoginForm<'_> {
+        LoginForm {
+            stack: self,
+            base,
+            rd: rd.to_owned(),
+            from: None,
+        }
+    }
+
     /// Signs in through the login page's form as a browser would, returning the cookies.
     async fn sign_in(&self, username: &str, rd: &str) -> Cookies {
-        let response = self
-            .client
-            .post(self.authd_url("/login"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(
-                serde_urlencoded::to_string([
-                    ("username", username),
-                    ("password", PASSWORD),
-                    ("rd", rd),
-                ])
-                .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        assert_eq!(header(&response, "location"), rd);
-        Cookies::from(&response)
+        let form = self.login_form(self.authd_url(""), rd);
+        signed_in(&form.password(username, PASSWORD).await, rd, username)
     }
 
     /// `GET /login?rd=` at authd with the given cookies.
     async fn login_page(&self, rd: &str, cookies: &str) -> reqwest::Response {
+        self.get_with_cookies(&self.login_url_for(rd), cookies)
+            .await
+    }
+
+    /// `GET url` with `cookies` (redirects not followed).
+    async fn get_with_cookies(&self, url: &str, cookies: &str) -> reqwest::Response {
         self.client
-            .get(format!(
-                "{}?rd={}",
-                self.authd_url("/login"),
-                percent_encode(rd)
-            ))
+            .get(url)
             .header(COOKIE, cookies)
             .send()
             .await
             .unwrap()
+    }
+
+    /// The browser goes to the app at `path` with only its refresh cookie of `session` (the
+    /// access cookie expired): the app sends it to the login page, which renews the session
+    /// silently and sends it straight back. Returns the renewed cookies.
+    async fn refresh_silently(&self, path: &str, session: &Cookies, what: &str) -> Cookies {
+        let to_login = self.app(Method::GET, path, Some(&session.refresh())).await;
+        assert_eq!(to_login.status(), StatusCode::FOUND, "{what}: to the login");
+        let silent = self
+            .get_with_cookies(header(&to_login, "location"), &session.refresh())
+            .await;
+        assert_eq!(
+            silent.status(),
+            StatusCode::SEE_OTHER,
+            "{what}: silent refresh"
+        );
+        assert_eq!(header(&silent, "location"), self.app_url(path), "{what}");
+        Cookies::from(&silent)
     }
 }
 
@@ -463,6 +494,30 @@ impl Cookies {
     }
 }
 
+/// The end of a login: `303` with both session cookies, which it returns.
+#[track_caller]
+fn session_cookies(response: &reqwest::Response, what: &str) -> Cookies {
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "{what}: signed in"
+    );
+    let cookies = Cookies::from(response);
+    assert!(
+        cookies.has("authd") && cookies.has("authd_refresh"),
+        "{what}: the session cookies: {:?}",
+        response.headers()
+    );
+    cookies
+}
+
+/// [`session_cookies`] of a login that goes back to `rd`.
+#[track_caller]
+fn signed_in(response: &reqwest::Response, rd: &str, what: &str) -> Cookies {
+    assert_eq!(header(response, "location"), rd, "{what}: back to rd");
+    session_cookies(response, what)
+}
+
 /// The upstream's echo of a request that reached it.
 async fn echo(response: reqwest::Response) -> Value {
     assert_eq!(response.status(), StatusCode::OK, "the app answered");
@@ -478,18 +533,73 @@ fn seen<'v>(echo: &'v Value, header: &str) -> Vec<&'v str> {
         .unwrap_or_default()
 }
 
-// ----- the second factor -----
-
-/// Seconds since the Unix epoch: the clock authd reads too (same machine).
-fn unix_now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
+/// The app saw exactly `expected` under `header`: these values, once each, no other.
+#[track_caller]
+fn assert_saw(echo: &Value, header: &str, expected: &[&str], what: &str) {
+    assert_eq!(seen(echo, header), expected, "{what}: {header}: {echo}");
 }
+
+/// The app saw no role (no `X-Auth-Roles`, or an empty one).
+#[track_caller]
+fn assert_no_roles(echo: &Value, what: &str) {
+    assert!(
+        seen(echo, "x-auth-roles").iter().all(|r| r.is_empty()),
+        "{what}: roles reached the app: {echo}"
+    );
+}
+
+/// What a request to the app signs in with.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    Nothing,
+    Cookie(&'a str),
+    Bearer(&'a str),
+}
+
+impl Stack {
+    /// A request to the app at `path` with `credential` and the client's own `X-Auth-*`
+    /// claims in several spellings: `X-Auth-MFA: claimed` (and `1`, `yes`), user root, role
+    /// admin.
+    fn forged_claims(
+        &self,
+        path: &str,
+        credential: Credential<'_>,
+        claimed: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .get(self.app_url(path))
+            .header("X-Auth-MFA", claimed)
+            .header("x-auth-mfa", "1")
+            .header("X-Auth-Mfa", "yes")
+            .header("X-Auth-User", "root")
+            .header("X-Auth-Roles", "admin");
+        match credential {
+            Credential::Nothing => request,
+            Credential::Cookie(cookie) => request.header(COOKIE, cookie),
+            Credential::Bearer(token) => request.bearer_auth(token),
+        }
+    }
+
+    /// The [`Stack::forged_claims`] request reaches the app, which sees authd's
+    /// `X-Auth-MFA: expected` alone, whatever the client `claimed`; returns the echo.
+    async fn mfa_seen_despite(
+        &self,
+        path: &str,
+        credential: Credential<'_>,
+        claimed: &str,
+        expected: &str,
+        what: &str,
+    ) -> Value {
+        let request = self.forged_claims(path, credential, claimed);
+        let seen_by_app = echo(request.send().await.unwrap()).await;
+        let what = format!("{what}, client said {claimed:?}");
+        assert_saw(&seen_by_app, "x-auth-mfa", &[expected], &what);
+        seen_by_app
+    }
+}
+
+// ----- the second factor -----
 
 /// A user's enrolled authenticator app, as the test holds it.
 struct Authenticator {
@@ -504,16 +614,28 @@ struct Authenticator {
 }
 
 impl Authenticator {
+    /// The app of a key read off a page, no code of it used yet.
+    fn of_key(base32: &str) -> Authenticator {
+        let secret = totp::decode_base32(base32)
+            .unwrap_or_else(|| panic!("the key on the page is not base32: {base32:?}"));
+        Authenticator {
+            secret,
+            last_step: 0,
+            recovery_codes: Vec::new(),
+            password_only_token: String::new(),
+        }
+    }
+
     /// The next code authd will take: for the step after the last one used, or the
     /// current one when later. Waits (at most one step) when that step is not yet inside
     /// the current step's ±1 window.
     fn next_code(&mut self) -> String {
         loop {
-            let now = authd::auth::mfa::totp::step_at(unix_now());
+            let now = totp::step_at(second_factor::now());
             let step = (self.last_step + 1).max(now);
             if step <= now + 1 {
                 self.last_step = step;
-                return authd::auth::mfa::totp::code_for_step(&self.secret, step);
+                return totp::code_for_step(&self.secret, step);
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -521,9 +643,9 @@ impl Authenticator {
 
     /// Six digits that are no step's code anywhere near now.
     fn wrong_code(&self) -> String {
-        let now = authd::auth::mfa::totp::step_at(unix_now());
+        let now = totp::step_at(second_factor::now());
         let near: Vec<String> = (now - 4..=now + 4)
-            .map(|step| authd::auth::mfa::totp::code_for_step(&self.secret, step))
+            .map(|step| totp::code_for_step(&self.secret, step))
             .collect();
         ["000000", "111111", "222222", "333333", "444444"]
             .into_iter()
@@ -582,6 +704,7 @@ fn assert_login_form(html: &str) {
     assert!(!html.contains(PASSWORD), "the password echoed: {html}");
 }
 
+#[track_caller]
 fn assert_no_cookie(response: &reqwest::Response, what: &str) {
     assert!(
         response.headers().get(SET_COOKIE).is_none(),
@@ -590,89 +713,113 @@ fn assert_no_cookie(response: &reqwest::Response, what: &str) {
     );
 }
 
+/// A login post answered with the plain login form (first step) and `status`, no cookie;
+/// returns the page.
+async fn assert_login_form_again(
+    response: reqwest::Response,
+    status: StatusCode,
+    what: &str,
+) -> String {
+    assert_eq!(response.status(), status, "{what}");
+    assert_no_cookie(&response, what);
+    let html = response.text().await.unwrap();
+    assert_login_form(&html);
+    html
+}
+
+/// A code refused as wrong: `401`, no cookie.
+#[track_caller]
+fn assert_wrong_code(response: &reqwest::Response, what: &str) {
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+    assert_no_cookie(response, what);
+}
+
+/// A login post refused by the throttle: `429` with `Retry-After`, no cookie, no password.
+async fn assert_throttled(response: reqwest::Response, what: &str) {
+    assert_eq!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "{what}: throttled"
+    );
+    assert_no_cookie(&response, what);
+    assert!(
+        response.headers().get("retry-after").is_some(),
+        "{what}: {:?}",
+        response.headers()
+    );
+    let html = response.text().await.unwrap();
+    assert!(!html.contains(PASSWORD), "{what}: {html}");
+}
+
 impl Stack {
     /// Adds `username` and enrols TOTP for it through the API, as its user would with an
     /// authenticator app.
     async fn enrol(&self, username: &str) -> Authenticator {
         self.authd.app.add_user(username, &[]).await;
-        let token = self.authd.app.login(username).await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let started = self
-            .authd
-            .app
-            .public_request(Method::POST, "/v1/mfa/totp")
-            .bearer_auth(&token)
-            .json(&json!({"current_password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(started.status(), StatusCode::OK, "enrol {username}");
-        let started: Value = started.json().await.unwrap();
-        let base32 = started["secret"].as_str().unwrap();
-        let secret = authd::auth::mfa::totp::decode_base32(base32).unwrap();
-        let step = authd::auth::mfa::totp::step_at(unix_now());
-        let confirmed = self
-            .authd
-            .app
-            .public_request(Method::POST, "/v1/mfa/totp/confirm")
-            .bearer_auth(&token)
-            .json(&json!({"code": authd::auth::mfa::totp::code_for_step(&secret, step)}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(confirmed.status(), StatusCode::OK, "confirm for {username}");
-        let confirmed: Value = confirmed.json().await.unwrap();
-        let recovery_codes: Vec<String> = confirmed["recovery_codes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(recovery_codes.len(), 10, "{confirmed}");
+        let (access_token, enrolled) = self.authd.app.login_and_enrol(username).await;
         Authenticator {
-            secret,
-            last_step: step,
-            recovery_codes,
-            password_only_token: token,
+            secret: enrolled.raw_secret(),
+            last_step: enrolled.confirmed_step,
+            recovery_codes: enrolled.recovery_codes,
+            password_only_token: access_token,
+        }
+    }
+}
+
+/// authd's login form at `base`, posted as the browser's form posts it, with `rd` (no `rd`
+/// field when empty; see [`Stack::login_form`]).
+struct LoginForm<'s> {
+    stack: &'s Stack,
+    base: String,
+    rd: String,
+    /// The client address, as an `X-Forwarded-For` that authd believes (the test being one
+    /// of its trusted proxies).
+    from: Option<&'static str>,
+}
+
+impl LoginForm<'_> {
+    /// The same form, posted from the client address `address`.
+    fn from(self, address: &'static str) -> Self {
+        LoginForm {
+            from: Some(address),
+            ..self
         }
     }
 
-    /// `POST {base}/login` with form `fields`, as the browser's form sends it.
-    async fn post_login(&self, base: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        self.post_login_from(base, fields, None).await
-    }
-
-    /// [`Stack::post_login`] from the client address `from` (an `X-Forwarded-For` that
-    /// authd believes, the test being one of its trusted proxies).
-    async fn post_login_from(
-        &self,
-        base: &str,
-        fields: &[(&str, &str)],
-        from: Option<&str>,
-    ) -> reqwest::Response {
+    /// `POST {base}/login` with `fields` and `rd`.
+    async fn post(&self, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut fields = fields.to_vec();
+        if !self.rd.is_empty() {
+            fields.push(("rd", &self.rd));
+        }
         let mut request = self
+            .stack
             .client
-            .post(format!("{base}/login"))
+            .post(format!("{}/login", self.base))
             .header(ACCEPT, BROWSER_ACCEPT)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(serde_urlencoded::to_string(fields).unwrap());
-        if let Some(from) = from {
+        if let Some(from) = self.from {
             request = request.header("x-forwarded-for", from);
         }
         request.send().await.unwrap()
     }
 
+    /// The first step: username and password.
+    async fn password(&self, username: &str, password: &str) -> reqwest::Response {
+        self.post(&[("username", username), ("password", password)])
+            .await
+    }
+
+    /// The second step: the code page's form, `code` typed.
+    async fn code(&self, mfa_token: &str, code: &str) -> reqwest::Response {
+        self.post(&[("mfa_token", mfa_token), ("code", code)]).await
+    }
+
     /// The first step of a browser login for an account with TOTP on: the password gets
     /// the code page (checked); returns its `mfa_token`.
-    async fn code_page(&self, base: &str, username: &str, rd: &str) -> String {
-        let response = self
-            .post_login(
-                base,
-                &[("username", username), ("password", PASSWORD), ("rd", rd)],
-            )
-            .await;
+    async fn code_page(&self, username: &str) -> String {
+        let response = self.password(username, PASSWORD).await;
         assert_eq!(
             response.status(),
             StatusCode::OK,
@@ -686,35 +833,55 @@ impl Stack {
         );
         assert_eq!(header(&response, "cache-control"), "no-store");
         let html = response.text().await.unwrap();
-        assert_code_page(&html, rd);
+        assert_code_page(&html, &self.rd);
         input_value(&html, "mfa_token").unwrap()
     }
 
-    /// Signs in through both steps of the login form with `code`, returning the cookies.
-    async fn sign_in_with_code(&self, username: &str, rd: &str, code: &str) -> Cookies {
-        let base = self.authd_url("");
-        let mfa_token = self.code_page(&base, username, rd).await;
-        let response = self
-            .post_login(
-                &base,
-                &[("mfa_token", &mfa_token), ("code", code), ("rd", rd)],
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{username}: code");
-        assert_eq!(header(&response, "location"), rd);
-        let cookies = Cookies::from(&response);
-        assert!(cookies.has("authd") && cookies.has("authd_refresh"));
-        cookies
+    /// Signs in through both steps with `code`, returning the cookies.
+    async fn sign_in_with_code(&self, username: &str, code: &str) -> Cookies {
+        let mfa_token = self.code_page(username).await;
+        let response = self.code(&mfa_token, code).await;
+        signed_in(&response, &self.rd, &format!("{username}: code"))
     }
 }
 
 // ----- the checks, the same for both proxies -----
 
-async fn protects_the_app(kind: Kind) {
-    let Some(binary) = proxy_binary(kind.binary()) else {
-        return;
+/// For each `$check: $nginx, $caddy`, the tests `$nginx` and `$caddy`: `$check` on a
+/// [`Stack`] behind nginx and on one behind Caddy (skipped without the proxy).
+macro_rules! behind_both_proxies {
+    ($($check:ident: $nginx:ident, $caddy:ident;)*) => {
+        $(
+            #[tokio::test]
+            async fn $nginx() {
+                if let Some(stack) = Stack::start(Kind::Nginx).await {
+                    $check(stack, Kind::Nginx).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn $caddy() {
+                if let Some(stack) = Stack::start(Kind::Caddy).await {
+                    $check(stack, Kind::Caddy).await;
+                }
+            }
+        )*
     };
-    let s = Stack::start(&binary, kind).await;
+}
+
+behind_both_proxies! {
+    protects_the_app: nginx_example_protects_the_app, caddy_example_protects_the_app;
+    mfa_header_cannot_be_spoofed:
+        nginx_passes_authd_mfa_header_never_the_clients,
+        caddy_passes_authd_mfa_header_never_the_clients;
+    login_form_second_step: nginx_login_form_second_step, caddy_login_form_second_step;
+}
+
+/// The shipped example keeps the app behind authd: no session, no app; the user and roles
+/// the app sees are authd's; the login page sends the browser back; the silent refresh, a
+/// foreign `rd`, logout; and the proxy fails closed when authd is down.
+async fn protects_the_app(s: Stack, kind: Kind) {
+    let proxy = format!("{kind:?}");
     let page = "/inbox/today?folder=a%2Fb&x=1";
     let original = s.app_url(page);
 
@@ -773,23 +940,11 @@ async fn protects_the_app(kind: Kind) {
         .await
         .unwrap();
     let seen_by_app = echo(bearer).await;
-    assert_eq!(
-        seen(&seen_by_app, "x-auth-user"),
-        ["alice"],
-        "{kind:?}: {seen_by_app}"
-    );
-    assert!(
-        seen(&seen_by_app, "x-auth-roles")
-            .iter()
-            .all(|r| r.is_empty()),
-        "{kind:?}: forged roles reached the app: {seen_by_app}"
-    );
+    assert_saw(&seen_by_app, "x-auth-user", &["alice"], &proxy);
+    assert_no_roles(&seen_by_app, &format!("{kind:?}: forged roles"));
     if kind == Kind::Caddy {
         // Caddy drops every X-Auth-* the client sent (nginx can only replace named ones).
-        assert!(
-            seen(&seen_by_app, "x-auth-whatever").is_empty(),
-            "{seen_by_app}"
-        );
+        assert_saw(&seen_by_app, "x-auth-whatever", &[], &proxy);
     }
     assert!(!seen(&seen_by_app, "x-forwarded-for").is_empty());
 
@@ -808,9 +963,8 @@ async fn protects_the_app(kind: Kind) {
         "{html}"
     );
     let alice = s.sign_in("alice", &original).await;
-    let back = s.app(Method::GET, page, Some(&alice.both())).await;
-    let seen_by_app = echo(back).await;
-    assert_eq!(seen(&seen_by_app, "x-auth-user"), ["alice"]);
+    let seen_by_app = s.seen_by_app(page, &alice.both()).await;
+    assert_saw(&seen_by_app, "x-auth-user", &["alice"], &proxy);
     assert_eq!(seen_by_app["path"], "/inbox/today");
     assert_eq!(seen_by_app["query"], "folder=a%2Fb&x=1");
 
@@ -831,7 +985,7 @@ async fn protects_the_app(kind: Kind) {
             seen_by_app["body"], r#"{"name":"seven"}"#,
             "{kind:?} {method}"
         );
-        assert_eq!(seen(&seen_by_app, "x-auth-user"), ["alice"]);
+        assert_saw(&seen_by_app, "x-auth-user", &["alice"], &proxy);
     }
     // ... but not when a page of another site sends them with the browser's cookie.
     let before = s.upstream.hits();
@@ -857,34 +1011,15 @@ async fn protects_the_app(kind: Kind) {
         StatusCode::FORBIDDEN,
         "{kind:?}: role enforced"
     );
-    let allowed = echo(
-        s.app(Method::GET, "/admin/panel", Some(&root.access()))
-            .await,
-    )
-    .await;
-    assert_eq!(seen(&allowed, "x-auth-roles"), ["admin"]);
+    let allowed = s.seen_by_app("/admin/panel", &root.access()).await;
+    assert_saw(&allowed, "x-auth-roles", &["admin"], &proxy);
 
     // An expired access cookie (the browser has dropped it) with a valid refresh cookie:
     // the app sends the browser to the login page, which refreshes silently and sends it
     // straight back.
-    let to_login = s.app(Method::GET, page, Some(&alice.refresh())).await;
-    assert_eq!(to_login.status(), StatusCode::FOUND);
-    let silent = s
-        .client
-        .get(header(&to_login, "location"))
-        .header(COOKIE, alice.refresh())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        silent.status(),
-        StatusCode::SEE_OTHER,
-        "{kind:?}: silent refresh"
-    );
-    assert_eq!(header(&silent, "location"), original);
-    let renewed = Cookies::from(&silent);
-    let seen_by_app = echo(s.app(Method::GET, page, Some(&renewed.access())).await).await;
-    assert_eq!(seen(&seen_by_app, "x-auth-user"), ["alice"]);
+    let renewed = s.refresh_silently(page, &alice, &proxy).await;
+    let seen_by_app = s.seen_by_app(page, &renewed.access()).await;
+    assert_saw(&seen_by_app, "x-auth-user", &["alice"], &proxy);
 
     // Several tabs refresh with the same cookie at once: all get in, the session lives.
     let cookie = renewed.refresh();
@@ -902,8 +1037,8 @@ async fn protects_the_app(kind: Kind) {
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{kind:?}: grace");
     }
     for tab in &tabs {
-        let seen_by_app = echo(s.app(Method::GET, page, Some(&tab.access())).await).await;
-        assert_eq!(seen(&seen_by_app, "x-auth-user"), ["alice"]);
+        let seen_by_app = s.seen_by_app(page, &tab.access()).await;
+        assert_saw(&seen_by_app, "x-auth-user", &["alice"], "a tab");
     }
     let rotated: Vec<&Cookies> = tabs.iter().filter(|t| t.has("authd_refresh")).collect();
     assert_eq!(rotated.len(), 1, "exactly one rotation");
@@ -958,7 +1093,7 @@ async fn protects_the_app(kind: Kind) {
     assert_eq!(s.upstream.hits(), before);
 
     // The login host in the example proxies authd's pages, cookies included.
-    let auth_host = format!("http://auth.example.com:{}", s.proxy.auth_port);
+    let auth_host = s.login_host();
     let page_via_proxy = s
         .client
         .get(format!("{auth_host}/login"))
@@ -967,22 +1102,10 @@ async fn protects_the_app(kind: Kind) {
         .unwrap();
     assert_eq!(page_via_proxy.status(), StatusCode::OK);
     let login_via_proxy = s
-        .client
-        .post(format!("{auth_host}/login"))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(format!(
-            "username=alice&password={}",
-            percent_encode(PASSWORD)
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login_via_proxy.status(), StatusCode::SEE_OTHER);
-    let cookies = Cookies::from(&login_via_proxy);
-    assert!(
-        cookies.has("authd") && cookies.has("authd_refresh"),
-        "{kind:?}"
-    );
+        .login_form(auth_host, "")
+        .password("alice", PASSWORD)
+        .await;
+    let cookies = session_cookies(&login_via_proxy, &proxy);
 
     // authd unreachable: the proxy fails closed.
     let mut s = s;
@@ -1001,60 +1124,32 @@ async fn protects_the_app(kind: Kind) {
     );
 }
 
-#[tokio::test]
-async fn nginx_example_protects_the_app() {
-    protects_the_app(Kind::Nginx).await;
-}
-
-#[tokio::test]
-async fn caddy_example_protects_the_app() {
-    protects_the_app(Kind::Caddy).await;
-}
-
 // ----- the second factor behind the proxies -----
 
 /// The app learns whether a session used a second factor from `X-Auth-MFA`, which only
 /// authd may set: whatever the client sends under that name is replaced by authd's answer
 /// (exactly one value), and without a session the app is never reached.
-async fn mfa_header_cannot_be_spoofed(kind: Kind) {
-    let Some(binary) = proxy_binary(kind.binary()) else {
-        return;
-    };
-    let s = Stack::start(&binary, kind).await;
+async fn mfa_header_cannot_be_spoofed(s: Stack, kind: Kind) {
+    use Credential::{Bearer, Cookie, Nothing};
+    let proxy = format!("{kind:?}");
     let page = "/reports?year=2024";
     let original = s.app_url(page);
-    // A request to the app with the client's own X-Auth-* claims (several spellings).
-    let forged = |cookie: Option<String>, bearer: Option<&str>, claimed: &str| {
-        let mut request = s
-            .client
-            .get(s.app_url(page))
-            .header("X-Auth-MFA", claimed)
-            .header("x-auth-mfa", "1")
-            .header("X-Auth-Mfa", "yes")
-            .header("X-Auth-User", "root")
-            .header("X-Auth-Roles", "admin");
-        if let Some(cookie) = cookie {
-            request = request.header(COOKIE, cookie);
-        }
-        if let Some(bearer) = bearer {
-            request = request.bearer_auth(bearer);
-        }
-        request
-    };
 
     // Without a session: refused (401 for an API client, the login page for a browser),
     // and the app never sees the client's header.
     let before = s.upstream.hits();
-    let api = forged(None, None, "true").send().await.unwrap();
+    let api = s.forged_claims(page, Nothing, "true").send().await.unwrap();
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
-    let browser = forged(None, None, "true")
+    let browser = s
+        .forged_claims(page, Nothing, "true")
         .header(ACCEPT, BROWSER_ACCEPT)
         .send()
         .await
         .unwrap();
     assert_eq!(browser.status(), StatusCode::FOUND, "{kind:?}");
     assert_eq!(header(&browser, "location"), s.login_url_for(&original));
-    let bad_cookie = forged(Some("authd=forged".to_owned()), None, "true")
+    let bad_cookie = s
+        .forged_claims(page, Cookie("authd=forged"), "true")
         .header(ACCEPT, BROWSER_ACCEPT)
         .send()
         .await
@@ -1072,133 +1167,58 @@ async fn mfa_header_cannot_be_spoofed(kind: Kind) {
     // client's value, never both.
     let alice = s.sign_in("alice", &original).await;
     for claimed in ["true", "false", ""] {
-        let seen_by_app = echo(
-            forged(Some(alice.access()), None, claimed)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(
-            seen(&seen_by_app, "x-auth-mfa"),
-            ["false"],
-            "{kind:?}, client said {claimed:?}: {seen_by_app}"
-        );
-        assert_eq!(seen(&seen_by_app, "x-auth-user"), ["alice"], "{kind:?}");
+        let seen_by_app = s
+            .mfa_seen_despite(page, Cookie(&alice.access()), claimed, "false", &proxy)
+            .await;
+        assert_saw(&seen_by_app, "x-auth-user", &["alice"], &proxy);
     }
     let alice_bearer = s.authd.app.login("alice").await;
-    let seen_by_app = echo(
-        forged(None, alice_bearer["access_token"].as_str(), "true")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        seen(&seen_by_app, "x-auth-mfa"),
-        ["false"],
-        "{kind:?} bearer: {seen_by_app}"
-    );
+    let bearer = Bearer(alice_bearer["access_token"].as_str().unwrap());
+    s.mfa_seen_despite(page, bearer, "true", "false", &format!("{kind:?} bearer"))
+        .await;
 
     // carol has TOTP on. A session from before she enrolled did not use it: "false".
     let mut carol = s.enrol("carol").await;
-    let seen_by_app = echo(
-        forged(None, Some(&carol.password_only_token), "true")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        seen(&seen_by_app, "x-auth-mfa"),
-        ["false"],
-        "{kind:?}: a login before enrolment used no code: {seen_by_app}"
-    );
-    assert_eq!(seen(&seen_by_app, "x-auth-user"), ["carol"]);
+    let before_enrolment = Bearer(&carol.password_only_token);
+    let what = format!("{kind:?}: a login before enrolment used no code");
+    let seen_by_app = s
+        .mfa_seen_despite(page, before_enrolment, "true", "false", &what)
+        .await;
+    assert_saw(&seen_by_app, "x-auth-user", &["carol"], &what);
 
     // Her browser login with a code: "true", whatever the client claims.
-    let code = carol.next_code();
-    let with_code = s.sign_in_with_code("carol", &original, &code).await;
+    let form = s.login_form(s.authd_url(""), &original);
+    let with_code = form.sign_in_with_code("carol", &carol.next_code()).await;
     for claimed in ["false", "true", "0"] {
-        let seen_by_app = echo(
-            forged(Some(with_code.access()), None, claimed)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(
-            seen(&seen_by_app, "x-auth-mfa"),
-            ["true"],
-            "{kind:?}, client said {claimed:?}: {seen_by_app}"
-        );
-        assert_eq!(seen(&seen_by_app, "x-auth-user"), ["carol"], "{kind:?}");
-        assert!(
-            seen(&seen_by_app, "x-auth-roles")
-                .iter()
-                .all(|r| r.is_empty()),
-            "{kind:?}: {seen_by_app}"
-        );
+        let seen_by_app = s
+            .mfa_seen_despite(page, Cookie(&with_code.access()), claimed, "true", &proxy)
+            .await;
+        assert_saw(&seen_by_app, "x-auth-user", &["carol"], &proxy);
+        assert_no_roles(&seen_by_app, &proxy);
     }
 
     // A recovery code counts as a second factor too.
     let recovery = carol.take_recovery_code();
-    let with_recovery = s.sign_in_with_code("carol", &original, &recovery).await;
-    let seen_by_app = echo(
-        forged(Some(with_recovery.access()), None, "false")
-            .send()
-            .await
-            .unwrap(),
+    let with_recovery = form.sign_in_with_code("carol", &recovery).await;
+    let what = format!("{kind:?} recovery code");
+    s.mfa_seen_despite(
+        page,
+        Cookie(&with_recovery.access()),
+        "false",
+        "true",
+        &what,
     )
     .await;
-    assert_eq!(
-        seen(&seen_by_app, "x-auth-mfa"),
-        ["true"],
-        "{kind:?} recovery code: {seen_by_app}"
-    );
 
     // The silent refresh at the login page keeps it: the renewed access cookie says "true".
-    let to_login = s.app(Method::GET, page, Some(&with_code.refresh())).await;
-    assert_eq!(to_login.status(), StatusCode::FOUND, "{kind:?}");
-    let silent = s
-        .client
-        .get(header(&to_login, "location"))
-        .header(COOKIE, with_code.refresh())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(silent.status(), StatusCode::SEE_OTHER, "{kind:?}");
-    let renewed = Cookies::from(&silent);
-    let seen_by_app = echo(
-        forged(Some(renewed.access()), None, "false")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        seen(&seen_by_app, "x-auth-mfa"),
-        ["true"],
-        "{kind:?} after a refresh: {seen_by_app}"
-    );
+    let renewed = s.refresh_silently(page, &with_code, &proxy).await;
+    let what = format!("{kind:?} after a refresh");
+    s.mfa_seen_despite(page, Cookie(&renewed.access()), "false", "true", &what)
+        .await;
     // ... and alice's stays "false".
-    let to_login = s.app(Method::GET, page, Some(&alice.refresh())).await;
-    let silent = s
-        .client
-        .get(header(&to_login, "location"))
-        .header(COOKIE, alice.refresh())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(silent.status(), StatusCode::SEE_OTHER, "{kind:?}");
-    let seen_by_app = echo(
-        forged(Some(Cookies::from(&silent).access()), None, "true")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["false"], "{kind:?}");
+    let renewed = s.refresh_silently(page, &alice, &proxy).await;
+    s.mfa_seen_despite(page, Cookie(&renewed.access()), "true", "false", &what)
+        .await;
 
     // The underscore spellings, which CGI-style apps (PHP, WSGI, Rack) read as the same
     // HTTP_X_AUTH_MFA / HTTP_X_AUTH_USER: nginx drops them, the Caddyfile removes them.
@@ -1224,8 +1244,8 @@ async fn mfa_header_cannot_be_spoofed(kind: Kind) {
         smuggled.is_empty(),
         "{kind:?}: the client's {smuggled:?} reached the app: {seen_by_app}"
     );
-    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["false"], "{kind:?}");
-    assert_eq!(seen(&seen_by_app, "x-auth-user"), ["alice"], "{kind:?}");
+    assert_saw(&seen_by_app, "x-auth-mfa", &["false"], &proxy);
+    assert_saw(&seen_by_app, "x-auth-user", &["alice"], &proxy);
 
     // The admin location asks authd with ?role=admin: the header is authd's there too.
     let root = s.sign_in("root", &s.app_url("/admin/")).await;
@@ -1239,68 +1259,32 @@ async fn mfa_header_cannot_be_spoofed(kind: Kind) {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        seen(&seen_by_app, "x-auth-mfa"),
-        ["false"],
-        "{kind:?} /admin/: {seen_by_app}"
-    );
-    assert_eq!(seen(&seen_by_app, "x-auth-roles"), ["admin"]);
-}
-
-#[tokio::test]
-async fn nginx_passes_authd_mfa_header_never_the_clients() {
-    mfa_header_cannot_be_spoofed(Kind::Nginx).await;
-}
-
-#[tokio::test]
-async fn caddy_passes_authd_mfa_header_never_the_clients() {
-    mfa_header_cannot_be_spoofed(Kind::Caddy).await;
+    let what = format!("{kind:?} /admin/");
+    assert_saw(&seen_by_app, "x-auth-mfa", &["false"], &what);
+    assert_saw(&seen_by_app, "x-auth-roles", &["admin"], &what);
 }
 
 /// The login form's second step, over plain HTTP through the proxy's login host: the code
 /// page, wrong codes, dead and unknown `mfa_token`s, the throttle.
-async fn login_form_second_step(kind: Kind) {
-    let Some(binary) = proxy_binary(kind.binary()) else {
-        return;
-    };
-    let s = Stack::start(&binary, kind).await;
+async fn login_form_second_step(s: Stack, kind: Kind) {
     let mut carol = s.enrol("carol").await;
     let page = "/mail?box=in&x=1";
     let rd = s.app_url(page);
     // The login host of the example, in front of authd.
-    let base = format!("http://auth.example.com:{}", s.proxy.auth_port);
+    let form = s.login_form(s.login_host(), &rd);
+    let what = |step: &str| format!("{kind:?}: {step}");
 
     // A wrong password: the plain login form again, as for an account without TOTP.
-    let wrong_password = s
-        .post_login(
-            &base,
-            &[("username", "carol"), ("password", "not it"), ("rd", &rd)],
-        )
-        .await;
-    assert_eq!(
-        wrong_password.status(),
-        StatusCode::UNAUTHORIZED,
-        "{kind:?}"
-    );
-    assert_no_cookie(&wrong_password, "a wrong password");
-    assert_login_form(&wrong_password.text().await.unwrap());
+    let wrong_password = form.password("carol", "not it").await;
+    let status = StatusCode::UNAUTHORIZED;
+    assert_login_form_again(wrong_password, status, &what("a wrong password")).await;
 
     // The right password: the code page (checked by `code_page`), no cookie.
-    let token = s.code_page(&base, "carol", &rd).await;
+    let token = form.code_page("carol").await;
 
     // A wrong code: the code page again with 401, the same mfa_token, still no cookie.
-    let wrong = s
-        .post_login(
-            &base,
-            &[
-                ("mfa_token", &token),
-                ("code", &carol.wrong_code()),
-                ("rd", &rd),
-            ],
-        )
-        .await;
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
-    assert_no_cookie(&wrong, "a wrong code");
+    let wrong = form.code(&token, &carol.wrong_code()).await;
+    assert_wrong_code(&wrong, &what("a wrong code"));
     let html = wrong.text().await.unwrap();
     assert_code_page(&html, &rd);
     assert_eq!(
@@ -1311,162 +1295,60 @@ async fn login_form_second_step(kind: Kind) {
 
     // An unknown mfa_token: the login form, 400, no cookie.
     for unknown in ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "x", ""] {
-        let response = s
-            .post_login(
-                &base,
-                &[
-                    ("mfa_token", unknown),
-                    ("code", &carol.wrong_code()),
-                    ("rd", &rd),
-                ],
-            )
-            .await;
-        assert_eq!(
-            response.status(),
-            StatusCode::BAD_REQUEST,
-            "{kind:?}: mfa_token {unknown:?}"
-        );
-        assert_no_cookie(&response, "an unknown mfa_token");
-        let html = response.text().await.unwrap();
-        assert_login_form(&html);
+        let response = form.code(unknown, &carol.wrong_code()).await;
+        let what = what(&format!("an unknown mfa_token {unknown:?}"));
+        assert_login_form_again(response, StatusCode::BAD_REQUEST, &what).await;
     }
 
     // The right code: 303 to rd with both cookies; the app sees a second factor.
     let code = carol.next_code();
-    let signed_in = s
-        .post_login(
-            &base,
-            &[("mfa_token", &token), ("code", &code), ("rd", &rd)],
-        )
-        .await;
-    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER, "{kind:?}");
-    assert_eq!(header(&signed_in, "location"), rd);
-    let cookies = Cookies::from(&signed_in);
-    assert!(
-        cookies.has("authd") && cookies.has("authd_refresh"),
-        "{kind:?}"
-    );
-    let seen_by_app = echo(s.app(Method::GET, page, Some(&cookies.access())).await).await;
-    assert_eq!(seen(&seen_by_app, "x-auth-user"), ["carol"]);
-    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["true"], "{seen_by_app}");
+    let cookies = signed_in(&form.code(&token, &code).await, &rd, &what("the code"));
+    let seen_by_app = s.seen_by_app(page, &cookies.access()).await;
+    assert_saw(&seen_by_app, "x-auth-user", &["carol"], &what("the code"));
+    assert_saw(&seen_by_app, "x-auth-mfa", &["true"], &what("the code"));
 
     // The used mfa_token is dead: the login form, 400, no cookie.
-    let reused = s
-        .post_login(
-            &base,
-            &[("mfa_token", &token), ("code", &code), ("rd", &rd)],
-        )
-        .await;
-    assert_eq!(reused.status(), StatusCode::BAD_REQUEST, "{kind:?}");
-    assert_no_cookie(&reused, "a used mfa_token");
-    assert_login_form(&reused.text().await.unwrap());
+    let reused = form.code(&token, &code).await;
+    assert_login_form_again(reused, StatusCode::BAD_REQUEST, &what("a used mfa_token")).await;
 
     // A recovery code as typed by a person (upper case, spaces) signs in too.
     let recovery = carol.take_recovery_code();
-    let token = s.code_page(&base, "carol", &rd).await;
+    let token = form.code_page("carol").await;
     let typed = format!(" {} ", recovery.to_uppercase().replace('-', " "));
-    let response = s
-        .post_login(
-            &base,
-            &[("mfa_token", &token), ("code", &typed), ("rd", &rd)],
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{kind:?}");
-    let seen_by_app = echo(
-        s.app(Method::GET, page, Some(&Cookies::from(&response).access()))
-            .await,
-    )
-    .await;
-    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["true"]);
+    let response = form.code(&token, &typed).await;
+    let cookies = signed_in(&response, &rd, &what("a recovery code"));
+    let seen_by_app = s.seen_by_app(page, &cookies.access()).await;
+    assert_saw(
+        &seen_by_app,
+        "x-auth-mfa",
+        &["true"],
+        &what("a recovery code"),
+    );
 
     // ... once: the second time it is a wrong code (failure 1 since that login). A
     // second code page is kept open meanwhile, as in another tab.
-    let token = s.code_page(&base, "carol", &rd).await;
-    let other_tab = s.code_page(&base, "carol", &rd).await;
-    let again = s
-        .post_login(
-            &base,
-            &[("mfa_token", &token), ("code", &recovery), ("rd", &rd)],
-        )
-        .await;
-    assert_eq!(again.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
-    assert_no_cookie(&again, "a used recovery code");
+    let token = form.code_page("carol").await;
+    let other_tab = form.code_page("carol").await;
+    let again = form.code(&token, &recovery).await;
+    assert_wrong_code(&again, &what("a used recovery code"));
 
     // Wrong codes count against the token and as failed logins.
     for attempt in 2..=5 {
-        let response = s
-            .post_login(
-                &base,
-                &[
-                    ("mfa_token", &token),
-                    ("code", &carol.wrong_code()),
-                    ("rd", &rd),
-                ],
-            )
-            .await;
-        assert_eq!(
-            response.status(),
-            StatusCode::UNAUTHORIZED,
-            "{kind:?}: wrong code {attempt}"
-        );
-        assert_no_cookie(&response, "a wrong code");
+        let response = form.code(&token, &carol.wrong_code()).await;
+        assert_wrong_code(&response, &what(&format!("wrong code {attempt}")));
     }
     // The sixth code on the token it killed: the login form, 400 (API.md).
     let recovery = carol.take_recovery_code();
-    let dead = s
-        .post_login(
-            &base,
-            &[("mfa_token", &token), ("code", &recovery), ("rd", &rd)],
-        )
-        .await;
-    assert_eq!(
-        dead.status(),
-        StatusCode::BAD_REQUEST,
-        "{kind:?}: dead token"
-    );
-    assert_no_cookie(&dead, "a dead mfa_token");
-    assert_login_form(&dead.text().await.unwrap());
+    let dead = form.code(&token, &recovery).await;
+    assert_login_form_again(dead, StatusCode::BAD_REQUEST, &what("a dead mfa_token")).await;
 
     // The other tab's token is alive, but five failures throttle the pair: 429, even with
     // a right code; still no cookie, no password.
-    let throttled = s
-        .post_login(
-            &base,
-            &[("mfa_token", &other_tab), ("code", &recovery), ("rd", &rd)],
-        )
-        .await;
-    assert_eq!(
-        throttled.status(),
-        StatusCode::TOO_MANY_REQUESTS,
-        "{kind:?}: throttled"
-    );
-    assert_no_cookie(&throttled, "throttled");
-    assert!(
-        throttled.headers().get("retry-after").is_some(),
-        "{:?}",
-        throttled.headers()
-    );
-    let html = throttled.text().await.unwrap();
-    assert!(!html.contains(PASSWORD), "{html}");
+    let throttled = form.code(&other_tab, &recovery).await;
+    assert_throttled(throttled, &what("the other tab")).await;
     // The whole login is throttled for this pair, the password step included.
-    let password = s
-        .post_login(
-            &base,
-            &[("username", "carol"), ("password", PASSWORD), ("rd", &rd)],
-        )
-        .await;
-    assert_eq!(password.status(), StatusCode::TOO_MANY_REQUESTS, "{kind:?}");
-    assert_no_cookie(&password, "throttled password");
-}
-
-#[tokio::test]
-async fn nginx_login_form_second_step() {
-    login_form_second_step(Kind::Nginx).await;
-}
-
-#[tokio::test]
-async fn caddy_login_form_second_step() {
-    login_form_second_step(Kind::Caddy).await;
+    let password = form.password("carol", PASSWORD).await;
+    assert_throttled(password, &what("the password")).await;
 }
 
 /// An `mfa_token` dies after five wrong codes: the sixth post (from another address, so
@@ -1474,77 +1356,35 @@ async fn caddy_login_form_second_step() {
 /// with a right code, and that code is not used up.
 #[tokio::test]
 async fn an_mfa_token_dies_after_five_wrong_codes() {
-    let Some(nginx) = proxy_binary("nginx") else {
+    let Some(s) = Stack::start(Kind::Nginx).await else {
         return;
     };
-    let s = Stack::start(&nginx, Kind::Nginx).await;
     let mut carol = s.enrol("carol").await;
     let rd = s.app_url("/");
     // authd directly: it believes X-Forwarded-For from 127.0.0.1 (a trusted proxy).
-    let base = s.authd_url("");
-    let first = s
-        .post_login_from(
-            &base,
-            &[("username", "carol"), ("password", PASSWORD), ("rd", &rd)],
-            Some("198.51.100.1"),
-        )
-        .await;
-    assert_eq!(first.status(), StatusCode::OK);
-    let token = input_value(&first.text().await.unwrap(), "mfa_token").unwrap();
+    let first = s.login_form(s.authd_url(""), &rd).from("198.51.100.1");
+    let second = s.login_form(s.authd_url(""), &rd).from("198.51.100.2");
+    let token = first.code_page("carol").await;
     for attempt in 1..=5 {
-        let wrong = s
-            .post_login_from(
-                &base,
-                &[
-                    ("mfa_token", &token),
-                    ("code", &carol.wrong_code()),
-                    ("rd", &rd),
-                ],
-                Some("198.51.100.1"),
-            )
-            .await;
-        assert_eq!(
-            wrong.status(),
-            StatusCode::UNAUTHORIZED,
-            "wrong code {attempt}"
-        );
+        let wrong = first.code(&token, &carol.wrong_code()).await;
+        assert_wrong_code(&wrong, &format!("wrong code {attempt}"));
     }
     let recovery = carol.take_recovery_code();
-    let dead = s
-        .post_login_from(
-            &base,
-            &[("mfa_token", &token), ("code", &recovery), ("rd", &rd)],
-            Some("198.51.100.2"),
-        )
-        .await;
-    assert_eq!(dead.status(), StatusCode::BAD_REQUEST, "a dead mfa_token");
-    assert_no_cookie(&dead, "a dead mfa_token");
-    let html = dead.text().await.unwrap();
-    assert_login_form(&html);
+    let dead = second.code(&token, &recovery).await;
+    let html = assert_login_form_again(dead, StatusCode::BAD_REQUEST, "a dead mfa_token").await;
     assert!(
         html.contains(&format!("name=\"rd\" value=\"{rd}\"")),
         "rd kept: {html}"
     );
 
     // The recovery code offered on the dead token still works.
-    let fresh = s
-        .post_login_from(
-            &base,
-            &[("username", "carol"), ("password", PASSWORD), ("rd", &rd)],
-            Some("198.51.100.2"),
-        )
-        .await;
-    assert_eq!(fresh.status(), StatusCode::OK);
-    let token = input_value(&fresh.text().await.unwrap(), "mfa_token").unwrap();
-    let signed_in = s
-        .post_login_from(
-            &base,
-            &[("mfa_token", &token), ("code", &recovery), ("rd", &rd)],
-            Some("198.51.100.2"),
-        )
-        .await;
-    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
-    assert!(Cookies::from(&signed_in).has("authd"));
+    let token = second.code_page("carol").await;
+    let signed_in_with_it = second.code(&token, &recovery).await;
+    signed_in(
+        &signed_in_with_it,
+        &rd,
+        "the recovery code offered on a dead token",
+    );
 }
 
 // ----- a real browser -----
@@ -1885,53 +1725,168 @@ mod chromium {
     }
 }
 
+/// What a browser test starts from: a headless Chromium to start off the async runtime
+/// (in `spawn_blocking`), with its own profile, the stack's two hosts treated as secure
+/// origins.
+struct BrowserLaunch {
+    binary: PathBuf,
+    profile: tempfile::TempDir,
+    origins: [String; 2],
+}
+
+impl BrowserLaunch {
+    fn start(&self) -> chromium::Browser {
+        chromium::Browser::start(&self.binary, self.profile.path(), &self.origins)
+    }
+}
+
+/// A stack behind nginx and a Chromium to browse it; `None` (skip, with a note) without
+/// Chromium or nginx.
+async fn browser_stack() -> Option<(Stack, BrowserLaunch)> {
+    let Some(binary) = chromium::binary() else {
+        eprintln!("skipping the headless-browser check: Chromium is not installed");
+        return None;
+    };
+    let s = Stack::start(Kind::Nginx).await?;
+    let launch = BrowserLaunch {
+        binary,
+        profile: tempfile::tempdir().unwrap(),
+        origins: [s.app_url(""), s.authd_url("")],
+    };
+    Some((s, launch))
+}
+
+/// The screenshot `name` under `target/tmp/`.
+fn screenshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+/// The screenshots `names` a test is about to take, any left by an earlier run removed.
+fn fresh_screenshots(names: &[&str]) -> Vec<PathBuf> {
+    let paths: Vec<PathBuf> = names.iter().map(|name| screenshot_path(name)).collect();
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    paths
+}
+
+/// Each screenshot was taken (a PNG); says where on stderr.
+fn assert_screenshots(paths: &[PathBuf]) {
+    for path in paths {
+        let png = std::fs::read(path).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{}", path.display());
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+/// authd's pages and the app as a person uses them in the browser.
+impl chromium::Browser {
+    /// Goes to `url` signed out and waits to be sent to the login page, whose URL starts
+    /// with `login`; returns its URL.
+    fn visit_signed_out(&mut self, url: &str, login: &str) -> String {
+        self.navigate(url);
+        self.wait_for_url(login)
+    }
+
+    /// Signs in through the login form: types `username` and the password, clicks the
+    /// button.
+    fn submit_password(&mut self, username: &str) {
+        self.wait_for("document.getElementById('password')", "the login form");
+        self.type_into("#username", username);
+        self.type_into("#password", PASSWORD);
+        self.click("button[type=submit]");
+    }
+
+    /// Waits for the code page, the second step of a login with TOTP on.
+    fn wait_for_code_page(&mut self) {
+        self.wait_for("document.getElementById('code')", "the code page");
+    }
+
+    /// Types `code` on the code page and clicks the button.
+    fn submit_code(&mut self, code: &str) {
+        self.type_into("#code", code);
+        self.click("button[type=submit]");
+    }
+
+    /// Waits to land on the app's `url`; returns where the browser is and what the app
+    /// echoed (the page is the echo's JSON).
+    fn app_echo(&mut self, url: &str) -> (String, Value) {
+        let landed = self.wait_for_url(url);
+        let body = self.eval("document.body.innerText");
+        let echo = serde_json::from_str(body.as_str().unwrap())
+            .unwrap_or_else(|_| panic!("not the app's echo at {landed}: {body}"));
+        (landed, echo)
+    }
+
+    /// Saves what the window shows as the screenshot `name`.
+    fn save_screenshot(&mut self, name: &str) {
+        std::fs::write(screenshot_path(name), self.screenshot()).unwrap();
+    }
+
+    /// Saves the whole page as the screenshot `name`.
+    fn save_full_page(&mut self, name: &str) {
+        std::fs::write(screenshot_path(name), self.full_page_screenshot()).unwrap();
+    }
+
+    /// A desktop window, 1280×900.
+    fn desktop(&mut self) {
+        self.set_viewport(1280, 900, 1.0, false);
+    }
+
+    /// How wide the page is against the window ([`WIDTHS`]) on a phone 390 CSS pixels wide
+    /// (saved as `phone_shot`) and at 200 % zoom of a 1280-pixel window (saved as
+    /// `zoom_shot`, if named); back on the desktop after.
+    fn phone_and_zoom_widths(&mut self, phone_shot: &str, zoom_shot: Option<&str>) -> [Value; 2] {
+        self.set_viewport(390, 844, 2.0, true);
+        let phone = self.eval(WIDTHS);
+        self.save_full_page(phone_shot);
+        self.set_viewport(640, 450, 2.0, false);
+        let zoom = self.eval(WIDTHS);
+        if let Some(name) = zoom_shot {
+            self.save_full_page(name);
+        }
+        self.desktop();
+        [phone, zoom]
+    }
+}
+
 /// The login flow in a real browser, through nginx: the app's host sends the browser to the
 /// login page on another host, the user signs in with the form, and the browser lands back
 /// on the app with its session cookies. Optional: skipped (with a note) without Chromium.
 /// The login page's screenshot is kept as `target/tmp/authd-login-page.png`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_signs_in_through_nginx_and_comes_back() {
-    let Some(chromium) = chromium::binary() else {
-        eprintln!("skipping the headless-browser check: Chromium is not installed");
+    let Some((s, launch)) = browser_stack().await else {
         return;
     };
-    let Some(nginx) = proxy_binary("nginx") else {
-        return;
-    };
-    let s = Stack::start(&nginx, Kind::Nginx).await;
     let app = s.app_url("/inbox?folder=a%2Fb");
     let login_prefix = s.authd_url("/login?rd=");
-    let profile = tempfile::tempdir().unwrap();
-    let origins = [s.app_url(""), s.authd_url("")];
-    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("authd-login-page.png");
+    let shots = fresh_screenshots(&["authd-login-page.png"]);
 
-    let (landed, body) = tokio::task::spawn_blocking(move || {
-        let mut browser = chromium::Browser::start(&chromium, profile.path(), &origins);
-        browser.navigate(&app);
-        browser.wait_for_url(&login_prefix);
-        std::fs::write(&screenshot, browser.screenshot()).unwrap();
-        let filled = browser.eval(&format!(
-            "document.getElementById('username').value = 'alice';\
-             document.getElementById('password').value = {};\
-             document.querySelector('button[type=submit]').click(); true",
-            serde_json::to_string(PASSWORD).unwrap()
-        ));
-        assert_eq!(filled, true);
-        let landed = browser.wait_for_url(&app);
-        let body = browser.eval("document.body.innerText");
-        (landed, body)
+    let (landed, seen_by_app) = tokio::task::spawn_blocking(move || {
+        let mut browser = launch.start();
+        browser.visit_signed_out(&app, &login_prefix);
+        browser.save_screenshot("authd-login-page.png");
+        browser.submit_password("alice");
+        browser.app_echo(&app)
     })
     .await
     .unwrap();
 
     assert_eq!(landed, s.app_url("/inbox?folder=a%2Fb"));
-    let seen_by_app: Value = serde_json::from_str(body.as_str().unwrap()).unwrap();
-    assert_eq!(
-        seen(&seen_by_app, "x-auth-user"),
-        ["alice"],
-        "{seen_by_app}"
-    );
+    assert_saw(&seen_by_app, "x-auth-user", &["alice"], "signed in");
+    assert_screenshots(&shots);
 }
+
+/// In the browser: what the code page holds.
+const CODE_PAGE: &str = "({href: location.href,\
+    html: document.documentElement.outerHTML,\
+    label: document.querySelector('label[for=code]').textContent,\
+    token: document.querySelector('input[name=mfa_token]').value,\
+    tokenType: document.querySelector('input[name=mfa_token]').type,\
+    rd: document.querySelector('input[name=rd]').value,\
+    passwordInputs: document.querySelectorAll('input[type=password]').length,\
+    cookies: document.cookie})";
 
 /// A user with TOTP signs in through nginx in a real browser: the app's host sends the
 /// browser to the login page, the password leads to the code page, a code from the
@@ -1940,62 +1895,28 @@ async fn a_real_browser_signs_in_through_nginx_and_comes_back() {
 /// Screenshots: `target/tmp/authd-mfa-code-page.png` and `target/tmp/authd-mfa-signed-in.png`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_signs_in_with_a_code_through_nginx() {
-    let Some(chromium) = chromium::binary() else {
-        eprintln!("skipping the headless-browser check: Chromium is not installed");
+    let Some((s, launch)) = browser_stack().await else {
         return;
     };
-    let Some(nginx) = proxy_binary("nginx") else {
-        return;
-    };
-    let s = Stack::start(&nginx, Kind::Nginx).await;
     // Enrolled through the API before the browser starts, as from a phone.
     let mut carol = s.enrol("carol").await;
     let app = s.app_url("/mail?box=in%2Fbox");
     let login_prefix = s.authd_url("/login?rd=");
-    let profile = tempfile::tempdir().unwrap();
-    let origins = [s.app_url(""), s.authd_url("")];
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let code_shot = shots.join("authd-mfa-code-page.png");
-    let signed_in_shot = shots.join("authd-mfa-signed-in.png");
-    for shot in [&code_shot, &signed_in_shot] {
-        let _ = std::fs::remove_file(shot);
-    }
+    let shots = fresh_screenshots(&["authd-mfa-code-page.png", "authd-mfa-signed-in.png"]);
 
     let expected_rd = app.clone();
-    let (shot_paths, code_page, landed, body) = tokio::task::spawn_blocking(move || {
-        let mut browser = chromium::Browser::start(&chromium, profile.path(), &origins);
-        browser.navigate(&app);
-        browser.wait_for_url(&login_prefix);
-        let filled = browser.eval(&format!(
-            "document.getElementById('username').value = 'carol';\
-             document.getElementById('password').value = {};\
-             document.querySelector('button[type=submit]').click(); true",
-            serde_json::to_string(PASSWORD).unwrap()
-        ));
-        assert_eq!(filled, true);
-        browser.wait_for("document.getElementById('code')", "the code page");
-        let code_page = browser.eval(
-            "({href: location.href,\
-               html: document.documentElement.outerHTML,\
-               label: document.querySelector('label[for=code]').textContent,\
-               token: document.querySelector('input[name=mfa_token]').value,\
-               tokenType: document.querySelector('input[name=mfa_token]').type,\
-               rd: document.querySelector('input[name=rd]').value,\
-               passwordInputs: document.querySelectorAll('input[type=password]').length,\
-               cookies: document.cookie})",
-        );
-        std::fs::write(&code_shot, browser.screenshot()).unwrap();
+    let (code_page, landed, seen_by_app) = tokio::task::spawn_blocking(move || {
+        let mut browser = launch.start();
+        browser.visit_signed_out(&app, &login_prefix);
+        browser.submit_password("carol");
+        browser.wait_for_code_page();
+        let code_page = browser.eval(CODE_PAGE);
+        browser.save_screenshot("authd-mfa-code-page.png");
         // What the authenticator app shows right now.
-        let code = carol.next_code();
-        let typed = browser.eval(&format!(
-            "document.getElementById('code').value = '{code}';\
-             document.querySelector('button[type=submit]').click(); true"
-        ));
-        assert_eq!(typed, true);
-        let landed = browser.wait_for_url(&app);
-        let body = browser.eval("document.body.innerText");
-        std::fs::write(&signed_in_shot, browser.screenshot()).unwrap();
-        ((code_shot, signed_in_shot), code_page, landed, body)
+        browser.submit_code(&carol.next_code());
+        let (landed, seen_by_app) = browser.app_echo(&app);
+        browser.save_screenshot("authd-mfa-signed-in.png");
+        (code_page, landed, seen_by_app)
     })
     .await
     .unwrap();
@@ -2022,24 +1943,15 @@ async fn a_real_browser_signs_in_with_a_code_through_nginx() {
 
     // Back on the app, signed in with a second factor.
     assert_eq!(landed, expected_rd);
-    let seen_by_app: Value = serde_json::from_str(body.as_str().unwrap()).unwrap();
-    assert_eq!(
-        seen(&seen_by_app, "x-auth-user"),
-        ["carol"],
-        "{seen_by_app}"
-    );
-    assert_eq!(seen(&seen_by_app, "x-auth-mfa"), ["true"], "{seen_by_app}");
+    assert_saw(&seen_by_app, "x-auth-user", &["carol"], "signed in");
+    assert_saw(&seen_by_app, "x-auth-mfa", &["true"], "signed in");
     assert_eq!(seen_by_app["path"], "/mail");
     assert_eq!(seen_by_app["query"], "box=in%2Fbox");
     // The app's host got the access cookie, never the host-only refresh cookie.
     let cookie = seen(&seen_by_app, "cookie").join("; ");
     assert!(cookie.contains("authd="), "{cookie}");
     assert!(!cookie.contains("authd_refresh"), "{cookie}");
-    for shot in [&shot_paths.0, &shot_paths.1] {
-        let png = std::fs::read(shot).unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "{}", shot.display());
-        eprintln!("screenshot: {}", shot.display());
-    }
+    assert_screenshots(&shots);
 }
 
 /// In the browser: the non-hidden form fields of the page that no non-empty
@@ -2080,6 +1992,22 @@ fn is_recovery_code(code: &str) -> bool {
         })
 }
 
+/// The text of a page's state as read in the browser (`{text: document.body.innerText, …}`).
+fn page_text(state: &Value) -> &str {
+    state["text"].as_str().unwrap()
+}
+
+/// The key the enrolment page shows (its `secret`), without the spaces that group it for
+/// reading.
+fn key_shown(enrol: &Value) -> String {
+    enrol["secret"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
 /// A user manages their account in a real browser, on authd's login host: the account page
 /// sends a signed-out browser to the login form and back; the user turns on two-factor
 /// authentication by reading the key off the page (QR code beside it) and confirming with a
@@ -2092,14 +2020,9 @@ fn is_recovery_code(code: &str) -> bool {
 /// `authd-account-codes.png`, `authd-account-phone.png`, `authd-account-zoom200.png`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_manages_its_account() {
-    let Some(chromium) = chromium::binary() else {
-        eprintln!("skipping the headless-browser check: Chromium is not installed");
+    let Some((s, launch)) = browser_stack().await else {
         return;
     };
-    let Some(nginx) = proxy_binary("nginx") else {
-        return;
-    };
-    let s = Stack::start(&nginx, Kind::Nginx).await;
     s.authd.app.add_user("dave", &[]).await;
     // The other session: dave signed in through the API elsewhere.
     let other = s.authd.app.login("dave").await;
@@ -2120,46 +2043,31 @@ async fn a_real_browser_manages_its_account() {
     let account = s.authd_url("/account");
     let login_url = s.login_url_for(&account);
     let cookie_url = s.authd_url("/");
-    let profile = tempfile::tempdir().unwrap();
-    let origins = [s.app_url(""), s.authd_url("")];
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let names = [
+    let shots = fresh_screenshots(&[
         "authd-account-desktop.png",
         "authd-account-enrol-desktop.png",
         "authd-account-enrol-phone.png",
         "authd-account-codes.png",
         "authd-account-phone.png",
         "authd-account-zoom200.png",
-    ];
-    let paths: Vec<PathBuf> = names.iter().map(|name| shots.join(name)).collect();
-    for path in &paths {
-        let _ = std::fs::remove_file(path);
-    }
+    ]);
 
+    let (page, to) = (account.clone(), login_url.clone());
     let saw = tokio::task::spawn_blocking(move || {
-        let shot = |browser: &mut chromium::Browser, name: &str| {
-            std::fs::write(shots.join(name), browser.full_page_screenshot()).unwrap();
-        };
-        let sign_in_form = |browser: &mut chromium::Browser| {
-            browser.wait_for("document.getElementById('password')", "the login form");
-            browser.type_into("#username", "dave");
-            browser.type_into("#password", PASSWORD);
-            browser.click("button[type=submit]");
-        };
-        let mut browser = chromium::Browser::start(&chromium, profile.path(), &origins);
-        browser.set_viewport(1280, 900, 1.0, false);
+        let (account, login_url) = (page, to);
+        let mut browser = launch.start();
+        browser.desktop();
 
         // Signed out, the account page sends the browser to the login form, and the
         // login back to the account page.
-        browser.navigate(&account);
-        let to_login = browser.wait_for_url(&login_url);
-        sign_in_form(&mut browser);
+        let to_login = browser.visit_signed_out(&account, &login_url);
+        browser.submit_password("dave");
         let landed = browser.wait_for_url(&account);
         browser.wait_for("document.getElementById('enrol-password')", "the enrol form");
         let first = browser.eval(&format!(
             "({{text: document.body.innerText, labels: {UNLABELLED}, sessions: {SESSIONS}}})"
         ));
-        shot(&mut browser, "authd-account-desktop.png");
+        browser.save_full_page("authd-account-desktop.png");
         let first_cookies = browser.cookies(&cookie_url);
 
         // Two-factor: the password starts the enrolment; the page shows a QR code and
@@ -2178,28 +2086,11 @@ async fn a_real_browser_manages_its_account() {
                confirm: !!document.querySelector('form[action=\"/account/totp/confirm\"] #confirm-code'),\
                labels: {UNLABELLED}}})"
         ));
-        shot(&mut browser, "authd-account-enrol-desktop.png");
-        browser.set_viewport(390, 844, 2.0, true);
-        let enrol_phone = browser.eval(WIDTHS);
-        shot(&mut browser, "authd-account-enrol-phone.png");
-        browser.set_viewport(640, 450, 2.0, false);
-        let enrol_zoom = browser.eval(WIDTHS);
-        browser.set_viewport(1280, 900, 1.0, false);
+        browser.save_full_page("authd-account-enrol-desktop.png");
+        let [enrol_phone, enrol_zoom] =
+            browser.phone_and_zoom_widths("authd-account-enrol-phone.png", None);
 
-        let key: String = enrol["secret"]
-            .as_str()
-            .unwrap()
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let secret = authd::auth::mfa::totp::decode_base32(&key)
-            .unwrap_or_else(|| panic!("the key on the page is not base32: {key:?}"));
-        let mut app = Authenticator {
-            secret,
-            last_step: 0,
-            recovery_codes: Vec::new(),
-            password_only_token: String::new(),
-        };
+        let mut app = Authenticator::of_key(&key_shown(&enrol));
         browser.type_into("#confirm-code", &app.next_code());
         browser.click("form[action='/account/totp/confirm'] button[type=submit]");
         browser.wait_for("document.getElementById('recovery-codes')", "the recovery codes");
@@ -2208,7 +2099,7 @@ async fn a_real_browser_manages_its_account() {
                codes: [...document.querySelectorAll('#recovery-codes li')]\
                    .map(li => li.textContent.trim())})",
         );
-        shot(&mut browser, "authd-account-codes.png");
+        browser.save_full_page("authd-account-codes.png");
 
         // Sign out with the page's button: the cookies go.
         browser.click("form#sign-out button[type=submit]");
@@ -2225,13 +2116,11 @@ async fn a_real_browser_manages_its_account() {
             browser.eval("({href: location.href, text: document.body.innerText})");
 
         // Signing in again takes the password, then a code.
-        browser.navigate(&account);
-        let to_login_again = browser.wait_for_url(&login_url);
-        sign_in_form(&mut browser);
-        browser.wait_for("document.getElementById('code')", "the code page");
+        let to_login_again = browser.visit_signed_out(&account, &login_url);
+        browser.submit_password("dave");
+        browser.wait_for_code_page();
         let code_page_href = browser.eval("location.href");
-        browser.type_into("#code", &app.next_code());
-        browser.click("button[type=submit]");
+        browser.submit_code(&app.next_code());
         let landed_again = browser.wait_for_url(&account);
         browser.wait_for("document.getElementById('codes-password')", "TOTP on");
         let on = browser.eval(&format!(
@@ -2251,12 +2140,8 @@ async fn a_real_browser_manages_its_account() {
             "({{href: location.href, text: document.body.innerText,\
                labels: {UNLABELLED}, sessions: {SESSIONS}}})"
         ));
-        browser.set_viewport(390, 844, 2.0, true);
-        let phone = browser.eval(WIDTHS);
-        shot(&mut browser, "authd-account-phone.png");
-        browser.set_viewport(640, 450, 2.0, false);
-        let zoom = browser.eval(WIDTHS);
-        shot(&mut browser, "authd-account-zoom200.png");
+        let [phone, zoom] = browser
+            .phone_and_zoom_widths("authd-account-phone.png", Some("authd-account-zoom200.png"));
 
         json!({
             "to_login": to_login, "landed": landed, "first": first,
@@ -2272,21 +2157,13 @@ async fn a_real_browser_manages_its_account() {
     .await
     .unwrap();
 
-    let account = s.authd_url("/account");
-    let login_url = s.login_url_for(&account);
     // To the login form and back.
     assert_eq!(saw["to_login"], login_url.as_str());
     assert_eq!(saw["landed"], account.as_str());
     let first = &saw["first"];
+    assert!(page_text(first).contains("Signed in as dave"), "{first}");
     assert!(
-        first["text"]
-            .as_str()
-            .unwrap()
-            .contains("Signed in as dave"),
-        "{first}"
-    );
-    assert!(
-        first["text"].as_str().unwrap().contains("Off."),
+        page_text(first).contains("Off."),
         "TOTP off at first: {first}"
     );
     // Both sessions listed, this one marked, the other with its End button.
@@ -2310,12 +2187,7 @@ async fn a_real_browser_manages_its_account() {
         enrol["qrWidth"]
     );
     assert_eq!(enrol["confirm"], true, "the confirm form");
-    let key: String = enrol["secret"]
-        .as_str()
-        .unwrap()
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let key = key_shown(enrol);
     assert_eq!(key.len(), 32, "20 bytes of base32: {key}");
     assert!(
         enrol["secret"].as_str().unwrap().contains(' '),
@@ -2354,10 +2226,7 @@ async fn a_real_browser_manages_its_account() {
     assert_eq!(saw["landed_again"], account.as_str());
     let on = &saw["on"];
     assert!(
-        on["text"]
-            .as_str()
-            .unwrap()
-            .contains("On. Signing in asks for a code"),
+        page_text(on).contains("On. Signing in asks for a code"),
         "TOTP shown as on: {on}"
     );
     assert_eq!(on["enrolForm"], false, "{on}");
@@ -2416,19 +2285,12 @@ async fn a_real_browser_manages_its_account() {
             "{state}: horizontal scrolling: {widths}"
         );
     }
-    for path in &paths {
-        let png = std::fs::read(path).unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "{}", path.display());
-        eprintln!("screenshot: {}", path.display());
-    }
+    assert_screenshots(&shots);
     // Last, as it leaves the flow above intact: the sign-out button shows that the
     // browser is signed out, not the account page it just left.
     let signed_out = &saw["signed_out_page"];
     assert!(
-        !signed_out["text"]
-            .as_str()
-            .unwrap()
-            .contains("Signed in as dave"),
+        !page_text(signed_out).contains("Signed in as dave"),
         "after clicking Sign out the browser still shows the account page: {signed_out}"
     );
 }

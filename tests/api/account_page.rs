@@ -11,9 +11,10 @@ use reqwest::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, REFERRER_POLICY,
     RETRY_AFTER, SET_COOKIE, X_FRAME_OPTIONS,
 };
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::second_factor::{Enrolled, now, totp_code, totp_step_now, wrong_code};
 use crate::common::{PASSWORD, TestApp, assert_error, b64_json, claims, header, with_claim};
 
 const APP_URL: &str = "https://app.example.com/inbox?folder=a%2Fb&x=1";
@@ -24,6 +25,8 @@ const PAGE_CSP: &str =
 /// What every refused password or code says, whichever of the two was wrong.
 const INCORRECT: &str = "The password or code is incorrect. Nothing was changed.";
 const NEW_PASSWORD: &str = "a brand new passphrase";
+/// A wrong password the page must never echo.
+const GUESS: &str = "s3cret-guess";
 
 /// The overrides of a browser-session daemon (plain HTTP, so cookies without `Secure`).
 const COOKIES_ON: &[(&str, &str)] = &[
@@ -32,18 +35,31 @@ const COOKIES_ON: &[(&str, &str)] = &[
     ("AUTHD__COOKIE__ALLOWED_REDIRECT_DOMAINS", "example.com"),
     ("AUTHD__COOKIE__LOGIN_URL", "https://auth.example.com/login"),
 ];
+/// The overrides that hold the role `admin` to a second factor.
+const ADMIN_NEEDS_MFA: &[(&str, &str)] = &[("AUTHD__MFA__REQUIRED_ROLES", "admin")];
 
+/// The `Host` of the auth site under an allowed domain, and the page's address there (the
+/// `rd` the login page is given to come back to it).
+const AUTH_HOST: (&str, &str) = ("host", "auth.example.com");
+const ACCOUNT_ON_AUTH_HOST: &str = "http://auth.example.com/account";
+
+const PASSWORD_FORM: &str = "/account/password";
+const END_FORM: &str = "/account/sessions/end";
+const ENROL_FORM: &str = "/account/totp";
+const CONFIRM_FORM: &str = "/account/totp/confirm";
+const DISABLE_FORM: &str = "/account/totp/disable";
+const NEW_CODES_FORM: &str = "/account/recovery-codes";
 /// The path of every form of the page.
 const FORMS: &[&str] = &[
-    "/account/password",
-    "/account/sessions/end",
-    "/account/totp",
-    "/account/totp/confirm",
-    "/account/totp/disable",
-    "/account/recovery-codes",
+    PASSWORD_FORM,
+    END_FORM,
+    ENROL_FORM,
+    CONFIRM_FORM,
+    DISABLE_FORM,
+    NEW_CODES_FORM,
 ];
 
-// ----- helpers -----
+// ----- helpers: the site and its forms -----
 
 /// A daemon with browser sessions, and a client that, as a browser test should, does not
 /// follow redirects by itself.
@@ -69,15 +85,36 @@ impl Session {
     }
 }
 
-impl Site {
-    async fn start() -> Site {
-        Site::start_with(&[]).await
-    }
+/// `request` with a url-encoded form body of `fields`.
+fn with_form(request: RequestBuilder, fields: &[(&str, &str)]) -> RequestBuilder {
+    request
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(fields).unwrap())
+}
 
-    async fn start_with(extra: &[(&str, &str)]) -> Site {
-        let mut overrides = COOKIES_ON.to_vec();
-        overrides.extend_from_slice(extra);
-        let app = TestApp::spawn_with(&overrides).await;
+/// A site with the user alice, signed in through the login form: the site and that session.
+async fn alice_signed_in() -> (Site, Session) {
+    alice_signed_in_on(&[]).await
+}
+
+/// [`alice_signed_in`] on a daemon with `extra` overrides.
+async fn alice_signed_in_on(extra: &[(&str, &str)]) -> (Site, Session) {
+    let site = Site::start(extra).await;
+    site.user("alice", &[]).await;
+    let session = site.sign_in("alice").await;
+    (site, session)
+}
+
+/// [`alice_signed_in`], with TOTP turned on through the page.
+async fn alice_enrolled() -> (Site, Session, Enrolled) {
+    let (site, session) = alice_signed_in().await;
+    let enrolled = site.enrol(&session).await;
+    (site, session, enrolled)
+}
+
+impl Site {
+    async fn start(extra: &[(&str, &str)]) -> Site {
+        let app = TestApp::spawn_with(&[COOKIES_ON, extra].concat()).await;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -85,7 +122,7 @@ impl Site {
         Site { app, client }
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client
             .request(method, format!("{}{path}", self.app.public))
     }
@@ -99,21 +136,153 @@ impl Site {
         self.app.add_user(username, roles).await;
     }
 
-    /// Posts the login form (no `Origin`, no `Sec-Fetch-Site`).
-    async fn post_login(&self, fields: &[(&str, &str)]) -> reqwest::Response {
-        self.request(Method::POST, "/login")
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(serde_urlencoded::to_string(fields).unwrap())
-            .send()
+    /// Sends `method path` with `headers` (a cookie is a `("cookie", …)` among them) and no
+    /// body.
+    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Response {
+        let request = self.request(method, path);
+        let request = headers.iter().fold(request, |request, (name, value)| {
+            request.header(*name, *value)
+        });
+        request.send().await.unwrap()
+    }
+
+    /// `GET path` with the session's cookies.
+    async fn get(&self, session: &Session, path: &str) -> Response {
+        self.send(Method::GET, path, &[("cookie", &session.cookie())])
             .await
-            .unwrap()
+    }
+
+    /// Posts the form `fields` to `path` with `headers`.
+    async fn post_form(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let request = with_form(self.request(Method::POST, path), fields);
+        let request = headers.iter().fold(request, |request, (name, value)| {
+            request.header(*name, *value)
+        });
+        request.send().await.unwrap()
+    }
+
+    /// Posts a form of the page with the session's cookies, as a non-browser client does:
+    /// neither `Origin` nor `Sec-Fetch-Site`.
+    async fn post(&self, session: &Session, path: &str, fields: &[(&str, &str)]) -> Response {
+        self.post_with(session, path, fields, &[]).await
+    }
+
+    /// [`Site::post`] with extra request headers.
+    async fn post_with(
+        &self,
+        session: &Session,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let cookie = session.cookie();
+        let headers = [&[("cookie", cookie.as_str())][..], headers].concat();
+        self.post_form(path, fields, &headers).await
+    }
+
+    /// The password form.
+    async fn change_password(
+        &self,
+        session: &Session,
+        current: &str,
+        new: &str,
+        again: &str,
+    ) -> Response {
+        let fields = [
+            ("current_password", current),
+            ("new_password", new),
+            ("new_password_again", again),
+        ];
+        self.post(session, PASSWORD_FORM, &fields).await
+    }
+
+    /// An "End" form (the sign-out form, for the session's own sid).
+    async fn end_session(&self, session: &Session, sid: &str) -> Response {
+        self.post(session, END_FORM, &[("sid", sid)]).await
+    }
+
+    /// The enrol form.
+    async fn begin_totp(&self, session: &Session, current_password: &str) -> Response {
+        self.post(
+            session,
+            ENROL_FORM,
+            &[("current_password", current_password)],
+        )
+        .await
+    }
+
+    /// The confirm form.
+    async fn confirm_totp(&self, session: &Session, code: &str) -> Response {
+        self.post(session, CONFIRM_FORM, &[("code", code)]).await
+    }
+
+    /// A form at `path` that asks for the password and a code: the disable form or the
+    /// new-codes form.
+    async fn post_password_and_code(
+        &self,
+        session: &Session,
+        path: &str,
+        current_password: &str,
+        code: &str,
+    ) -> Response {
+        let fields = [("current_password", current_password), ("code", code)];
+        self.post(session, path, &fields).await
+    }
+
+    /// The disable form.
+    async fn disable_totp(
+        &self,
+        session: &Session,
+        current_password: &str,
+        code: &str,
+    ) -> Response {
+        self.post_password_and_code(session, DISABLE_FORM, current_password, code)
+            .await
+    }
+
+    /// The new-codes form.
+    async fn new_recovery_codes(
+        &self,
+        session: &Session,
+        current_password: &str,
+        code: &str,
+    ) -> Response {
+        self.post_password_and_code(session, NEW_CODES_FORM, current_password, code)
+            .await
+    }
+
+    /// `GET /account` with the session's cookies.
+    async fn account(&self, session: &Session) -> Response {
+        self.get(session, "/account").await
+    }
+
+    /// `GET /account`, asserting the `200` page; its HTML.
+    async fn account_html(&self, session: &Session) -> String {
+        page_text(self.account(session).await, StatusCode::OK).await
+    }
+
+    // ----- logging in -----
+
+    /// Posts the login form (no `Origin`, no `Sec-Fetch-Site`).
+    async fn post_login(&self, fields: &[(&str, &str)]) -> Response {
+        self.post_form("/login", fields, &[]).await
+    }
+
+    /// Posts the login form with [`PASSWORD`], and `rd` when given.
+    async fn post_password(&self, username: &str, rd: Option<&str>) -> Response {
+        let mut fields = vec![("username", username), ("password", PASSWORD)];
+        fields.extend(rd.map(|rd| ("rd", rd)));
+        self.post_login(&fields).await
     }
 
     /// Signs in through the login form with [`PASSWORD`]; the session of its cookies.
     async fn sign_in(&self, username: &str) -> Session {
-        let response = self
-            .post_login(&[("username", username), ("password", PASSWORD)])
-            .await;
+        let response = self.post_password(username, None).await;
         assert_eq!(
             response.status(),
             StatusCode::SEE_OTHER,
@@ -131,107 +300,10 @@ impl Site {
         }
     }
 
-    /// `GET /account` with the session's cookies.
-    async fn account(&self, session: &Session) -> reqwest::Response {
-        self.request(Method::GET, "/account")
-            .header(COOKIE, session.cookie())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `GET /account`, asserting the `200` page; its HTML.
-    async fn account_html(&self, session: &Session) -> String {
-        page_text(self.account(session).await, StatusCode::OK).await
-    }
-
-    /// Posts a form of the page with the session's cookies, as a non-browser client does:
-    /// neither `Origin` nor `Sec-Fetch-Site`.
-    async fn post(
-        &self,
-        session: &Session,
-        path: &str,
-        fields: &[(&str, &str)],
-    ) -> reqwest::Response {
-        self.post_with(session, path, fields, &[]).await
-    }
-
-    /// [`Site::post`] with extra request headers.
-    async fn post_with(
-        &self,
-        session: &Session,
-        path: &str,
-        fields: &[(&str, &str)],
-        headers: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let mut request = self
-            .request(Method::POST, path)
-            .header(COOKIE, session.cookie())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(serde_urlencoded::to_string(fields).unwrap());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request.send().await.unwrap()
-    }
-
-    /// `GET /v1/verify` with the session's access token as bearer.
-    async fn verify(&self, session: &Session) -> reqwest::Response {
-        self.app.verify(&session.access).await
-    }
-
-    /// `GET /v1/verify` with the session's cookies (as a forward-auth proxy asks).
-    async fn verify_cookie(&self, session: &Session) -> reqwest::Response {
-        self.request(Method::GET, "/v1/verify")
-            .header(COOKIE, session.cookie())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `GET /v1/me` with the session's cookies.
-    async fn me(&self, session: &Session) -> Value {
-        let response = self
-            .request(Method::GET, "/v1/me")
-            .header(COOKIE, session.cookie())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET /v1/me");
-        response.json().await.unwrap()
-    }
-
-    /// Turns TOTP on through the page: the enrol form, then the confirm form with the
-    /// code of the current step. Asserts both `200` pages; what they showed.
-    async fn enrol(&self, session: &Session) -> OnPage {
-        let begun = self
-            .post(session, "/account/totp", &[("current_password", PASSWORD)])
-            .await;
-        let html = page_text(begun, StatusCode::OK).await;
-        let secret = secret_on(&html);
-        let step = totp::step_at(now());
-        let code = code_of(&secret, step);
-        let confirmed = self
-            .post(session, "/account/totp/confirm", &[("code", &code)])
-            .await;
-        let html = page_text(confirmed, StatusCode::OK).await;
-        let recovery_codes = recovery_codes_on(&html);
-        assert_eq!(recovery_codes.len(), 10, "{html}");
-        OnPage {
-            secret,
-            confirmed_step: step,
-            recovery_codes,
-        }
-    }
-
     /// The first step of a login through the form for an account with TOTP on: the code
     /// page (`200`, no cookie); the hidden `mfa_token` it carries.
     async fn password_step(&self, username: &str, rd: Option<&str>) -> String {
-        let mut fields = vec![("username", username), ("password", PASSWORD)];
-        if let Some(rd) = rd {
-            fields.push(("rd", rd));
-        }
-        let response = self.post_login(&fields).await;
+        let response = self.post_password(username, rd).await;
         assert!(
             response.headers().get(SET_COOKIE).is_none(),
             "no cookie before the code"
@@ -247,11 +319,9 @@ impl Site {
     }
 
     /// The code form's post (the second step of a browser login).
-    async fn code_step(&self, mfa_token: &str, code: &str, rd: Option<&str>) -> reqwest::Response {
+    async fn code_step(&self, mfa_token: &str, code: &str, rd: Option<&str>) -> Response {
         let mut fields = vec![("mfa_token", mfa_token), ("code", code)];
-        if let Some(rd) = rd {
-            fields.push(("rd", rd));
-        }
+        fields.extend(rd.map(|rd| ("rd", rd)));
         self.post_login(&fields).await
     }
 
@@ -267,49 +337,125 @@ impl Site {
         );
         session_of(&response)
     }
-}
 
-/// What enrolment through the page showed (once).
-struct OnPage {
-    /// The secret in base32, spaces taken out.
-    secret: String,
-    /// The step of the code that confirmed it: only later steps are taken from then on.
-    confirmed_step: u64,
-    recovery_codes: Vec<String>,
-}
-
-impl OnPage {
-    /// The code of the step after the confirmed one: on the system clock it is taken (once)
-    /// for at least 30 s after the confirm, whatever step boundary falls in between.
-    fn next_code(&self) -> String {
-        code_of(&self.secret, self.confirmed_step + 1)
+    /// A full browser login with a second factor on its way to [`APP_URL`]: asserts the
+    /// `303` there, and that forward-auth lets the new session through with
+    /// `X-Auth-MFA: true`; that session.
+    async fn sign_in_to_the_app_with_code(&self, username: &str, code: &str) -> Session {
+        let token = self.password_step(username, Some(APP_URL)).await;
+        let signed_in = self.code_step(&token, code, Some(APP_URL)).await;
+        assert_see_other(&signed_in, APP_URL, "the code step");
+        let session = session_of(&signed_in);
+        let verified = self.verify_cookie(&session).await;
+        assert_eq!(verified.status(), StatusCode::OK);
+        assert_eq!(header(&verified, "x-auth-mfa"), "true");
+        session
     }
 
-    /// Six digits that are the code of no step near now.
-    fn wrong_code(&self) -> String {
-        let current = totp::step_at(now());
-        let near: Vec<String> = (current.saturating_sub(3)..=current + 3)
-            .map(|step| code_of(&self.secret, step))
-            .collect();
-        (0..1_000_000)
-            .map(|n| format!("{n:06}"))
-            .find(|code| !near.contains(code))
-            .unwrap()
+    /// At the login's code form (one `mfa_token`): `dead` is refused (`401`, the code form
+    /// again, no cookie), then `live` is taken (`303` with the cookies).
+    async fn assert_code_refused_then_taken(&self, username: &str, dead: &str, live: &str) {
+        let token = self.password_step(username, None).await;
+        let old = self.code_step(&token, dead, None).await;
+        assert!(old.headers().get(SET_COOKIE).is_none());
+        let old_html = page_text(old, StatusCode::UNAUTHORIZED).await;
+        assert!(old_html.contains("name=\"code\""), "the code form again");
+        let new = self.code_step(&token, live, None).await;
+        assert_eq!(new.status(), StatusCode::SEE_OTHER);
+        session_of(&new);
     }
-}
 
-/// The system clock (the daemon's) in Unix seconds.
-fn now() -> i64 {
-    authd::clock::Clock::system().now()
-}
+    // ----- the second factor -----
 
-fn code_of(secret: &str, step: u64) -> String {
-    let bytes = totp::decode_base32(secret).unwrap_or_else(|| panic!("{secret} is not base32"));
-    totp::code_for_step(&bytes, step)
+    /// The enrol form with [`PASSWORD`]: asserts the `200` page; the secret it shows.
+    async fn pending_secret(&self, session: &Session) -> String {
+        secret_on(&page_text(self.begin_totp(session, PASSWORD).await, StatusCode::OK).await)
+    }
+
+    /// The confirm form with the code of `step`: asserts the `200` page; the ten recovery
+    /// codes it shows.
+    async fn confirm_ok(&self, session: &Session, secret: &str, step: u64) -> Vec<String> {
+        let confirmed = self.confirm_totp(session, &totp_code(secret, step)).await;
+        recovery_codes_on(&page_text(confirmed, StatusCode::OK).await)
+    }
+
+    /// Turns TOTP on through the page: the enrol form, then the confirm form with the
+    /// code of the current step. Asserts both `200` pages; what they showed.
+    async fn enrol(&self, session: &Session) -> Enrolled {
+        let secret = self.pending_secret(session).await;
+        let step = totp_step_now();
+        let recovery_codes = self.confirm_ok(session, &secret, step).await;
+        Enrolled {
+            secret,
+            confirmed_step: step,
+            recovery_codes,
+        }
+    }
+
+    // ----- what the rest of the daemon says -----
+
+    /// `GET /v1/verify` with the session's access token as bearer.
+    async fn verify(&self, session: &Session) -> Response {
+        self.app.verify(&session.access).await
+    }
+
+    /// `GET /v1/verify` with the session's cookies (as a forward-auth proxy asks).
+    async fn verify_cookie(&self, session: &Session) -> Response {
+        self.get(session, "/v1/verify").await
+    }
+
+    /// Whether TOTP is on for the session's user: the `mfa` of `GET /v1/me` (cookies).
+    async fn totp_on(&self, session: &Session) -> bool {
+        let response = self.get(session, "/v1/me").await;
+        assert_eq!(response.status(), StatusCode::OK, "GET /v1/me");
+        let me: Value = response.json().await.unwrap();
+        me["mfa"].as_bool().unwrap_or_else(|| panic!("mfa in {me}"))
+    }
+
+    /// Asserts that each session lives: `GET /v1/verify` with its access token is `200`.
+    async fn assert_live(&self, sessions: &[&Session]) {
+        for session in sessions {
+            let sid = session.sid();
+            let status = self.verify(session).await.status();
+            assert_eq!(status, StatusCode::OK, "session {sid} lives");
+        }
+    }
+
+    /// Asserts that each session has ended: its access token is `401` at `GET /v1/verify`,
+    /// its refresh token `invalid_grant`.
+    async fn assert_ended(&self, sessions: &[&Session]) {
+        for session in sessions {
+            let sid = session.sid();
+            let status = self.verify(session).await.status();
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "session {sid} ended");
+            let refreshed = self.app.refresh(&session.refresh).await;
+            assert_error(refreshed, StatusCode::BAD_REQUEST, "invalid_grant").await;
+        }
+    }
+
+    /// Asserts that `password` is `username`'s password (`POST /v1/login` takes it).
+    async fn assert_password(&self, username: &str, password: &str) {
+        let status = self.app.try_login(username, password).await.status();
+        assert_eq!(status, StatusCode::OK, "the password of {username}");
+    }
+
+    /// Asserts that no enrolment is pending: the confirm form is out of date (`409`).
+    async fn assert_nothing_pending(&self, session: &Session) {
+        let confirm = self.confirm_totp(session, "123456").await;
+        page_text(confirm, StatusCode::CONFLICT).await;
+    }
+
+    /// Asserts that nothing of alice's account changed: this session and `others` live,
+    /// her password is still [`PASSWORD`], TOTP is off.
+    async fn assert_nothing_changed(&self, session: &Session, others: &[&Session]) {
+        self.assert_live(&[&[session], others].concat()).await;
+        self.assert_password("alice", PASSWORD).await;
+        assert!(!self.totp_on(session).await, "TOTP is still off");
+    }
 }
 
 /// The session of the cookies a response set (both must be there).
-fn session_of(response: &reqwest::Response) -> Session {
+fn session_of(response: &Response) -> Session {
     let mut access = None;
     let mut refresh = None;
     for line in response.headers().get_all(SET_COOKIE) {
@@ -327,9 +473,11 @@ fn session_of(response: &reqwest::Response) -> Session {
     }
 }
 
+// ----- helpers: what the answers say -----
+
 /// Asserts a page of the browser routes: `status`, HTML, and the login page's headers plus
 /// `no-store`.
-fn assert_page(response: &reqwest::Response, status: StatusCode) {
+fn assert_page(response: &Response, status: StatusCode) {
     assert_eq!(response.status(), status, "status");
     assert_eq!(header(response, CONTENT_TYPE), "text/html; charset=utf-8");
     assert_eq!(header(response, CONTENT_SECURITY_POLICY), PAGE_CSP);
@@ -339,7 +487,7 @@ fn assert_page(response: &reqwest::Response, status: StatusCode) {
 }
 
 /// [`assert_page`], then the page's HTML.
-async fn page_text(response: reqwest::Response, status: StatusCode) -> String {
+async fn page_text(response: Response, status: StatusCode) -> String {
     let actual = response.status();
     if actual != status {
         let body = response.text().await.unwrap_or_default();
@@ -351,6 +499,62 @@ async fn page_text(response: reqwest::Response, status: StatusCode) -> String {
     html
 }
 
+/// [`page_text`] of the page that says `message`.
+async fn page_saying(response: Response, status: StatusCode, message: &str) -> String {
+    let html = page_text(response, status).await;
+    assert!(
+        html.contains(message),
+        "{status} saying {message:?}: {html}"
+    );
+    html
+}
+
+/// The `409` page of a form that does not fit an account with TOTP off ("out of date"),
+/// still offering to turn TOTP on.
+async fn out_of_date_while_off(response: Response) -> String {
+    let html = page_saying(response, StatusCode::CONFLICT, "out of date").await;
+    assert!(!totp_shown_on(&html));
+    html
+}
+
+/// Asserts a `303` to `location`.
+fn assert_see_other(response: &Response, location: &str, what: &str) {
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{what}");
+    assert_eq!(header(response, LOCATION), location, "{what}");
+}
+
+/// The `rd` of a `Location` (percent-decoded).
+fn rd_of(response: &Response) -> Option<String> {
+    let query = header(response, LOCATION).split_once('?')?.1;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap()
+        .into_iter()
+        .find(|(key, _)| key == "rd")
+        .map(|(_, value)| value)
+}
+
+/// Asserts a `303` to the login page, which is told to come back to the page under the
+/// auth host.
+fn assert_to_login_and_back(response: &Response) {
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = header(response, LOCATION);
+    assert!(location.starts_with("/login?rd="), "{location}");
+    assert_eq!(
+        rd_of(response).as_deref(),
+        Some(ACCOUNT_ON_AUTH_HOST),
+        "{location}"
+    );
+}
+
+/// Asserts the answer of a sign-out form (`204`, or a `303` on to the login page).
+fn assert_signed_out(response: &Response, what: &str) {
+    let status = response.status();
+    assert!(
+        status == StatusCode::NO_CONTENT || status == StatusCode::SEE_OTHER,
+        "{what}: {status}"
+    );
+}
+
 /// The text between `start` and the next `end` after it.
 fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = html.find(start)? + start.len();
@@ -358,25 +562,49 @@ fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&html[from..to])
 }
 
-/// The base32 secret the enrolment page shows (grouped in fours; spaces taken out).
-fn secret_on(html: &str) -> String {
-    let shown = between(
+/// The base32 secret the enrolment page shows, as shown (grouped in fours).
+fn shown_secret(html: &str) -> &str {
+    between(
         html,
         "<span class=\"secret\" id=\"totp-secret\">",
         "</span>",
     )
-    .unwrap_or_else(|| panic!("no secret on the page: {html}"));
-    shown.replace(' ', "")
+    .unwrap_or_else(|| panic!("no secret on the page: {html}"))
 }
 
-/// The recovery codes in `<ul id="recovery-codes">`.
+/// [`shown_secret`], spaces taken out.
+fn secret_on(html: &str) -> String {
+    shown_secret(html).replace(' ', "")
+}
+
+/// The recovery codes in `<ul id="recovery-codes">`: asserts ten of them, each of the
+/// recovery code format (`xxxx-xxxx-xxxx`, lower-case base32).
 fn recovery_codes_on(html: &str) -> Vec<String> {
     let list = between(html, "id=\"recovery-codes\">", "</ul>")
         .unwrap_or_else(|| panic!("no recovery codes on the page: {html}"));
-    list.split("<li>")
+    let codes: Vec<String> = list
+        .split("<li>")
         .skip(1)
         .map(|item| item.split("</li>").next().unwrap().trim().to_owned())
-        .collect()
+        .collect();
+    assert_eq!(codes.len(), 10, "{html}");
+    codes.iter().for_each(|code| assert_recovery_code(code));
+    codes
+}
+
+/// The recovery code format: `xxxx-xxxx-xxxx`, lower-case base32.
+fn assert_recovery_code(code: &str) {
+    let groups: Vec<&str> = code.split('-').collect();
+    assert_eq!(groups.len(), 3, "{code}");
+    for group in groups {
+        assert_eq!(group.len(), 4, "{code}");
+        assert!(
+            group
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)),
+            "{code}"
+        );
+    }
 }
 
 /// The value of the hidden input `name`, if the page has one.
@@ -396,9 +624,7 @@ fn end_forms(html: &str) -> Vec<String> {
         .map(|form| {
             let form = form.split("</form>").next().unwrap();
             assert!(form.contains(">End</button>"), "{form}");
-            between(form, "<input type=\"hidden\" name=\"sid\" value=\"", "\"")
-                .unwrap()
-                .to_owned()
+            hidden_value(form, "sid").unwrap()
         })
         .collect()
 }
@@ -415,49 +641,22 @@ fn form_to<'a>(html: &'a str, action: &str) -> Option<&'a str> {
 /// Whether the page offers to turn TOTP on (the enrol form) or, when on, to make new
 /// codes and turn it off.
 fn totp_shown_on(html: &str) -> bool {
-    let on = form_to(html, "/account/totp/disable").is_some()
-        && form_to(html, "/account/recovery-codes").is_some();
-    let off = form_to(html, "/account/totp").is_some();
+    let on = form_to(html, DISABLE_FORM).is_some() && form_to(html, NEW_CODES_FORM).is_some();
+    let off = form_to(html, ENROL_FORM).is_some();
     assert_ne!(on, off, "either on or off: {html}");
     on
 }
 
-/// The recovery code format: `xxxx-xxxx-xxxx`, lower-case base32.
-fn assert_recovery_code(code: &str) {
-    let groups: Vec<&str> = code.split('-').collect();
-    assert_eq!(groups.len(), 3, "{code}");
-    for group in groups {
-        assert_eq!(group.len(), 4, "{code}");
-        assert!(
-            group
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)),
-            "{code}"
-        );
-    }
-}
-
-/// The query value `name` of a `Location` (percent-decoded).
-fn query_value(location: &str, name: &str) -> Option<String> {
-    let query = location.split_once('?')?.1;
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-        .unwrap()
-        .into_iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value)
-}
-
-/// The app's HS256 key (`<dir>/keys/<kid>.key`) signing `claims`: a token the daemon
-/// accepts the signature of.
+/// The app's HS256 key (`<dir>/keys/<kid>.key`, the newest) signing `claims`: a token the
+/// daemon accepts the signature of.
 fn sign(app: &TestApp, claims: &Value) -> String {
-    let mut keys: Vec<_> = std::fs::read_dir(app.dir.join("keys"))
+    let path = std::fs::read_dir(app.dir.join("keys"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "key"))
-        .collect();
-    keys.sort();
-    let path = keys.pop().expect("the app generated an HS256 key");
-    let kid = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        .max()
+        .expect("the app generated an HS256 key");
+    let kid = path.file_stem().unwrap().to_str().unwrap();
     let secret = base64::engine::general_purpose::STANDARD
         .decode(std::fs::read_to_string(&path).unwrap().trim())
         .unwrap();
@@ -487,48 +686,25 @@ async fn live_sids(app: &TestApp, username: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn without_a_session_the_page_sends_the_browser_to_the_login_page() {
-    let site = Site::start().await;
+    let site = Site::start(&[]).await;
 
-    let plain = site.request(Method::GET, "/account").send().await.unwrap();
+    let plain = site.send(Method::GET, "/account", &[]).await;
     // Reached under an allowed host, the login page is told to come back here.
-    let allowed_host = site
-        .request(Method::GET, "/account")
-        .header("host", "auth.example.com")
-        .send()
-        .await
-        .unwrap();
+    let allowed_host = site.send(Method::GET, "/account", &[AUTH_HOST]).await;
     let other_host = site
-        .request(Method::GET, "/account")
-        .header("host", "evil.test")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/account", &[("host", "evil.test")])
+        .await;
 
-    assert_eq!(plain.status(), StatusCode::SEE_OTHER);
-    assert_eq!(header(&plain, LOCATION), "/login");
+    assert_see_other(&plain, "/login", "no session");
     assert_eq!(header(&plain, CACHE_CONTROL), "no-store");
     assert!(plain.headers().get(SET_COOKIE).is_none());
-    assert_eq!(allowed_host.status(), StatusCode::SEE_OTHER);
-    let location = header(&allowed_host, LOCATION);
-    assert!(location.starts_with("/login?rd="), "{location}");
-    assert_eq!(
-        query_value(location, "rd").as_deref(),
-        Some("http://auth.example.com/account"),
-        "{location}"
-    );
-    assert_eq!(other_host.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        header(&other_host, LOCATION),
-        "/login",
-        "no rd to a foreign host"
-    );
+    assert_to_login_and_back(&allowed_host);
+    assert_see_other(&other_host, "/login", "no rd to a foreign host");
 }
 
 #[tokio::test]
 async fn an_invalid_expired_or_ended_session_is_sent_to_the_login_page() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
     let real = claims(&session.access);
     let expired_at = now() - 3600;
     let expired = with_claim(&real, "exp", json!(expired_at));
@@ -554,42 +730,23 @@ async fn an_invalid_expired_or_ended_session_is_sent_to_the_login_page() {
         ("tampered", format!("authd={tampered}")),
         ("logged out", format!("authd={}", ended.access)),
     ] {
-        let get = site
-            .request(Method::GET, "/account")
-            .header(COOKIE, &cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(get.status(), StatusCode::SEE_OTHER, "GET with {what}");
-        assert_eq!(header(&get, LOCATION), "/login", "GET with {what}");
+        let cookie = [("cookie", cookie.as_str())];
+        let get = site.send(Method::GET, "/account", &cookie).await;
+        assert_see_other(&get, "/login", &format!("GET with {what}"));
         for path in FORMS {
-            let post = site
-                .request(Method::POST, path)
-                .header(COOKIE, &cookie)
-                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(format!(
-                    "current_password={}",
-                    crate::common::percent_encode(PASSWORD)
-                ))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                post.status(),
-                StatusCode::SEE_OTHER,
-                "POST {path} with {what}"
-            );
-            assert_eq!(header(&post, LOCATION), "/login", "POST {path} with {what}");
+            let fields = [("current_password", PASSWORD)];
+            let post = site.post_form(path, &fields, &cookie).await;
+            assert_see_other(&post, "/login", &format!("POST {path} with {what}"));
         }
     }
     // Nothing was changed by any of them.
-    assert!(!site.me(&session).await["mfa"].as_bool().unwrap());
-    assert_eq!(site.verify(&session).await.status(), StatusCode::OK);
+    assert!(!site.totp_on(&session).await);
+    site.assert_live(&[&session]).await;
 }
 
 #[tokio::test]
 async fn the_page_shows_the_sessions_the_forms_and_the_security_headers() {
-    let site = Site::start().await;
+    let site = Site::start(&[]).await;
     site.user("alice", &["reader"]).await;
     let session = site.sign_in("alice").await;
     let phone = site.api_session("alice", PASSWORD).await;
@@ -598,10 +755,8 @@ async fn the_page_shows_the_sessions_the_forms_and_the_security_headers() {
 
     let response = site.account(&session).await;
 
-    assert_page(&response, StatusCode::OK);
     assert!(response.headers().get(SET_COOKIE).is_none());
-    let html = response.text().await.unwrap();
-    assert!(html.starts_with("<!DOCTYPE html>"));
+    let html = page_text(response, StatusCode::OK).await;
     assert!(html.contains("Your account"), "{html}");
     assert!(html.contains("alice"));
     // Sessions: this one marked, the other with its End form, nobody else's.
@@ -612,12 +767,12 @@ async fn the_page_shows_the_sessions_the_forms_and_the_security_headers() {
         "another user's session is not listed"
     );
     // The password form.
-    let password = form_to(&html, "/account/password").expect("a password form");
+    let password = form_to(&html, PASSWORD_FORM).expect("a password form");
     for field in ["current_password", "new_password", "new_password_again"] {
         assert!(password.contains(&format!("name=\"{field}\"")), "{field}");
     }
     // Two-factor authentication is off: the enrol form only.
-    let enrol = form_to(&html, "/account/totp").expect("an enrol form");
+    let enrol = form_to(&html, ENROL_FORM).expect("an enrol form");
     assert!(enrol.contains("name=\"current_password\""));
     assert!(!totp_shown_on(&html));
     assert!(!html.contains("<svg"), "no QR code before enrolling");
@@ -636,17 +791,12 @@ async fn the_page_shows_the_sessions_the_forms_and_the_security_headers() {
 
 #[tokio::test]
 async fn wrong_methods_are_405_pages() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
+    let cookie = session.cookie();
+    let cookie = [("cookie", cookie.as_str())];
 
     for method in [Method::PUT, Method::DELETE, Method::POST] {
-        let response = site
-            .request(method.clone(), "/account")
-            .header(COOKIE, session.cookie())
-            .send()
-            .await
-            .unwrap();
+        let response = site.send(method.clone(), "/account", &cookie).await;
         assert_page(&response, StatusCode::METHOD_NOT_ALLOWED);
         let allow = header(&response, "allow");
         assert!(allow.split(", ").any(|m| m == "GET"), "{method}: {allow}");
@@ -654,12 +804,7 @@ async fn wrong_methods_are_405_pages() {
     }
     for path in FORMS {
         for method in [Method::GET, Method::PUT] {
-            let response = site
-                .request(method.clone(), path)
-                .header(COOKIE, session.cookie())
-                .send()
-                .await
-                .unwrap();
+            let response = site.send(method.clone(), path, &cookie).await;
             assert_page(&response, StatusCode::METHOD_NOT_ALLOWED);
             assert_eq!(header(&response, "allow"), "POST", "{method} {path}");
         }
@@ -675,14 +820,8 @@ async fn the_page_and_its_forms_are_404_while_cookies_are_disabled() {
     requests.extend(FORMS.iter().map(|path| (Method::POST, *path)));
     for (method, path) in requests {
         for with_token in [false, true] {
-            let mut request = app
-                .client
-                .request(method.clone(), format!("{}{path}", app.public))
-                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(format!(
-                    "current_password={}",
-                    crate::common::percent_encode(PASSWORD)
-                ));
+            let request = app.public_request(method.clone(), path);
+            let mut request = with_form(request, &[("current_password", PASSWORD)]);
             if with_token {
                 request = request
                     .header(COOKIE, format!("authd={token}"))
@@ -702,12 +841,10 @@ async fn the_page_and_its_forms_are_404_while_cookies_are_disabled() {
 
 #[tokio::test]
 async fn a_form_that_cannot_be_read_is_the_page_with_a_4xx() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
 
     let response = site
-        .request(Method::POST, "/account/password")
+        .request(Method::POST, PASSWORD_FORM)
         .header(COOKIE, session.cookie())
         .header(CONTENT_TYPE, "text/plain")
         .body(format!(
@@ -719,47 +856,31 @@ async fn a_form_that_cannot_be_read_is_the_page_with_a_4xx() {
 
     let status = response.status();
     assert!(status.is_client_error(), "{status}");
-    let html = page_text(response, status).await;
-    assert!(html.contains("Your account"), "the page: {html}");
+    let html = page_saying(response, status, "Your account").await;
     assert!(!html.contains(PASSWORD));
-    assert_eq!(
-        site.app.try_login("alice", PASSWORD).await.status(),
-        StatusCode::OK,
-        "the password is unchanged"
-    );
+    // The password is unchanged.
+    site.assert_password("alice", PASSWORD).await;
 }
 
 // ----- POST /account/sessions/end -----
 
 #[tokio::test]
 async fn ending_another_session_kills_its_tokens() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
     let phone = site.api_session("alice", PASSWORD).await;
     let laptop = site.sign_in("alice").await;
 
-    let response = site
-        .post(&session, "/account/sessions/end", &[("sid", &phone.sid())])
-        .await;
+    let response = site.end_session(&session, &phone.sid()).await;
 
-    let html = page_text(response, StatusCode::OK).await;
-    assert!(html.contains("The session has ended."), "{html}");
+    let html = page_saying(response, StatusCode::OK, "The session has ended.").await;
     assert_eq!(
         end_forms(&html),
         vec![laptop.sid()],
         "the ended one is gone"
     );
-    assert_eq!(site.verify(&phone).await.status(), StatusCode::UNAUTHORIZED);
-    assert_error(
-        site.app.refresh(&phone.refresh).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_grant",
-    )
-    .await;
+    site.assert_ended(&[&phone]).await;
     // This session and the third one live on.
-    assert_eq!(site.verify(&session).await.status(), StatusCode::OK);
-    assert_eq!(site.verify(&laptop).await.status(), StatusCode::OK);
+    site.assert_live(&[&session, &laptop]).await;
     let sids = live_sids(&site.app, "alice").await;
     assert!(!sids.contains(&phone.sid()), "{sids:?}");
     assert_eq!(sids.len(), 2, "{sids:?}");
@@ -767,38 +888,24 @@ async fn ending_another_session_kills_its_tokens() {
 
 #[tokio::test]
 async fn ending_an_unknown_or_someone_elses_session_is_a_404_page() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
+    let (site, session) = alice_signed_in().await;
     site.user("bob", &[]).await;
-    let session = site.sign_in("alice").await;
     let bobs = site.sign_in("bob").await;
 
     for sid in [bobs.sid(), "no-such-session".to_owned(), String::new()] {
-        let response = site
-            .post(&session, "/account/sessions/end", &[("sid", &sid)])
-            .await;
-        let html = page_text(response, StatusCode::NOT_FOUND).await;
-        assert!(html.contains("There is no such session."), "{html}");
+        let response = site.end_session(&session, &sid).await;
+        let html = page_saying(response, StatusCode::NOT_FOUND, "There is no such session.").await;
         assert!(html.contains("Your account"));
     }
-    assert_eq!(site.verify(&bobs).await.status(), StatusCode::OK);
-    assert_eq!(site.verify(&session).await.status(), StatusCode::OK);
+    site.assert_live(&[&bobs, &session]).await;
 }
 
 #[tokio::test]
 async fn ending_this_session_sends_the_browser_to_the_login_page() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
     let other = site.api_session("alice", PASSWORD).await;
 
-    let response = site
-        .post(
-            &session,
-            "/account/sessions/end",
-            &[("sid", &session.sid())],
-        )
-        .await;
+    let response = site.end_session(&session, &session.sid()).await;
 
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let location = header(&response, LOCATION);
@@ -807,63 +914,39 @@ async fn ending_this_session_sends_the_browser_to_the_login_page() {
         "{location}"
     );
     assert_eq!(header(&response, CACHE_CONTROL), "no-store");
-    assert_eq!(
-        site.verify(&session).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    site.assert_ended(&[&session]).await;
     assert_eq!(
         site.account(&session).await.status(),
         StatusCode::SEE_OTHER,
         "the page is gone for this browser"
     );
-    assert_eq!(site.verify(&other).await.status(), StatusCode::OK);
+    site.assert_live(&[&other]).await;
 }
 
 // ----- POST /account/password -----
 
 #[tokio::test]
 async fn changing_the_password_ends_the_other_sessions_and_keeps_this_one() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
     let phone = site.api_session("alice", PASSWORD).await;
     let laptop = site.sign_in("alice").await;
 
     let response = site
-        .post(
-            &session,
-            "/account/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", NEW_PASSWORD),
-                ("new_password_again", NEW_PASSWORD),
-            ],
-        )
+        .change_password(&session, PASSWORD, NEW_PASSWORD, NEW_PASSWORD)
         .await;
 
-    let html = page_text(response, StatusCode::OK).await;
-    assert!(html.contains("Your password is changed"), "{html}");
+    let html = page_saying(response, StatusCode::OK, "Your password is changed").await;
     assert!(!html.contains(PASSWORD), "never echoes a password");
     assert!(!html.contains(NEW_PASSWORD), "never echoes a password");
     assert!(end_forms(&html).is_empty(), "no other session left: {html}");
-    for other in [&phone, &laptop] {
-        assert_eq!(site.verify(other).await.status(), StatusCode::UNAUTHORIZED);
-    }
-    assert_error(
-        site.app.refresh(&phone.refresh).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_grant",
-    )
-    .await;
-    assert_eq!(site.verify(&session).await.status(), StatusCode::OK);
+    site.assert_ended(&[&phone, &laptop]).await;
+    site.assert_live(&[&session]).await;
     assert_eq!(site.verify_cookie(&session).await.status(), StatusCode::OK);
     site.account_html(&session).await;
+    let refresh_cookie = format!("authd_refresh={}", session.refresh);
     let silent = site
-        .request(Method::GET, "/login")
-        .header(COOKIE, format!("authd_refresh={}", session.refresh))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/login", &[("cookie", &refresh_cookie)])
+        .await;
     assert_eq!(
         silent.status(),
         StatusCode::SEE_OTHER,
@@ -873,156 +956,122 @@ async fn changing_the_password_ends_the_other_sessions_and_keeps_this_one() {
         site.app.try_login("alice", PASSWORD).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    site.api_session("alice", NEW_PASSWORD).await;
+    site.assert_password("alice", NEW_PASSWORD).await;
+}
+
+/// Posts alice's password form (`current`, `new`, `again`) from a fresh session while she
+/// has another one: asserts the page with `status` saying `message`, and that nothing
+/// changed; its HTML.
+async fn refused_password_change(
+    current: &str,
+    new: &str,
+    again: &str,
+    status: StatusCode,
+    message: &str,
+) -> String {
+    let (site, session) = alice_signed_in().await;
+    let phone = site.api_session("alice", PASSWORD).await;
+
+    let response = site.change_password(&session, current, new, again).await;
+
+    let html = page_saying(response, status, message).await;
+    site.assert_nothing_changed(&session, &[&phone]).await;
+    html
 }
 
 #[tokio::test]
 async fn a_wrong_current_password_is_a_403_that_changes_nothing() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let phone = site.api_session("alice", PASSWORD).await;
-    let guess = "s3cret-guess<>";
+    let guess = format!("{GUESS}<>");
+    let html = refused_password_change(
+        &guess,
+        NEW_PASSWORD,
+        NEW_PASSWORD,
+        StatusCode::FORBIDDEN,
+        INCORRECT,
+    )
+    .await;
 
-    let response = site
-        .post(
-            &session,
-            "/account/password",
-            &[
-                ("current_password", guess),
-                ("new_password", NEW_PASSWORD),
-                ("new_password_again", NEW_PASSWORD),
-            ],
-        )
-        .await;
-
-    let html = page_text(response, StatusCode::FORBIDDEN).await;
-    assert!(html.contains(INCORRECT), "{html}");
-    assert!(!html.contains("s3cret-guess"), "never echoes the password");
+    assert!(!html.contains(GUESS), "never echoes the password");
     assert!(!html.contains(NEW_PASSWORD), "never echoes the password");
-    assert_eq!(site.verify(&phone).await.status(), StatusCode::OK);
-    assert_eq!(site.verify(&session).await.status(), StatusCode::OK);
-    site.api_session("alice", PASSWORD).await;
 }
 
 #[tokio::test]
 async fn new_passwords_that_differ_are_a_400_that_changes_nothing() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let phone = site.api_session("alice", PASSWORD).await;
+    let html = refused_password_change(
+        PASSWORD,
+        NEW_PASSWORD,
+        "a brand new passphrasE",
+        StatusCode::BAD_REQUEST,
+        "The new passwords do not match.",
+    )
+    .await;
 
-    let response = site
-        .post(
-            &session,
-            "/account/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", NEW_PASSWORD),
-                ("new_password_again", "a brand new passphrasE"),
-            ],
-        )
-        .await;
-
-    let html = page_text(response, StatusCode::BAD_REQUEST).await;
-    assert!(html.contains("The new passwords do not match."), "{html}");
     assert!(!html.contains(NEW_PASSWORD));
     assert!(!html.contains(PASSWORD));
-    assert_eq!(site.verify(&phone).await.status(), StatusCode::OK);
-    site.api_session("alice", PASSWORD).await;
 }
 
 #[tokio::test]
 async fn a_new_password_outside_the_rules_is_a_400_that_changes_nothing() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let phone = site.api_session("alice", PASSWORD).await;
+    let html = refused_password_change(
+        PASSWORD,
+        "short",
+        "short",
+        StatusCode::BAD_REQUEST,
+        "Your account",
+    )
+    .await;
 
-    let response = site
-        .post(
-            &session,
-            "/account/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", "short"),
-                ("new_password_again", "short"),
-            ],
-        )
-        .await;
-
-    let html = page_text(response, StatusCode::BAD_REQUEST).await;
-    assert!(html.contains("Your account"), "{html}");
     assert!(!html.contains(PASSWORD));
-    assert_eq!(site.verify(&phone).await.status(), StatusCode::OK);
-    site.api_session("alice", PASSWORD).await;
 }
 
 #[tokio::test]
 async fn wrong_passwords_get_throttled_429_with_retry_after() {
-    let site = Site::start_with(&[("AUTHD__LOGIN__MAX_FAILURES", "3")]).await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in_on(&[("AUTHD__LOGIN__MAX_FAILURES", "3")]).await;
     let phone = site.api_session("alice", PASSWORD).await;
-    async fn change(site: &Site, session: &Session, current: &str) -> reqwest::Response {
-        let fields = [
-            ("current_password", current),
-            ("new_password", NEW_PASSWORD),
-            ("new_password_again", NEW_PASSWORD),
-        ];
-        site.post(session, "/account/password", &fields).await
-    }
     for _ in 0..3 {
-        let wrong = change(&site, &session, "wrong guess!").await;
+        let wrong = site
+            .change_password(&session, "wrong guess!", NEW_PASSWORD, NEW_PASSWORD)
+            .await;
         page_text(wrong, StatusCode::FORBIDDEN).await;
     }
 
     // Even the right password is held off now, on every form that checks one.
-    let throttled = change(&site, &session, PASSWORD).await;
-    let enrol = site
-        .post(&session, "/account/totp", &[("current_password", PASSWORD)])
+    let throttled = site
+        .change_password(&session, PASSWORD, NEW_PASSWORD, NEW_PASSWORD)
         .await;
+    let enrol = site.begin_totp(&session, PASSWORD).await;
 
     for response in [throttled, enrol] {
         let retry_after: u64 = header(&response, RETRY_AFTER)
             .parse()
             .expect("a Retry-After in seconds");
         assert!(retry_after > 0 && retry_after <= 15 * 60, "{retry_after}");
-        let html = page_text(response, StatusCode::TOO_MANY_REQUESTS).await;
-        assert!(html.contains("Nothing was changed"), "{html}");
+        let html = page_saying(
+            response,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Nothing was changed",
+        )
+        .await;
         assert!(!html.contains(PASSWORD));
         assert!(!html.contains("totp-secret"), "no enrolment began");
     }
-    assert_eq!(
-        site.verify(&phone).await.status(),
-        StatusCode::OK,
-        "the password did not change"
-    );
-    assert!(!site.me(&session).await["mfa"].as_bool().unwrap());
+    // The password did not change (the other session lives), TOTP is still off.
+    site.assert_live(&[&phone]).await;
+    assert!(!site.totp_on(&session).await);
 }
 
 // ----- POST /account/totp, /account/totp/confirm -----
 
 #[tokio::test]
 async fn enrol_confirm_and_the_codes_shown_once() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
 
     // Enrol: the QR code, the secret as text, the confirm form.
-    let begun = site
-        .post(&session, "/account/totp", &[("current_password", PASSWORD)])
-        .await;
-    let html = page_text(begun, StatusCode::OK).await;
+    let html = page_text(site.begin_totp(&session, PASSWORD).await, StatusCode::OK).await;
     let svg = between(&html, "<svg", "</svg>").expect("an inline SVG QR code");
     assert!(svg.contains("role=\"img\""), "{svg}");
     assert!(svg.contains("aria-label="), "{svg}");
-    let shown = between(
-        &html,
-        "<span class=\"secret\" id=\"totp-secret\">",
-        "</span>",
-    )
-    .unwrap();
+    let shown = shown_secret(&html).to_owned();
     assert!(
         shown
             .split(' ')
@@ -1036,27 +1085,16 @@ async fn enrol_confirm_and_the_codes_shown_once() {
         Some(20),
         "{secret}"
     );
-    let confirm = form_to(&html, "/account/totp/confirm").expect("a confirm form");
+    let confirm = form_to(&html, CONFIRM_FORM).expect("a confirm form");
     assert!(confirm.contains("name=\"code\""), "{confirm}");
     assert!(!html.contains(PASSWORD), "never echoes the password");
-    assert!(
-        !site.me(&session).await["mfa"].as_bool().unwrap(),
-        "pending"
-    );
+    assert!(!site.totp_on(&session).await, "pending");
 
     // Confirm: TOTP on, the ten recovery codes, once.
-    let step = totp::step_at(now());
-    let confirmed = site
-        .post(
-            &session,
-            "/account/totp/confirm",
-            &[("code", &code_of(&secret, step))],
-        )
-        .await;
+    let step = totp_step_now();
+    let confirmed = site.confirm_totp(&session, &totp_code(&secret, step)).await;
     let html = page_text(confirmed, StatusCode::OK).await;
     let codes = recovery_codes_on(&html);
-    assert_eq!(codes.len(), 10, "{html}");
-    codes.iter().for_each(|code| assert_recovery_code(code));
     assert!(totp_shown_on(&html));
     assert!(
         !html.contains("totp-secret"),
@@ -1071,21 +1109,13 @@ async fn enrol_confirm_and_the_codes_shown_once() {
     }
     assert!(!html.contains("id=\"recovery-codes\""), "{html}");
     assert!(!html.contains(&secret));
-    assert!(!html.contains(shown));
+    assert!(!html.contains(&shown));
     assert!(!html.contains("<svg"));
-    assert!(site.me(&session).await["mfa"].as_bool().unwrap());
+    assert!(site.totp_on(&session).await);
 
     // Logging in through the form now asks for a code.
-    let token = site.password_step("alice", Some(APP_URL)).await;
-    let signed_in = site
-        .code_step(&token, &code_of(&secret, step + 1), Some(APP_URL))
+    site.sign_in_to_the_app_with_code("alice", &totp_code(&secret, step + 1))
         .await;
-    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
-    assert_eq!(header(&signed_in, LOCATION), APP_URL);
-    let second = session_of(&signed_in);
-    let verified = site.verify_cookie(&second).await;
-    assert_eq!(verified.status(), StatusCode::OK);
-    assert_eq!(header(&verified, "x-auth-mfa"), "true");
     // The session that enrolled began without a code.
     assert_eq!(
         header(&site.verify_cookie(&session).await, "x-auth-mfa"),
@@ -1095,56 +1125,27 @@ async fn enrol_confirm_and_the_codes_shown_once() {
 
 #[tokio::test]
 async fn a_wrong_password_on_the_enrol_form_is_a_403() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
 
-    let response = site
-        .post(
-            &session,
-            "/account/totp",
-            &[("current_password", "s3cret-guess")],
-        )
-        .await;
+    let response = site.begin_totp(&session, GUESS).await;
 
-    let html = page_text(response, StatusCode::FORBIDDEN).await;
-    assert!(html.contains(INCORRECT), "{html}");
-    assert!(!html.contains("s3cret-guess"));
+    let html = page_saying(response, StatusCode::FORBIDDEN, INCORRECT).await;
+    assert!(!html.contains(GUESS));
     assert!(!html.contains("totp-secret"), "no secret");
     assert!(!html.contains("<svg"), "no QR code");
     assert!(!totp_shown_on(&html));
-    // Nothing is pending.
-    let confirm = site
-        .post(&session, "/account/totp/confirm", &[("code", "123456")])
-        .await;
-    page_text(confirm, StatusCode::CONFLICT).await;
+    site.assert_nothing_pending(&session).await;
 }
 
 #[tokio::test]
 async fn a_wrong_confirm_code_is_a_400_and_the_enrolment_stays_pending() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let begun = site
-        .post(&session, "/account/totp", &[("current_password", PASSWORD)])
-        .await;
-    let secret = secret_on(&page_text(begun, StatusCode::OK).await);
-    let pending = OnPage {
-        secret: secret.clone(),
-        confirmed_step: 0,
-        recovery_codes: Vec::new(),
-    };
+    let (site, session) = alice_signed_in().await;
+    let secret = site.pending_secret(&session).await;
 
     let wrong = site
-        .post(
-            &session,
-            "/account/totp/confirm",
-            &[("code", &pending.wrong_code())],
-        )
+        .confirm_totp(&session, &wrong_code(&secret, totp_step_now()))
         .await;
-    let garbage = site
-        .post(&session, "/account/totp/confirm", &[("code", "not a code")])
-        .await;
+    let garbage = site.confirm_totp(&session, "not a code").await;
 
     for response in [wrong, garbage] {
         let html = page_text(response, StatusCode::BAD_REQUEST).await;
@@ -1153,42 +1154,21 @@ async fn a_wrong_confirm_code_is_a_400_and_the_enrolment_stays_pending() {
         assert!(html.contains("action=\"/account/totp/confirm\""), "{html}");
         assert!(!html.contains(&secret), "{html}");
     }
-    assert!(!site.me(&session).await["mfa"].as_bool().unwrap());
+    assert!(!site.totp_on(&session).await);
     // The right code of the pending secret still turns it on.
-    let right = site
-        .post(
-            &session,
-            "/account/totp/confirm",
-            &[("code", &code_of(&secret, totp::step_at(now())))],
-        )
-        .await;
-    let html = page_text(right, StatusCode::OK).await;
-    assert_eq!(recovery_codes_on(&html).len(), 10);
-    assert!(site.me(&session).await["mfa"].as_bool().unwrap());
+    site.confirm_ok(&session, &secret, totp_step_now()).await;
+    assert!(site.totp_on(&session).await);
 }
 
 #[tokio::test]
 async fn confirming_with_nothing_pending_is_a_409() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
 
-    let never_begun = site
-        .post(&session, "/account/totp/confirm", &[("code", "123456")])
-        .await;
-    let html = page_text(never_begun, StatusCode::CONFLICT).await;
-    assert!(html.contains("out of date"), "{html}");
-    assert!(!totp_shown_on(&html));
+    out_of_date_while_off(site.confirm_totp(&session, "123456").await).await;
 
     // Once on, a second confirm (a form resent) is out of date too, and shows no codes.
     let enrolled = site.enrol(&session).await;
-    let again = site
-        .post(
-            &session,
-            "/account/totp/confirm",
-            &[("code", &enrolled.next_code())],
-        )
-        .await;
+    let again = site.confirm_totp(&session, &enrolled.next_code()).await;
     let html = page_text(again, StatusCode::CONFLICT).await;
     assert!(!html.contains("id=\"recovery-codes\""), "{html}");
     assert!(totp_shown_on(&html));
@@ -1196,89 +1176,45 @@ async fn confirming_with_nothing_pending_is_a_409() {
 
 #[tokio::test]
 async fn enrolling_again_before_confirming_replaces_the_pending_secret() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let first = site
-        .post(&session, "/account/totp", &[("current_password", PASSWORD)])
-        .await;
-    let first = secret_on(&page_text(first, StatusCode::OK).await);
-    let second = site
-        .post(&session, "/account/totp", &[("current_password", PASSWORD)])
-        .await;
-    let second = secret_on(&page_text(second, StatusCode::OK).await);
+    let (site, session) = alice_signed_in().await;
+    let first = site.pending_secret(&session).await;
+    let second = site.pending_secret(&session).await;
     assert_ne!(first, second, "a new secret");
-    let step = totp::step_at(now());
+    let step = totp_step_now();
 
-    let stale = site
-        .post(
-            &session,
-            "/account/totp/confirm",
-            &[("code", &code_of(&first, step))],
-        )
-        .await;
+    let stale = site.confirm_totp(&session, &totp_code(&first, step)).await;
     page_text(stale, StatusCode::BAD_REQUEST).await;
-    let current = site
-        .post(
-            &session,
-            "/account/totp/confirm",
-            &[("code", &code_of(&second, step))],
-        )
-        .await;
+    site.confirm_ok(&session, &second, step).await;
 
-    assert_eq!(
-        recovery_codes_on(&page_text(current, StatusCode::OK).await).len(),
-        10
-    );
-    assert!(site.me(&session).await["mfa"].as_bool().unwrap());
+    assert!(site.totp_on(&session).await);
 }
 
 #[tokio::test]
 async fn a_code_is_taken_once() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let enrolled = site.enrol(&session).await;
+    let (site, session, enrolled) = alice_enrolled().await;
     let code = enrolled.next_code();
-    let renewed = site
-        .post(
-            &session,
-            "/account/recovery-codes",
-            &[("current_password", PASSWORD), ("code", &code)],
-        )
-        .await;
+    let renewed = site.new_recovery_codes(&session, PASSWORD, &code).await;
     page_text(renewed, StatusCode::OK).await;
 
     // The same code again, or the confirm's, is refused; so is the recovery code that
     // the renewal killed.
     for replay in [
         code,
-        code_of(&enrolled.secret, enrolled.confirmed_step),
+        enrolled.confirm_code(),
         enrolled.recovery_codes[0].clone(),
     ] {
-        let response = site
-            .post(
-                &session,
-                "/account/totp/disable",
-                &[("current_password", PASSWORD), ("code", &replay)],
-            )
-            .await;
+        let response = site.disable_totp(&session, PASSWORD, &replay).await;
         let html = page_text(response, StatusCode::FORBIDDEN).await;
         assert!(html.contains(INCORRECT), "{replay}: {html}");
     }
-    assert!(site.me(&session).await["mfa"].as_bool().unwrap());
+    assert!(site.totp_on(&session).await);
 }
 
 #[tokio::test]
 async fn enrolling_again_while_on_is_a_409() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let enrolled = site.enrol(&session).await;
+    let (site, session, enrolled) = alice_enrolled().await;
 
-    let response = site
-        .post(&session, "/account/totp", &[("current_password", PASSWORD)])
-        .await;
+    let response = site.begin_totp(&session, PASSWORD).await;
 
     let html = page_text(response, StatusCode::CONFLICT).await;
     assert!(!html.contains("totp-secret"), "no new secret: {html}");
@@ -1287,34 +1223,52 @@ async fn enrolling_again_while_on_is_a_409() {
     site.sign_in_with_code("alice", &enrolled.next_code()).await;
 }
 
+/// Posts the form at `path` (the password and a code) with a wrong code, then with a wrong
+/// password and an unused recovery code (`recovery_codes[1]`): asserts the same `403` page
+/// for both (it never says which was wrong), saying [`INCORRECT`], TOTP still on; its HTML.
+async fn refused_wrong_code_or_password(
+    site: &Site,
+    session: &Session,
+    enrolled: &Enrolled,
+    path: &str,
+) -> String {
+    let wrong_code = site
+        .post_password_and_code(session, path, PASSWORD, &enrolled.wrong_code())
+        .await;
+    let wrong_password = site
+        .post_password_and_code(session, path, GUESS, &enrolled.recovery_codes[1])
+        .await;
+
+    let wrong_code = page_saying(wrong_code, StatusCode::FORBIDDEN, INCORRECT).await;
+    let wrong_password = page_saying(wrong_password, StatusCode::FORBIDDEN, INCORRECT).await;
+    for html in [&wrong_code, &wrong_password] {
+        assert!(!html.contains(GUESS));
+        assert!(totp_shown_on(html), "still on");
+    }
+    assert_eq!(
+        wrong_code, wrong_password,
+        "the page never says which was wrong"
+    );
+    wrong_code
+}
+
 // ----- POST /account/recovery-codes -----
 
 #[tokio::test]
 async fn new_recovery_codes_replace_the_old_ones() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let enrolled = site.enrol(&session).await;
+    let (site, session, enrolled) = alice_enrolled().await;
 
     let response = site
-        .post(
-            &session,
-            "/account/recovery-codes",
-            &[
-                ("current_password", PASSWORD),
-                ("code", &enrolled.next_code()),
-            ],
-        )
+        .new_recovery_codes(&session, PASSWORD, &enrolled.next_code())
         .await;
 
-    let html = page_text(response, StatusCode::OK).await;
-    assert!(
-        html.contains("Your old recovery codes no longer work."),
-        "{html}"
-    );
+    let html = page_saying(
+        response,
+        StatusCode::OK,
+        "Your old recovery codes no longer work.",
+    )
+    .await;
     let codes = recovery_codes_on(&html);
-    assert_eq!(codes.len(), 10);
-    codes.iter().for_each(|code| assert_recovery_code(code));
     for code in &codes {
         assert!(!enrolled.recovery_codes.contains(code), "{code} is new");
     }
@@ -1325,58 +1279,17 @@ async fn new_recovery_codes_replace_the_old_ones() {
             .contains(codes[0].as_str())
     );
     // An old code is refused at the login's code form; a new one is taken.
-    let token = site.password_step("alice", None).await;
-    let old = site
-        .code_step(&token, &enrolled.recovery_codes[0], None)
+    site.assert_code_refused_then_taken("alice", &enrolled.recovery_codes[0], &codes[0])
         .await;
-    assert!(old.headers().get(SET_COOKIE).is_none());
-    let old_html = page_text(old, StatusCode::UNAUTHORIZED).await;
-    assert!(old_html.contains("name=\"code\""), "the code form again");
-    let new = site.code_step(&token, &codes[0], None).await;
-    assert_eq!(new.status(), StatusCode::SEE_OTHER);
-    session_of(&new);
 }
 
 #[tokio::test]
 async fn a_wrong_code_or_password_on_the_new_codes_form_is_a_403_that_changes_nothing() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let enrolled = site.enrol(&session).await;
+    let (site, session, enrolled) = alice_enrolled().await;
 
-    let wrong_code = site
-        .post(
-            &session,
-            "/account/recovery-codes",
-            &[
-                ("current_password", PASSWORD),
-                ("code", &enrolled.wrong_code()),
-            ],
-        )
-        .await;
-    let wrong_password = site
-        .post(
-            &session,
-            "/account/recovery-codes",
-            &[
-                ("current_password", "s3cret-guess"),
-                ("code", &enrolled.recovery_codes[1]),
-            ],
-        )
-        .await;
+    let html = refused_wrong_code_or_password(&site, &session, &enrolled, NEW_CODES_FORM).await;
 
-    let wrong_code = page_text(wrong_code, StatusCode::FORBIDDEN).await;
-    let wrong_password = page_text(wrong_password, StatusCode::FORBIDDEN).await;
-    for html in [&wrong_code, &wrong_password] {
-        assert!(html.contains(INCORRECT), "{html}");
-        assert!(!html.contains("id=\"recovery-codes\""), "no new codes");
-        assert!(!html.contains("s3cret-guess"));
-        assert!(totp_shown_on(html));
-    }
-    assert_eq!(
-        wrong_code, wrong_password,
-        "the page never says which was wrong"
-    );
+    assert!(!html.contains("id=\"recovery-codes\""), "no new codes");
     // The old codes still work.
     site.sign_in_with_code("alice", &enrolled.recovery_codes[0])
         .await;
@@ -1384,111 +1297,53 @@ async fn a_wrong_code_or_password_on_the_new_codes_form_is_a_403_that_changes_no
 
 #[tokio::test]
 async fn new_codes_while_totp_is_off_is_a_409() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
 
-    let response = site
-        .post(
-            &session,
-            "/account/recovery-codes",
-            &[("current_password", PASSWORD), ("code", "123456")],
-        )
-        .await;
+    let response = site.new_recovery_codes(&session, PASSWORD, "123456").await;
 
-    let html = page_text(response, StatusCode::CONFLICT).await;
-    assert!(html.contains("out of date"), "{html}");
+    let html = out_of_date_while_off(response).await;
     assert!(!html.contains("id=\"recovery-codes\""));
-    assert!(!totp_shown_on(&html));
 }
 
 // ----- POST /account/totp/disable -----
 
 #[tokio::test]
 async fn disable_turns_totp_off() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let enrolled = site.enrol(&session).await;
+    let (site, session, enrolled) = alice_enrolled().await;
 
     let response = site
-        .post(
-            &session,
-            "/account/totp/disable",
-            &[
-                ("current_password", PASSWORD),
-                ("code", &enrolled.next_code()),
-            ],
-        )
+        .disable_totp(&session, PASSWORD, &enrolled.next_code())
         .await;
 
-    let html = page_text(response, StatusCode::OK).await;
-    assert!(html.contains("Two-factor authentication is off."), "{html}");
+    let html = page_saying(
+        response,
+        StatusCode::OK,
+        "Two-factor authentication is off.",
+    )
+    .await;
     assert!(!totp_shown_on(&html));
-    assert!(!site.me(&session).await["mfa"].as_bool().unwrap());
+    assert!(!site.totp_on(&session).await);
     assert!(!totp_shown_on(&site.account_html(&session).await));
     // The password alone signs in again; the recovery codes are gone with TOTP.
-    let response = site
-        .post_login(&[
-            ("username", "alice"),
-            ("password", PASSWORD),
-            ("rd", APP_URL),
-        ])
-        .await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(header(&response, LOCATION), APP_URL);
+    let response = site.post_password("alice", Some(APP_URL)).await;
+    assert_see_other(&response, APP_URL, "the password alone");
     let again = site.sign_in("alice").await;
     assert_eq!(header(&site.verify(&again).await, "x-auth-mfa"), "false");
 }
 
 #[tokio::test]
 async fn a_wrong_code_or_password_on_the_disable_form_is_a_403_that_changes_nothing() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let enrolled = site.enrol(&session).await;
+    let (site, session, enrolled) = alice_enrolled().await;
 
-    let wrong_code = site
-        .post(
-            &session,
-            "/account/totp/disable",
-            &[
-                ("current_password", PASSWORD),
-                ("code", &enrolled.wrong_code()),
-            ],
-        )
-        .await;
-    let wrong_password = site
-        .post(
-            &session,
-            "/account/totp/disable",
-            &[
-                ("current_password", "s3cret-guess"),
-                ("code", &enrolled.recovery_codes[1]),
-            ],
-        )
-        .await;
+    refused_wrong_code_or_password(&site, &session, &enrolled, DISABLE_FORM).await;
     let no_code = site
-        .post(
-            &session,
-            "/account/totp/disable",
-            &[("current_password", PASSWORD)],
-        )
+        .post(&session, DISABLE_FORM, &[("current_password", PASSWORD)])
         .await;
 
-    let wrong_code = page_text(wrong_code, StatusCode::FORBIDDEN).await;
-    let wrong_password = page_text(wrong_password, StatusCode::FORBIDDEN).await;
-    let no_code = page_text(no_code, StatusCode::FORBIDDEN).await;
-    for html in [&wrong_code, &wrong_password, &no_code] {
-        assert!(html.contains(INCORRECT), "{html}");
-        assert!(!html.contains("s3cret-guess"));
-        assert!(totp_shown_on(html), "still on");
-    }
-    assert_eq!(
-        wrong_code, wrong_password,
-        "the page never says which was wrong"
-    );
-    assert!(site.me(&session).await["mfa"].as_bool().unwrap());
+    let no_code = page_saying(no_code, StatusCode::FORBIDDEN, INCORRECT).await;
+    assert!(!no_code.contains(GUESS));
+    assert!(totp_shown_on(&no_code), "still on");
+    assert!(site.totp_on(&session).await);
     // The recovery code sent with the wrong password was not used up.
     site.sign_in_with_code("alice", &enrolled.recovery_codes[1])
         .await;
@@ -1496,69 +1351,40 @@ async fn a_wrong_code_or_password_on_the_disable_form_is_a_403_that_changes_noth
 
 #[tokio::test]
 async fn disabling_with_a_recovery_code_kills_the_whole_set() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let first = site.enrol(&session).await;
+    let (site, session, first) = alice_enrolled().await;
 
-    let response = site
-        .post(
-            &session,
-            "/account/totp/disable",
-            &[
-                ("current_password", PASSWORD),
-                ("code", &first.recovery_codes[0].to_ascii_uppercase()),
-            ],
-        )
-        .await;
+    let upper_case = first.recovery_codes[0].to_ascii_uppercase();
+    let response = site.disable_totp(&session, PASSWORD, &upper_case).await;
 
     page_text(response, StatusCode::OK).await;
-    assert!(!site.me(&session).await["mfa"].as_bool().unwrap());
+    assert!(!site.totp_on(&session).await);
     // Enrolled again: the first set's codes are dead, the new set's work.
     let second = site.enrol(&session).await;
-    let token = site.password_step("alice", None).await;
-    let old = site.code_step(&token, &first.recovery_codes[1], None).await;
-    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
-    assert!(old.headers().get(SET_COOKIE).is_none());
-    let new = site
-        .code_step(&token, &second.recovery_codes[1], None)
-        .await;
-    assert_eq!(new.status(), StatusCode::SEE_OTHER);
+    site.assert_code_refused_then_taken(
+        "alice",
+        &first.recovery_codes[1],
+        &second.recovery_codes[1],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn disable_while_totp_is_off_is_a_409() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
 
-    let response = site
-        .post(
-            &session,
-            "/account/totp/disable",
-            &[("current_password", PASSWORD), ("code", "123456")],
-        )
-        .await;
+    let response = site.disable_totp(&session, PASSWORD, "123456").await;
 
-    let html = page_text(response, StatusCode::CONFLICT).await;
-    assert!(html.contains("out of date"), "{html}");
-    assert!(!totp_shown_on(&html));
+    out_of_date_while_off(response).await;
 }
 
 // ----- signing out -----
 
 #[tokio::test]
 async fn the_sign_out_form_ends_the_session_and_comes_back_through_the_login_page() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
-    let page = site
-        .request(Method::GET, "/account")
-        .header(COOKIE, session.cookie())
-        .header("host", "auth.example.com")
-        .send()
-        .await
-        .unwrap();
+    let (site, session) = alice_signed_in().await;
+    let cookie = session.cookie();
+    let browser = [("cookie", cookie.as_str()), AUTH_HOST];
+    let page = site.send(Method::GET, "/account", &browser).await;
     let html = page_text(page, StatusCode::OK).await;
     // The page signs out through its own form (`/logout` refuses the `Origin: null` that
     // the page's no-referrer policy makes browsers send): it ends this session.
@@ -1567,23 +1393,20 @@ async fn the_sign_out_form_ends_the_session_and_comes_back_through_the_login_pag
         html.contains("action=\"/account/sessions/end\" id=\"sign-out\""),
         "{html}"
     );
-    let sid = between(form, "name=\"sid\" value=\"", "\"").expect("the session's sid");
+    let sid = hidden_value(form, "sid").expect("the session's sid");
     let response = site
-        .request(Method::POST, "/account/sessions/end")
-        .header(COOKIE, session.cookie())
-        .header("host", "auth.example.com")
-        .header("origin", "null")
-        .header("sec-fetch-site", "same-origin")
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([("sid", sid)]).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        query_value(header(&response, LOCATION), "rd").as_deref(),
-        Some("http://auth.example.com/account")
-    );
+        .post_with(
+            &session,
+            END_FORM,
+            &[("sid", &sid)],
+            &[
+                AUTH_HOST,
+                ("origin", "null"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        )
+        .await;
+    assert_to_login_and_back(&response);
     let cleared: Vec<String> = response
         .headers()
         .get_all(SET_COOKIE)
@@ -1598,52 +1421,37 @@ async fn the_sign_out_form_ends_the_session_and_comes_back_through_the_login_pag
             "{name} cleared: {cleared:?}"
         );
     }
-    assert_eq!(
-        site.verify(&session).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let back = site
-        .request(Method::GET, "/account")
-        .header(COOKIE, session.cookie())
-        .header("host", "auth.example.com")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(back.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        query_value(header(&back, LOCATION), "rd").as_deref(),
-        Some("http://auth.example.com/account")
-    );
+    site.assert_ended(&[&session]).await;
+    let back = site.send(Method::GET, "/account", &browser).await;
+    assert_to_login_and_back(&back);
 }
 
 // ----- the cross-site rule -----
 
 #[tokio::test]
 async fn posts_from_another_site_are_refused_and_change_nothing() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
     let phone = site.api_session("alice", PASSWORD).await;
     let phone_sid = phone.sid();
     let forms: Vec<(&str, Vec<(&str, &str)>)> = vec![
         (
-            "/account/password",
+            PASSWORD_FORM,
             vec![
                 ("current_password", PASSWORD),
                 ("new_password", NEW_PASSWORD),
                 ("new_password_again", NEW_PASSWORD),
             ],
         ),
-        ("/account/sessions/end", vec![("sid", &phone_sid)]),
-        ("/account/sessions/end", vec![("sid", "")]),
-        ("/account/totp", vec![("current_password", PASSWORD)]),
-        ("/account/totp/confirm", vec![("code", "123456")]),
+        (END_FORM, vec![("sid", &phone_sid)]),
+        (END_FORM, vec![("sid", "")]),
+        (ENROL_FORM, vec![("current_password", PASSWORD)]),
+        (CONFIRM_FORM, vec![("code", "123456")]),
         (
-            "/account/totp/disable",
+            DISABLE_FORM,
             vec![("current_password", PASSWORD), ("code", "123456")],
         ),
         (
-            "/account/recovery-codes",
+            NEW_CODES_FORM,
             vec![("current_password", PASSWORD), ("code", "123456")],
         ),
     ];
@@ -1677,21 +1485,13 @@ async fn posts_from_another_site_are_refused_and_change_nothing() {
     }
     // Nothing changed: the other session lives, the password is the old one, TOTP is off
     // with nothing pending, this session lives.
-    assert_eq!(site.verify(&phone).await.status(), StatusCode::OK);
-    assert_eq!(site.verify(&session).await.status(), StatusCode::OK);
-    site.api_session("alice", PASSWORD).await;
-    assert!(!site.me(&session).await["mfa"].as_bool().unwrap());
-    let confirm = site
-        .post(&session, "/account/totp/confirm", &[("code", "123456")])
-        .await;
-    page_text(confirm, StatusCode::CONFLICT).await;
+    site.assert_nothing_changed(&session, &[&phone]).await;
+    site.assert_nothing_pending(&session).await;
 }
 
 #[tokio::test]
 async fn posts_from_the_same_site_or_without_browser_headers_are_allowed() {
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
     let own_origin = site.origin().to_owned();
     let allowed: &[&[(&str, &str)]] = &[
         &[],
@@ -1705,24 +1505,23 @@ async fn posts_from_the_same_site_or_without_browser_headers_are_allowed() {
     ];
 
     // Following a link from another site to the page is a read: fine.
+    let cookie = session.cookie();
     let linked = site
-        .request(Method::GET, "/account")
-        .header(COOKIE, session.cookie())
-        .header("origin", "https://evil.com")
-        .header("sec-fetch-site", "cross-site")
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::GET,
+            "/account",
+            &[
+                ("cookie", &cookie),
+                ("origin", "https://evil.com"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        )
+        .await;
     page_text(linked, StatusCode::OK).await;
     for headers in allowed {
         let other = site.api_session("alice", PASSWORD).await;
         let response = site
-            .post_with(
-                &session,
-                "/account/sessions/end",
-                &[("sid", &other.sid())],
-                headers,
-            )
+            .post_with(&session, END_FORM, &[("sid", &other.sid())], headers)
             .await;
         let html = page_text(response, StatusCode::OK).await;
         assert!(
@@ -1757,9 +1556,7 @@ async fn the_pages_own_forms_work_as_a_browser_posts_them() {
     // the `Origin` the page's referrer policy allows; with the login page's
     // `Referrer-Policy: no-referrer`, that is `Origin: null` (as for the login page's own
     // form, which `POST /login` accepts for this reason).
-    let site = Site::start().await;
-    site.user("alice", &[]).await;
-    let session = site.sign_in("alice").await;
+    let (site, session) = alice_signed_in().await;
     let other = site.api_session("alice", PASSWORD).await;
     let page = site.account(&session).await;
     let policy = header(&page, REFERRER_POLICY).to_owned();
@@ -1771,28 +1568,18 @@ async fn the_pages_own_forms_work_as_a_browser_posts_them() {
     ];
 
     let end = site
-        .post_with(
-            &session,
-            "/account/sessions/end",
-            &[("sid", &other.sid())],
-            &browser,
-        )
+        .post_with(&session, END_FORM, &[("sid", &other.sid())], &browser)
         .await;
     let enrol = site
         .post_with(
             &session,
-            "/account/totp",
+            ENROL_FORM,
             &[("current_password", PASSWORD)],
             &browser,
         )
         .await;
     let sign_out = site
-        .post_with(
-            &session,
-            "/account/sessions/end",
-            &[("sid", &session.sid())],
-            &browser,
-        )
+        .post_with(&session, END_FORM, &[("sid", &session.sid())], &browser)
         .await;
 
     assert_eq!(
@@ -1805,46 +1592,28 @@ async fn the_pages_own_forms_work_as_a_browser_posts_them() {
         StatusCode::OK,
         "the enrol form posted with Origin: {origin}"
     );
-    assert!(
-        sign_out.status() == StatusCode::NO_CONTENT || sign_out.status() == StatusCode::SEE_OTHER,
-        "the sign-out form posted with Origin: {origin}: {}",
-        sign_out.status()
+    assert_signed_out(
+        &sign_out,
+        &format!("the sign-out form posted with Origin: {origin}"),
     );
-    assert_eq!(
-        site.verify(&session).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    site.assert_ended(&[&session]).await;
 }
 
 // ----- mfa.required_roles -----
 
 #[tokio::test]
 async fn a_user_who_must_enrol_lands_on_the_account_page_and_enrols_there() {
-    let site = Site::start_with(&[("AUTHD__MFA__REQUIRED_ROLES", "admin")]).await;
+    let site = Site::start(ADMIN_NEEDS_MFA).await;
     site.user("boss", &["admin"]).await;
     site.user("alice", &["reader"]).await;
 
     // A user without the role goes where rd says.
-    let alice = site
-        .post_login(&[
-            ("username", "alice"),
-            ("password", PASSWORD),
-            ("rd", APP_URL),
-        ])
-        .await;
-    assert_eq!(alice.status(), StatusCode::SEE_OTHER);
-    assert_eq!(header(&alice, LOCATION), APP_URL);
+    let alice = site.post_password("alice", Some(APP_URL)).await;
+    assert_see_other(&alice, APP_URL, "alice");
 
     // The admin signing in with the password alone lands on the account page.
-    let landing = site
-        .post_login(&[
-            ("username", "boss"),
-            ("password", PASSWORD),
-            ("rd", APP_URL),
-        ])
-        .await;
-    assert_eq!(landing.status(), StatusCode::SEE_OTHER);
-    assert_eq!(header(&landing, LOCATION), "/account");
+    let landing = site.post_password("boss", Some(APP_URL)).await;
+    assert_see_other(&landing, "/account", "boss");
     let session = session_of(&landing);
     assert_error(
         site.verify_cookie(&session).await,
@@ -1852,16 +1621,17 @@ async fn a_user_who_must_enrol_lands_on_the_account_page_and_enrols_there() {
         "insufficient_scope",
     )
     .await;
-    let html = site.account_html(&session).await;
-    assert!(
-        html.contains("Your role requires two-factor authentication"),
-        "{html}"
-    );
+    let html = page_saying(
+        site.account(&session).await,
+        StatusCode::OK,
+        "Your role requires two-factor authentication",
+    )
+    .await;
     assert!(!totp_shown_on(&html));
 
     // Enrolling works there; it does not lift the rule for this session.
     let enrolled = site.enrol(&session).await;
-    assert!(site.me(&session).await["mfa"].as_bool().unwrap());
+    assert!(site.totp_on(&session).await);
     assert_error(
         site.verify_cookie(&session).await,
         StatusCode::FORBIDDEN,
@@ -1871,59 +1641,33 @@ async fn a_user_who_must_enrol_lands_on_the_account_page_and_enrols_there() {
     assert!(totp_shown_on(&site.account_html(&session).await));
 
     // A new login with a code goes to rd and is let through.
-    let token = site.password_step("boss", Some(APP_URL)).await;
-    let signed_in = site
-        .code_step(&token, &enrolled.next_code(), Some(APP_URL))
+    let with_code = site
+        .sign_in_to_the_app_with_code("boss", &enrolled.next_code())
         .await;
-    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
-    assert_eq!(header(&signed_in, LOCATION), APP_URL);
-    let with_code = session_of(&signed_in);
-    let verified = site.verify_cookie(&with_code).await;
-    assert_eq!(verified.status(), StatusCode::OK);
-    assert_eq!(header(&verified, "x-auth-mfa"), "true");
     site.account_html(&with_code).await;
 }
 
 #[tokio::test]
 async fn a_user_who_must_enrol_can_use_every_form_of_the_page() {
-    let site = Site::start_with(&[("AUTHD__MFA__REQUIRED_ROLES", "admin")]).await;
+    let site = Site::start(ADMIN_NEEDS_MFA).await;
     site.user("boss", &["admin"]).await;
-    let landing = site
-        .post_login(&[("username", "boss"), ("password", PASSWORD)])
-        .await;
-    assert_eq!(header(&landing, LOCATION), "/account");
+    let landing = site.post_password("boss", None).await;
+    assert_see_other(&landing, "/account", "boss");
     let session = session_of(&landing);
     let other = site.api_session("boss", PASSWORD).await;
 
-    let end = site
-        .post(&session, "/account/sessions/end", &[("sid", &other.sid())])
-        .await;
+    let end = site.end_session(&session, &other.sid()).await;
     page_text(end, StatusCode::OK).await;
     let change = site
-        .post(
-            &session,
-            "/account/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", NEW_PASSWORD),
-                ("new_password_again", NEW_PASSWORD),
-            ],
-        )
+        .change_password(&session, PASSWORD, NEW_PASSWORD, NEW_PASSWORD)
         .await;
-    let html = page_text(change, StatusCode::OK).await;
-    assert!(html.contains("Your password is changed"), "{html}");
-    assert_eq!(site.verify(&other).await.status(), StatusCode::UNAUTHORIZED);
+    page_saying(change, StatusCode::OK, "Your password is changed").await;
+    site.assert_ended(&[&other]).await;
     // The sign-out form ends it.
+    let cookie = session.cookie();
     let sign_out = site
-        .request(Method::POST, "/logout")
-        .header(COOKIE, session.cookie())
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        sign_out.status() == StatusCode::NO_CONTENT || sign_out.status() == StatusCode::SEE_OTHER,
-        "{}",
-        sign_out.status()
-    );
+        .send(Method::POST, "/logout", &[("cookie", &cookie)])
+        .await;
+    assert_signed_out(&sign_out, "POST /logout");
     assert_eq!(site.account(&session).await.status(), StatusCode::SEE_OTHER);
 }

@@ -27,11 +27,7 @@ impl Backup {
 }
 
 async fn take(app: &TestApp) -> Backup {
-    let response = app
-        .admin_request(Method::GET, "/admin/v1/backup")
-        .send()
-        .await
-        .unwrap();
+    let response = app.backup().await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "content-type"), "application/jsonl");
     assert_eq!(header(&response, "cache-control"), "no-store");

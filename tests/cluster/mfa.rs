@@ -13,10 +13,9 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::common::second_factor::{
-    amr, assert_wrong_code, enrol, login_with_code, mfa_flag, password_step, second_step,
-    second_step_ok,
+    amr_of, assert_dead_mfa_token, assert_wrong_code, write_other_mfa_key,
 };
-use crate::common::{Daemon, EtcdCluster, assert_error, set_in_section, text, within_timeout};
+use crate::common::{Daemon, EtcdCluster, refused_start, set_in_section, text, within_timeout};
 use crate::deployment::{
     Deployment, SERIAL, cluster_config, copy_secrets, public_status, verify_status, wait_known,
     within, write_cluster_config,
@@ -38,65 +37,63 @@ async fn the_second_step_works_on_any_instance_and_wrong_codes_spread_over_all_k
         a.add_user("alice", &[]).await;
         wait_known(b, "alice").await;
         wait_known(c, "alice").await;
-        let mut alice = enrol(a, "alice").await;
+        let (_, alice) = a.login_and_enrol("alice").await;
         for i in [1, 2] {
             within(
                 Duration::from_secs(1),
                 &format!("TOTP on as seen by authd {i}"),
-                async || mfa_flag(d.node(i), "alice").await,
+                async || d.node(i).mfa_flag("alice").await,
             )
             .await;
         }
 
         // The password on A, the code on B.
-        let mfa_token = password_step(a, "alice").await;
-        let code = alice.next_code().await;
-        let tokens = second_step_ok(b, &mfa_token, &code, "A's mfa_token on B").await;
+        let mfa_token = a.password_step("alice").await;
+        let code = alice.next_code();
+        let tokens = b
+            .login_mfa_ok(&mfa_token, &code, "A's mfa_token on B")
+            .await;
+        assert_eq!(amr_of(&tokens), json!(["pwd", "otp"]));
         let access = text(&tokens["access_token"]);
-        assert_eq!(amr(access), json!(["pwd", "otp"]));
         assert_eq!(verify_status(c, access).await, StatusCode::OK, "on C");
         // Single use on every instance.
-        assert_error(
-            second_step(c, &mfa_token, &alice.recovery_codes[0]).await,
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-        )
-        .await;
+        let response = c.login_mfa(&mfa_token, &alice.recovery_codes[0]).await;
+        assert_dead_mfa_token(response, "A's mfa_token again, on C").await;
         // The code B took is used everywhere, at once.
-        let replay = login_with_code(c, "alice", Some(&code)).await;
+        let replay = c.login_with_code("alice", &code).await;
         assert_wrong_code(replay, "the code B took, again on C").await;
 
         // Five wrong codes over A, B and C: the token is dead on each of them.
-        let mfa_token = password_step(a, "alice").await;
+        let mfa_token = a.password_step("alice").await;
         for (n, i) in [0, 1, 0, 1, 2].into_iter().enumerate() {
-            let response = second_step(d.node(i), &mfa_token, &alice.wrong_code()).await;
+            let response = d.node(i).login_mfa(&mfa_token, &alice.wrong_code()).await;
             assert_wrong_code(response, &format!("wrong code {} on authd {i}", n + 1)).await;
         }
         for i in [1, 2, 0] {
-            let response = second_step(d.node(i), &mfa_token, &alice.recovery_codes[0]).await;
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.unwrap();
-            assert_eq!(
-                (status, body["error"].as_str()),
-                (StatusCode::BAD_REQUEST, Some("invalid_grant")),
-                "a right code on the dead token, on authd {i}: {body}"
-            );
+            let response = d
+                .node(i)
+                .login_mfa(&mfa_token, &alice.recovery_codes[0])
+                .await;
+            let what = format!("a right code on the dead token, on authd {i}");
+            assert_dead_mfa_token(response, &what).await;
         }
         // The code itself was right: a new token takes it.
-        let mfa_token = password_step(c, "alice").await;
-        let tokens = second_step_ok(a, &mfa_token, &alice.recovery_codes[0], "a fresh token").await;
+        let mfa_token = c.password_step("alice").await;
+        let tokens = a
+            .login_mfa_ok(&mfa_token, &alice.recovery_codes[0], "a fresh token")
+            .await;
         assert_eq!(tokens["recovery_codes_left"], 9, "{tokens}");
     })
     .await;
 }
 
-/// `serve` on `dir`, expected to refuse: its stderr.
-async fn refused(dir: &Path, what: &str) -> String {
-    let mut daemon = Daemon::spawn(Daemon::command(dir));
-    let status = daemon.wait_exit().await;
-    let stderr = daemon.all_stderr().await.join("\n");
-    assert!(!status.success(), "started {what}:\n{stderr}");
-    stderr
+/// A folder for another instance of the deployment of `first`: `config`, and every secret
+/// of `first`'s folder.
+fn later_instance(first: &Path, config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_cluster_config(dir.path(), config);
+    copy_secrets(first, dir.path(), true);
+    dir
 }
 
 #[tokio::test]
@@ -104,8 +101,6 @@ async fn an_instance_with_a_missing_or_different_mfa_key_file_refuses_to_start_n
     need_etcd!();
     let _serial = SERIAL.lock().await;
     within_timeout(async {
-        use base64::Engine as _;
-        use std::os::unix::fs::PermissionsExt as _;
         let etcd = EtcdCluster::start(42, 1);
         let config = cluster_config(&etcd, &[]);
         let first = tempfile::tempdir().unwrap();
@@ -117,12 +112,10 @@ async fn an_instance_with_a_missing_or_different_mfa_key_file_refuses_to_start_n
         );
 
         // Every other secret copied, the key forgotten.
-        let missing = tempfile::tempdir().unwrap();
-        write_cluster_config(missing.path(), &config);
-        copy_secrets(first.path(), missing.path(), true);
+        let missing = later_instance(first.path(), &config);
         let key_file = missing.path().join("data/mfa.key");
         std::fs::remove_file(&key_file).unwrap();
-        let stderr = refused(missing.path(), "without the mfa key").await;
+        let stderr = refused_start(Daemon::command(missing.path()), "without the mfa key").await;
         assert!(stderr.contains("mfa.key_file"), "{stderr}");
         assert!(stderr.contains("data/mfa.key"), "{stderr}");
         assert!(
@@ -131,23 +124,15 @@ async fn an_instance_with_a_missing_or_different_mfa_key_file_refuses_to_start_n
         );
 
         // A key of its own instead of the deployment's.
-        let different = tempfile::tempdir().unwrap();
-        write_cluster_config(different.path(), &config);
-        copy_secrets(first.path(), different.path(), true);
-        let mut other = [0u8; 32];
-        getrandom::fill(&mut other).unwrap();
-        let other = base64::engine::general_purpose::STANDARD.encode(other);
-        let key_file = different.path().join("data/mfa.key");
-        std::fs::write(&key_file, format!("{other}\n")).unwrap();
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let stderr = refused(different.path(), "with a different mfa key").await;
+        let different = later_instance(first.path(), &config);
+        let other = write_other_mfa_key(&different.path().join("data/mfa.key"));
+        let serve = Daemon::command(different.path());
+        let stderr = refused_start(serve, "with a different mfa key").await;
         assert!(stderr.contains("mfa.key_file"), "{stderr}");
         assert!(!stderr.contains(&other), "never the key itself:\n{stderr}");
 
         // The deployment's key: it starts.
-        let same = tempfile::tempdir().unwrap();
-        write_cluster_config(same.path(), &config);
-        copy_secrets(first.path(), same.path(), true);
+        let same = later_instance(first.path(), &config);
         let node = Daemon::start(same.path()).await;
         within(Duration::from_secs(10), "/readyz 200", async || {
             public_status(&node, "/readyz").await == Some(StatusCode::OK)

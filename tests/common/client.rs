@@ -1,7 +1,8 @@
 //! How tests speak to a daemon: [`Api`], one helper per endpoint of API.md over the
-//! daemon's two listeners, shared by the in-process [`TestApp`](super::TestApp) and the
-//! child-process [`Daemon`](super::Daemon); plus the checks every test binary makes of
-//! answers (error shape, headers).
+//! daemon's two listeners (those of the second factor in [`super::second_factor`]),
+//! shared by the in-process [`TestApp`](super::TestApp) and the child-process
+//! [`Daemon`](super::Daemon); plus the checks every test binary makes of answers (error
+//! shape, token answers, headers).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -248,6 +249,14 @@ impl Api {
             .unwrap()
     }
 
+    /// `GET /admin/v1/backup`: the store as JSON lines.
+    pub async fn backup(&self) -> Response {
+        self.admin_request(Method::GET, "/admin/v1/backup")
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET /admin/v1/cluster`.
     pub async fn cluster(&self) -> Response {
         self.admin_request(Method::GET, "/admin/v1/cluster")
@@ -266,6 +275,18 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
         body["error_description"].is_string(),
         "description in {body}"
     );
+    body
+}
+
+/// A `200` token answer, never cached, with an access and a refresh token; its body.
+pub async fn assert_tokens(response: Response, what: &str) -> Value {
+    let status = response.status();
+    let cache_control = header(&response, reqwest::header::CACHE_CONTROL).to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{what}: {body}");
+    assert_eq!(cache_control, "no-store", "{what}");
+    assert!(body["access_token"].is_string(), "{what}: {body}");
+    assert!(body["refresh_token"].is_string(), "{what}: {body}");
     body
 }
 
@@ -476,184 +497,4 @@ fn dispatch(lines: &[String], raw: String) -> SseEvent {
     }
     event.data = data.join("\n");
     event
-}
-
-// ----- the second factor (rev 4) -----
-
-/// The TOTP time step of `now` (seconds since the epoch): what an authenticator app shows
-/// at that time is [`totp_code`] of this step.
-pub fn totp_step(now: i64) -> u64 {
-    authd::auth::mfa::totp::step_at(now)
-}
-
-/// The TOTP step the system clock is in now — the daemon's too, give or take a step
-/// boundary crossed between the test's reading and the daemon's (a code is taken for the
-/// daemon's step ±1, so a code of this step or the next is good either way).
-pub fn totp_step_now() -> u64 {
-    totp_step(authd::clock::Clock::system().now())
-}
-
-/// The 6-digit code of `secret` (base32, as `POST /v1/mfa/totp` answers it) for `step`.
-pub fn totp_code(secret: &str, step: u64) -> String {
-    let bytes = authd::auth::mfa::totp::decode_base32(secret)
-        .unwrap_or_else(|| panic!("{secret} is not base32"));
-    authd::auth::mfa::totp::code_for_step(&bytes, step)
-}
-
-/// A second factor the test turned on (see [`Api::enrol`]): its secret, the step the
-/// confirm code used (codes are taken only for later steps), and the first set of
-/// recovery codes.
-#[derive(Debug, Clone)]
-pub struct Enrolled {
-    pub secret: String,
-    pub confirmed_step: u64,
-    pub recovery_codes: Vec<String>,
-}
-
-impl Enrolled {
-    /// The code of `step`.
-    pub fn code(&self, step: u64) -> String {
-        totp_code(&self.secret, step)
-    }
-
-    /// The code of the step right after the confirmed one: on the system clock it is taken
-    /// (once) from the confirm on for at least 30 s, whatever step boundary falls in
-    /// between. For more second factors in one test, use recovery codes.
-    pub fn next_code(&self) -> String {
-        self.code(self.confirmed_step + 1)
-    }
-}
-
-impl Api {
-    /// `POST /v1/login` (JSON) with a second-factor `code` when given.
-    pub async fn try_login_code(
-        &self,
-        username: &str,
-        password: &str,
-        code: Option<&str>,
-    ) -> Response {
-        let mut body = json!({"username": username, "password": password});
-        if let Some(code) = code {
-            body["code"] = json!(code);
-        }
-        self.public_request(Method::POST, "/v1/login")
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `POST /v1/login` with [`PASSWORD`] for an account with TOTP on: asserts `401
-    /// mfa_required` and returns its `mfa_token`.
-    pub async fn mfa_token(&self, username: &str) -> String {
-        let response = self.try_login(username, PASSWORD).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::UNAUTHORIZED,
-            "first step of {username}"
-        );
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "mfa_required", "{body}");
-        text(&body["mfa_token"]).to_owned()
-    }
-
-    /// `POST /v1/login/mfa` (JSON): the second step of a login.
-    pub async fn login_mfa(&self, mfa_token: &str, code: &str) -> Response {
-        self.public_request(Method::POST, "/v1/login/mfa")
-            .json(&json!({"mfa_token": mfa_token, "code": code}))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `POST /v1/mfa/totp`: starts an enrolment.
-    pub async fn begin_totp(&self, access_token: &str, current_password: &str) -> Response {
-        self.public_request(Method::POST, "/v1/mfa/totp")
-            .bearer_auth(access_token)
-            .json(&json!({"current_password": current_password}))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `POST /v1/mfa/totp/confirm`.
-    pub async fn confirm_totp(&self, access_token: &str, code: &str) -> Response {
-        self.public_request(Method::POST, "/v1/mfa/totp/confirm")
-            .bearer_auth(access_token)
-            .json(&json!({"code": code}))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `DELETE /v1/mfa/totp`: turns TOTP off.
-    pub async fn disable_totp(
-        &self,
-        access_token: &str,
-        current_password: &str,
-        code: &str,
-    ) -> Response {
-        self.public_request(Method::DELETE, "/v1/mfa/totp")
-            .bearer_auth(access_token)
-            .json(&json!({"current_password": current_password, "code": code}))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `POST /v1/mfa/recovery-codes`: a new set.
-    pub async fn new_recovery_codes(
-        &self,
-        access_token: &str,
-        current_password: &str,
-        code: &str,
-    ) -> Response {
-        self.public_request(Method::POST, "/v1/mfa/recovery-codes")
-            .bearer_auth(access_token)
-            .json(&json!({"current_password": current_password, "code": code}))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `DELETE /admin/v1/users/{username}/mfa`: the admin's reset.
-    pub async fn reset_mfa(&self, username: &str) -> Response {
-        self.admin_request(Method::DELETE, &format!("/admin/v1/users/{username}/mfa"))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Turns TOTP on for the caller of `access_token` (whose password is [`PASSWORD`]) on
-    /// a daemon on the system clock: enrols, confirms with the current step's code, and
-    /// asserts both `200`.
-    pub async fn enrol(&self, access_token: &str) -> Enrolled {
-        self.enrol_at(access_token, authd::clock::Clock::system().now())
-            .await
-    }
-
-    /// [`Api::enrol`] on a daemon whose clock reads `now`.
-    pub async fn enrol_at(&self, access_token: &str, now: i64) -> Enrolled {
-        let response = self.begin_totp(access_token, PASSWORD).await;
-        assert_eq!(response.status(), StatusCode::OK, "enrolment");
-        let body: Value = response.json().await.unwrap();
-        let secret = text(&body["secret"]).to_owned();
-        let step = totp_step(now);
-        let response = self
-            .confirm_totp(access_token, &totp_code(&secret, step))
-            .await;
-        assert_eq!(response.status(), StatusCode::OK, "confirm");
-        let body: Value = response.json().await.unwrap();
-        let recovery_codes = body["recovery_codes"]
-            .as_array()
-            .unwrap_or_else(|| panic!("recovery_codes in {body}"))
-            .iter()
-            .map(|code| text(code).to_owned())
-            .collect();
-        Enrolled {
-            secret,
-            confirmed_step: step,
-            recovery_codes,
-        }
-    }
 }

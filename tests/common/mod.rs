@@ -7,8 +7,9 @@
 //! - `process`: [`Daemon`], the real binary as a child process (signals, `kill -9`).
 //! - `tokens`: JWTs taken apart and forged.
 //! - `etcd`: [`EtcdCluster`], real etcd members on their own loopback addresses.
-//! - `second_factor`: enrolment, TOTP codes and the two login steps; secrets searched for
-//!   in bytes the daemon left behind.
+//! - `second_factor`: TOTP codes, the `/v1/mfa/*` routes and the two login steps (more
+//!   [`Api`] methods), enrolment, the checks of their answers; secrets searched for in
+//!   bytes the daemon left behind.
 //!
 //! One contract, two backends: the `api_etcd` binary (or `AUTHD_TEST_STORE=etcd` for any
 //! binary) runs every [`TestApp`] on etcd instead of sled ([`etcd_mode`]).
@@ -24,14 +25,19 @@ pub mod process;
 pub mod second_factor;
 pub mod tokens;
 
-pub use client::{Api, PASSWORD, assert_error, header, header_str, percent_encode, text};
+pub use client::{
+    Api, PASSWORD, assert_error, assert_tokens, header, header_str, percent_encode, text,
+};
 pub use config::{
     SHARED_ETCD, config_text, config_with, etcd_config, etcd_mode, etcd_prefix, in_process_config,
     in_process_env, set, set_in_section, shipped_config, write_config,
 };
 pub use etcd::EtcdCluster;
 pub use in_process::TestApp;
-pub use process::{Daemon, POLL, STEP_TIMEOUT, TEST_TIMEOUT, message, strip_ansi, within_timeout};
+pub use process::{
+    Daemon, POLL, STEP_TIMEOUT, TEST_TIMEOUT, describe, message, refused_start, run_cli,
+    strip_ansi, within_timeout,
+};
 pub use tokens::{b64_json, claims, jose_header, with_claim, without_claim};
 
 /// 16 random hex digits, for names that must not collide between tests or runs.

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io::BufRead as _;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::client::Api;
+use super::config::set_in_section;
 
 /// How long any one test may take before it fails (and its daemon is killed).
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -27,6 +28,36 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How often bounded loops poll for a condition.
 pub const POLL: Duration = Duration::from_millis(10);
+
+/// `authd ARGS --config CONFIG` run to its end in `dir` (set up by
+/// [`Daemon::configure`]), its stdout captured too.
+pub fn run_cli(dir: &Path, args: &[&str], config: &Path) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_authd"));
+    command.args(args).arg("--config").arg(config);
+    Daemon::configure(&mut command, dir);
+    command.stdout(Stdio::piped());
+    command.output().unwrap()
+}
+
+/// Spawns `command` (a `serve`), expected to refuse to start: waits for its exit, asserts
+/// a failure, and returns every stderr line.
+pub async fn refused_start(command: Command, what: &str) -> String {
+    let mut daemon = Daemon::spawn(command);
+    let status = daemon.wait_exit().await;
+    let stderr = daemon.all_stderr().await.join("\n");
+    assert!(!status.success(), "started {what}:\n{stderr}");
+    stderr
+}
+
+/// A finished command's exit code, stdout and stderr, for failure messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
 
 /// Runs a test body under [`TEST_TIMEOUT`]; dropping the body kills its daemons.
 pub async fn within_timeout(test: impl Future<Output = ()>) {
@@ -302,6 +333,25 @@ impl Daemon {
             .status()
             .unwrap();
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// `TERM`, then (bounded by [`STEP_TIMEOUT`]) a clean exit.
+    pub async fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait_exit().await;
+        assert!(status.success(), "the exit after TERM: {status}");
+    }
+
+    /// `authd backup --out OUT` of this daemon, run to its end with `dir`'s configuration
+    /// (written as `dir/cli.toml` with its `admin_listen` made the daemon's real port: the
+    /// CLI finds the admin listener in its config file).
+    pub fn backup_cli(&self, dir: &Path, out: &Path) -> Output {
+        let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+        let admin = self.admin.trim_start_matches("http://");
+        let cli = set_in_section(&config, "server", "admin_listen", &format!("\"{admin}\""));
+        let file = dir.join("cli.toml");
+        std::fs::write(&file, cli).unwrap();
+        run_cli(dir, &["backup", "--out", out.to_str().unwrap()], &file)
     }
 
     /// `kill -9`: no chance to flush anything.

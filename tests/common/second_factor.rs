@@ -1,11 +1,12 @@
 //! The second factor as a client drives it (API.md "Second factor: TOTP and recovery
-//! codes"): enrolment and confirm through the API, the codes an authenticator app shows
-//! (on the system clock, as the daemon under test runs on it), the two login steps, and the
-//! search for every encoding of a secret in bytes the daemon left behind (store files, its
-//! log, backups).
+//! codes"), for every test binary: the codes an authenticator app shows (for the system
+//! clock, which the daemons under test run on, or for any `now`); one [`Api`] helper per
+//! `/v1/mfa/*` route and login step, and enrolment as a user does it; the checks of their
+//! answers; and the search for every encoding of a secret in bytes the daemon left behind
+//! (store files, its log, backups).
 //!
-//! Free functions over [`Api`], so that they serve the in-process [`TestApp`](super::TestApp)
-//! and the child-process [`Daemon`](super::Daemon) alike.
+//! The requests are [`Api`] methods, so that they serve the in-process
+//! [`TestApp`](super::TestApp) and the child-process [`Daemon`](super::Daemon) alike.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,30 +15,56 @@ use base64::Engine as _;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::client::{Api, PASSWORD, assert_error, header, text};
-use super::process::POLL;
+use super::client::{Api, PASSWORD, assert_error, assert_tokens, header, text};
+
+// ----- codes -----
 
 /// The daemon's notion of now: the system clock, in Unix seconds.
 pub fn now() -> i64 {
     authd::clock::Clock::system().now()
 }
 
-/// A user with TOTP on, and what the enrolment showed them (once).
-#[derive(Clone, Debug)]
+/// The TOTP time step of `now` (Unix seconds): what an authenticator app shows at that
+/// time is [`totp_code`] of this step.
+pub fn totp_step(now: i64) -> u64 {
+    totp::step_at(now)
+}
+
+/// The TOTP step the system clock is in now — the daemon's too, give or take a step
+/// boundary crossed between the test's reading and the daemon's (a code is taken for the
+/// daemon's step ±1, so a code of this step or the next is good either way).
+pub fn totp_step_now() -> u64 {
+    totp_step(now())
+}
+
+/// The 6-digit code of `secret` (base32, as `POST /v1/mfa/totp` answers it) for `step`.
+pub fn totp_code(secret: &str, step: u64) -> String {
+    let bytes = totp::decode_base32(secret).unwrap_or_else(|| panic!("{secret} is not base32"));
+    totp::code_for_step(&bytes, step)
+}
+
+/// Six digits that are the code of `secret` for no step within 3 of `step`: no code the
+/// daemon could take around then.
+pub fn wrong_code(secret: &str, step: u64) -> String {
+    let near: Vec<String> = (step.saturating_sub(3)..=step + 3)
+        .map(|step| totp_code(secret, step))
+        .collect();
+    (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|code| !near.contains(code))
+        .unwrap()
+}
+
+/// What turning TOTP on showed (once), through the API ([`Api::enrol`]) or the account
+/// page: the secret, the step whose code the confirm used (codes are taken only for later
+/// steps), and the first set of recovery codes.
+#[derive(Debug, Clone)]
 pub struct Enrolled {
-    pub username: String,
-    /// The access token the enrolment was made with (a password-only session).
-    pub access_token: String,
-    /// The refresh token of that session.
-    pub refresh_token: String,
     /// The secret as shown: base32, upper case, unpadded.
     pub secret: String,
-    pub otpauth_uri: String,
+    pub confirmed_step: u64,
     /// The ten recovery codes of the confirm, as shown (`xxxx-xxxx-xxxx`).
     pub recovery_codes: Vec<String>,
-    /// The newest step whose code the account used (the confirm's, then each code's this
-    /// value handed out).
-    pub last_step: u64,
 }
 
 impl Enrolled {
@@ -47,56 +74,270 @@ impl Enrolled {
     }
 
     /// The code of `step`.
-    pub fn code_for(&self, step: u64) -> String {
-        totp::code_for_step(&self.raw_secret(), step)
+    pub fn code(&self, step: u64) -> String {
+        totp_code(&self.secret, step)
     }
 
-    /// The code of the last step used (a replay: must be refused).
-    pub fn used_code(&self) -> String {
-        self.code_for(self.last_step)
+    /// The confirm's code: its step is used, so this is a replay, refused.
+    pub fn confirm_code(&self) -> String {
+        self.code(self.confirmed_step)
     }
 
-    /// A code the daemon takes now: the step after the last one used, or the current one
-    /// when that is later; never beyond the current step + 1 (the daemon's window), so when
-    /// every step of the window has been used this waits for the clock to move on.
-    pub async fn next_code(&mut self) -> String {
-        loop {
-            let current = totp::step_at(now());
-            let step = (self.last_step + 1).max(current);
-            if step <= current + 1 {
-                self.last_step = step;
-                return self.code_for(step);
-            }
-            tokio::time::sleep(POLL).await;
-        }
+    /// The code of the step right after the confirmed one: on the system clock it is taken
+    /// (once) from the confirm on for at least 30 s, whatever step boundary falls in
+    /// between. For more second factors in one test, use recovery codes.
+    pub fn next_code(&self) -> String {
+        self.code(self.confirmed_step + 1)
     }
 
     /// Six digits that are the code of no step the daemon could take now (nor of the
     /// steps either side of its window).
     pub fn wrong_code(&self) -> String {
-        let current = totp::step_at(now());
-        let near: Vec<String> = (current.saturating_sub(3)..=current + 3)
-            .map(|step| self.code_for(step))
-            .collect();
-        (0..1_000_000)
-            .map(|n| format!("{n:06}"))
-            .find(|code| !near.contains(code))
-            .unwrap()
+        wrong_code(&self.secret, totp_step_now())
     }
 
-    /// Every way the secret or a recovery code could be written down: the raw bytes, base32
-    /// (both cases), hex (both cases), base64 (standard and URL-safe, padded or not), each
-    /// recovery code with and without dashes, in both cases. `(what, bytes)` pairs.
-    pub fn secret_encodings(&self) -> Vec<(String, Vec<u8>)> {
-        let raw = self.raw_secret();
-        let mut needles = secret_encodings(&self.username, &raw, &self.secret);
-        needles.extend(recovery_code_encodings(
-            &self.username,
-            &self.recovery_codes,
-        ));
+    /// Every way `owner`'s secret or a recovery code could be written down: the raw bytes,
+    /// base32 (both cases), hex (both cases), base64 (standard and URL-safe, padded or
+    /// not), each recovery code with and without dashes, in both cases. `(what, bytes)`
+    /// pairs.
+    pub fn secret_encodings(&self, owner: &str) -> Vec<(String, Vec<u8>)> {
+        let mut needles = secret_encodings(owner, &self.raw_secret(), &self.secret);
+        needles.extend(recovery_code_encodings(owner, &self.recovery_codes));
         needles
     }
 }
+
+// ----- the routes -----
+
+impl Api {
+    /// `POST /v1/login` (JSON) with a second-factor `code` when given.
+    pub async fn try_login_code(
+        &self,
+        username: &str,
+        password: &str,
+        code: Option<&str>,
+    ) -> Response {
+        let mut body = json!({"username": username, "password": password});
+        if let Some(code) = code {
+            body["code"] = json!(code);
+        }
+        self.public_request(Method::POST, "/v1/login")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /v1/login` with [`PASSWORD`] and `code`: a login in one step.
+    pub async fn login_with_code(&self, username: &str, code: &str) -> Response {
+        self.try_login_code(username, PASSWORD, Some(code)).await
+    }
+
+    /// The first step of a login with TOTP on: [`PASSWORD`] alone answers `401
+    /// mfa_required` (never cached) with an `mfa_token` and no token; returns the
+    /// `mfa_token`.
+    pub async fn password_step(&self, username: &str) -> String {
+        let response = self.try_login(username, PASSWORD).await;
+        assert_eq!(header(&response, "cache-control"), "no-store", "{username}");
+        let body = assert_error(response, StatusCode::UNAUTHORIZED, "mfa_required").await;
+        assert!(body.get("access_token").is_none(), "{body}");
+        assert!(body.get("refresh_token").is_none(), "{body}");
+        let token = text(&body["mfa_token"]).to_owned();
+        assert!(token.len() >= 22, "an mfa_token of >= 128 bits: {token:?}");
+        token
+    }
+
+    /// `POST /v1/login/mfa` (JSON): the second step of a login.
+    pub async fn login_mfa(&self, mfa_token: &str, code: &str) -> Response {
+        self.public_request(Method::POST, "/v1/login/mfa")
+            .json(&json!({"mfa_token": mfa_token, "code": code}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// [`Api::login_mfa`], asserted a token answer ([`assert_tokens`]).
+    pub async fn login_mfa_ok(&self, mfa_token: &str, code: &str, what: &str) -> Value {
+        assert_tokens(self.login_mfa(mfa_token, code).await, what).await
+    }
+
+    /// A login through both steps with a right `code`; the token answer.
+    pub async fn login_two_steps(&self, username: &str, code: &str) -> Value {
+        let mfa_token = self.password_step(username).await;
+        let what = format!("the second step of {username} with {code:?}");
+        self.login_mfa_ok(&mfa_token, code, &what).await
+    }
+
+    /// `POST /v1/mfa/totp`: starts an enrolment.
+    pub async fn begin_totp(&self, access_token: &str, current_password: &str) -> Response {
+        self.public_request(Method::POST, "/v1/mfa/totp")
+            .bearer_auth(access_token)
+            .json(&json!({"current_password": current_password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// [`Api::begin_totp`] with [`PASSWORD`], asserting `200`, never cached, with a
+    /// secret; the `{"secret","otpauth_uri"}` answer.
+    pub async fn begin_totp_ok(&self, access_token: &str) -> Value {
+        let response = self.begin_totp(access_token, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK, "POST /v1/mfa/totp");
+        assert_eq!(header(&response, "cache-control"), "no-store");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["secret"].is_string(), "{body}");
+        body
+    }
+
+    /// `POST /v1/mfa/totp/confirm`.
+    pub async fn confirm_totp(&self, access_token: &str, code: &str) -> Response {
+        self.public_request(Method::POST, "/v1/mfa/totp/confirm")
+            .bearer_auth(access_token)
+            .json(&json!({"code": code}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /v1/mfa/totp`: turns TOTP off.
+    pub async fn disable_totp(
+        &self,
+        access_token: &str,
+        current_password: &str,
+        code: &str,
+    ) -> Response {
+        self.public_request(Method::DELETE, "/v1/mfa/totp")
+            .bearer_auth(access_token)
+            .json(&json!({"current_password": current_password, "code": code}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /v1/mfa/recovery-codes`: a new set.
+    pub async fn new_recovery_codes(
+        &self,
+        access_token: &str,
+        current_password: &str,
+        code: &str,
+    ) -> Response {
+        self.public_request(Method::POST, "/v1/mfa/recovery-codes")
+            .bearer_auth(access_token)
+            .json(&json!({"current_password": current_password, "code": code}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /admin/v1/users/{username}/mfa`: the admin's reset.
+    pub async fn reset_mfa(&self, username: &str) -> Response {
+        self.admin_request(Method::DELETE, &format!("/admin/v1/users/{username}/mfa"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The `mfa` flag of the admin user object of `username`.
+    pub async fn mfa_flag(&self, username: &str) -> bool {
+        let response = self.get_user(username).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET user {username}");
+        let user: Value = response.json().await.unwrap();
+        user["mfa"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("no boolean mfa in {user}"))
+    }
+
+    // ----- enrolment -----
+
+    /// Turns TOTP on for the caller of `access_token` (whose password is [`PASSWORD`]) on
+    /// a daemon on the system clock: enrols, then confirms with the current step's code;
+    /// returns at the confirm's `200`, without another request.
+    pub async fn enrol(&self, access_token: &str) -> Enrolled {
+        self.enrol_at(access_token, now()).await
+    }
+
+    /// [`Api::enrol`] on a daemon whose clock reads `now`.
+    pub async fn enrol_at(&self, access_token: &str, now: i64) -> Enrolled {
+        let begun = self.begin_totp_ok(access_token).await;
+        let secret = text(&begun["secret"]).to_owned();
+        let step = totp_step(now);
+        let confirmed = self
+            .confirm_totp(access_token, &totp_code(&secret, step))
+            .await;
+        Enrolled {
+            secret,
+            confirmed_step: step,
+            recovery_codes: recovery_codes_of(confirmed, "the confirm").await,
+        }
+    }
+
+    /// Logs in the existing user `username` with [`PASSWORD`] and turns TOTP on with that
+    /// password-only session ([`Api::enrol`]): the session's access token, and the
+    /// enrolment.
+    pub async fn login_and_enrol(&self, username: &str) -> (String, Enrolled) {
+        let access_token = self.access_token(username, PASSWORD).await;
+        let enrolled = self.enrol(&access_token).await;
+        (access_token, enrolled)
+    }
+}
+
+// ----- answers -----
+
+/// A `200` answer with a new set of recovery codes (the confirm's, or `POST
+/// /v1/mfa/recovery-codes`'s), never cached: its ten codes.
+pub async fn recovery_codes_of(response: Response, what: &str) -> Vec<String> {
+    let status = response.status();
+    assert_eq!(header(&response, "cache-control"), "no-store", "{what}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{what}: {body}");
+    let codes: Vec<String> = body["recovery_codes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no recovery_codes in {body}"))
+        .iter()
+        .map(|code| text(code).to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10, "{what}: {body}");
+    codes
+}
+
+/// A login (either step) refused as a wrong code: `401 invalid_credentials`, described;
+/// the body.
+pub async fn assert_wrong_code(response: Response, what: &str) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_credentials")),
+        "{what}: {body}"
+    );
+    assert!(body["error_description"].is_string(), "{what}: {body}");
+    body
+}
+
+/// A second step refused for its `mfa_token` (unknown, used, expired or dead): `400
+/// invalid_grant`, described.
+pub async fn assert_dead_mfa_token(response: Response, what: &str) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{what}: {body}"
+    );
+    assert!(body["error_description"].is_string(), "{what}: {body}");
+}
+
+/// The `amr` claim of an access token.
+pub fn amr(access_token: &str) -> Value {
+    super::tokens::claims(access_token)["amr"].clone()
+}
+
+/// The `amr` claim of a token answer's access token.
+pub fn amr_of(tokens: &Value) -> Value {
+    amr(text(&tokens["access_token"]))
+}
+
+// ----- secrets in bytes left behind -----
 
 /// Every encoding of a TOTP secret (see [`Enrolled::secret_encodings`]).
 pub fn secret_encodings(owner: &str, raw: &[u8], base32: &str) -> Vec<(String, Vec<u8>)> {
@@ -186,145 +427,14 @@ pub fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> 
     files
 }
 
-/// `POST /v1/mfa/totp` with [`PASSWORD`] as the current password.
-pub async fn begin(api: &Api, access_token: &str) -> Response {
-    api.public_request(Method::POST, "/v1/mfa/totp")
-        .bearer_auth(access_token)
-        .json(&json!({"current_password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-}
-
-/// [`begin`], asserting `200` and `no-store`; the `{"secret","otpauth_uri"}` answer.
-pub async fn begun(api: &Api, access_token: &str) -> Value {
-    let response = begin(api, access_token).await;
-    assert_eq!(response.status(), StatusCode::OK, "POST /v1/mfa/totp");
-    assert_eq!(header(&response, "cache-control"), "no-store");
-    let body: Value = response.json().await.unwrap();
-    assert!(body["secret"].is_string(), "{body}");
-    body
-}
-
-/// `POST /v1/mfa/totp/confirm`.
-pub async fn confirm(api: &Api, access_token: &str, code: &str) -> Response {
-    api.public_request(Method::POST, "/v1/mfa/totp/confirm")
-        .bearer_auth(access_token)
-        .json(&json!({"code": code}))
-        .send()
-        .await
-        .unwrap()
-}
-
-/// `POST /v1/mfa/recovery-codes` with [`PASSWORD`] and `code`.
-pub async fn new_recovery_codes(api: &Api, access_token: &str, code: &str) -> Response {
-    api.public_request(Method::POST, "/v1/mfa/recovery-codes")
-        .bearer_auth(access_token)
-        .json(&json!({"current_password": PASSWORD, "code": code}))
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Logs in the existing user `username` (password only) and turns TOTP on: enrol, then
-/// confirm with the current step's code; returns at the confirm's `200`, without another
-/// request.
-pub async fn enrol(api: &Api, username: &str) -> Enrolled {
-    let session = api.login(username).await;
-    let access_token = text(&session["access_token"]).to_owned();
-    let begun = begun(api, &access_token).await;
-    let secret = text(&begun["secret"]).to_owned();
-    let step = totp::step_at(now());
-    let code = totp::code_for_step(&totp::decode_base32(&secret).unwrap(), step);
-    let response = confirm(api, &access_token, &code).await;
-    assert_eq!(response.status(), StatusCode::OK, "confirm of {username}");
-    assert_eq!(header(&response, "cache-control"), "no-store");
-    let body: Value = response.json().await.unwrap();
-    let recovery_codes: Vec<String> = body["recovery_codes"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no recovery_codes in {body}"))
-        .iter()
-        .map(|code| text(code).to_owned())
-        .collect();
-    assert_eq!(recovery_codes.len(), 10, "{body}");
-    Enrolled {
-        username: username.to_owned(),
-        access_token,
-        refresh_token: text(&session["refresh_token"]).to_owned(),
-        secret,
-        otpauth_uri: text(&begun["otpauth_uri"]).to_owned(),
-        recovery_codes,
-        last_step: step,
-    }
-}
-
-/// `POST /v1/login` with [`PASSWORD`] and, when given, a `code`.
-pub async fn login_with_code(api: &Api, username: &str, code: Option<&str>) -> Response {
-    let mut body = json!({"username": username, "password": PASSWORD});
-    if let Some(code) = code {
-        body["code"] = json!(code);
-    }
-    api.public_request(Method::POST, "/v1/login")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// The first step of a login with TOTP on: the right password alone answers `401
-/// mfa_required` with an `mfa_token` and no token; returns the `mfa_token`.
-pub async fn password_step(api: &Api, username: &str) -> String {
-    let response = login_with_code(api, username, None).await;
-    assert_eq!(header(&response, "cache-control"), "no-store");
-    let body = assert_error(response, StatusCode::UNAUTHORIZED, "mfa_required").await;
-    assert!(body.get("access_token").is_none(), "{body}");
-    assert!(body.get("refresh_token").is_none(), "{body}");
-    let token = text(&body["mfa_token"]).to_owned();
-    assert!(token.len() >= 22, "an mfa_token of >= 128 bits: {token:?}");
-    token
-}
-
-/// `POST /v1/login/mfa` (JSON).
-pub async fn second_step(api: &Api, mfa_token: &str, code: &str) -> Response {
-    api.public_request(Method::POST, "/v1/login/mfa")
-        .json(&json!({"mfa_token": mfa_token, "code": code}))
-        .send()
-        .await
-        .unwrap()
-}
-
-/// [`second_step`], asserting `200`; the token answer.
-pub async fn second_step_ok(api: &Api, mfa_token: &str, code: &str, what: &str) -> Value {
-    let response = second_step(api, mfa_token, code).await;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{what}: {body}");
-    assert!(body["access_token"].is_string(), "{what}: {body}");
-    body
-}
-
-/// A full login with a code (either step), asserting that it was refused as a wrong code.
-pub async fn assert_wrong_code(response: Response, what: &str) {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("invalid_credentials")),
-        "{what}: {body}"
-    );
-}
-
-/// The `mfa` flag of the admin user object of `username`.
-pub async fn mfa_flag(api: &Api, username: &str) -> bool {
-    let response = api.get_user(username).await;
-    assert_eq!(response.status(), StatusCode::OK, "GET user {username}");
-    let user: Value = response.json().await.unwrap();
-    user["mfa"]
-        .as_bool()
-        .unwrap_or_else(|| panic!("no boolean mfa in {user}"))
-}
-
-/// The `amr` claim of an access token.
-pub fn amr(access_token: &str) -> Value {
-    super::tokens::claims(access_token)["amr"].clone()
+/// Writes, owner-only, a random `mfa.key_file` of another deployment to `path`; its base64
+/// text, which no message may show.
+pub fn write_other_mfa_key(path: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    std::fs::write(path, format!("{key}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    key
 }
