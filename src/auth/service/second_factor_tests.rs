@@ -51,12 +51,22 @@ async fn login(
     code: Option<&str>,
     now: UnixSeconds,
 ) -> Result<TokenPair, AuthError> {
+    login_as(domain, name, &password(), code, now).await
+}
+
+async fn login_as(
+    domain: &Domain,
+    name: &str,
+    password: &Password,
+    code: Option<&str>,
+    now: UnixSeconds,
+) -> Result<TokenPair, AuthError> {
     domain
         .authority
         .login_with_code(
             &domain.settings,
             name,
-            &password(),
+            password,
             code,
             None,
             Channel::Api,
@@ -244,18 +254,8 @@ async fn a_wrong_password_answers_alike_with_or_without_totp() {
     domain.create_user("bob", &[]).await;
     for name in ["alice", "bob"] {
         for code in [None, Some("123456")] {
-            let result = domain
-                .authority
-                .login_with_code(
-                    &domain.settings,
-                    name,
-                    &Password::new("wrong password".into()),
-                    code,
-                    None,
-                    Channel::Api,
-                    NOW,
-                )
-                .await;
+            let wrong = Password::new("wrong password".into());
+            let result = login_as(&domain, name, &wrong, code, NOW).await;
             assert!(
                 matches!(result, Err(AuthError::InvalidCredentials)),
                 "{name} {code:?}: {result:?}"
