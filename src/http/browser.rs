@@ -279,7 +279,7 @@ async fn login_submit(
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     // A login form posted from another site would sign the browser in as someone else.
-    // The only route that lets the login page's own `Origin: null` post through.
+    // The login page's own post carries `Origin: null` (see `check_own_form_origin`).
     check_own_form_origin(&ctx.headers, &ctx.settings.config.cookie)?;
     // Signing in here would send the browser back to an app that still sees both.
     check_not_tossed(ctx)?;

@@ -78,7 +78,7 @@ impl Ctx {
 
     /// [`Ctx::access_token`] for the forms of authd's own pages (the account page), whose
     /// posts carry `Origin: null` (see [`super::cookies::check_own_form_origin`]).
-    pub fn own_page_access_token(&self) -> Result<PresentedToken<'_>, ApiError> {
+    fn own_page_access_token(&self) -> Result<PresentedToken<'_>, ApiError> {
         self.access_token_checked(super::cookies::check_own_form_origin)
     }
 

@@ -261,85 +261,38 @@ pub const PUBLIC_ROUTES: &[Route] = &[
     Route {
         template: "/account",
         allow: "GET",
-        serve: Serve::Filter(|s, route| {
-            warp::path!("account")
-                .and(ctx_with_body(s.clone()))
-                .then(move |c, b| {
-                    account_page::account(c, b, account_page::Action::Show, route.allow)
-                })
-                .boxed()
-        }),
+        serve: Serve::Filter(|s, route| account_route(s, route, account_page::Action::Show)),
     },
     Route {
         template: "/account/password",
         allow: "POST",
-        serve: Serve::Filter(|s, route| {
-            warp::path!("account" / "password")
-                .and(ctx_with_body(s.clone()))
-                .then(move |c, b| {
-                    account_page::account(c, b, account_page::Action::Password, route.allow)
-                })
-                .boxed()
-        }),
+        serve: Serve::Filter(|s, route| account_route(s, route, account_page::Action::Password)),
     },
     Route {
         template: "/account/sessions/end",
         allow: "POST",
-        serve: Serve::Filter(|s, route| {
-            warp::path!("account" / "sessions" / "end")
-                .and(ctx_with_body(s.clone()))
-                .then(move |c, b| {
-                    account_page::account(c, b, account_page::Action::EndSession, route.allow)
-                })
-                .boxed()
-        }),
+        serve: Serve::Filter(|s, route| account_route(s, route, account_page::Action::EndSession)),
     },
     Route {
         template: "/account/totp",
         allow: "POST",
-        serve: Serve::Filter(|s, route| {
-            warp::path!("account" / "totp")
-                .and(ctx_with_body(s.clone()))
-                .then(move |c, b| {
-                    account_page::account(c, b, account_page::Action::BeginTotp, route.allow)
-                })
-                .boxed()
-        }),
+        serve: Serve::Filter(|s, route| account_route(s, route, account_page::Action::BeginTotp)),
     },
     Route {
         template: "/account/totp/confirm",
         allow: "POST",
-        serve: Serve::Filter(|s, route| {
-            warp::path!("account" / "totp" / "confirm")
-                .and(ctx_with_body(s.clone()))
-                .then(move |c, b| {
-                    account_page::account(c, b, account_page::Action::ConfirmTotp, route.allow)
-                })
-                .boxed()
-        }),
+        serve: Serve::Filter(|s, route| account_route(s, route, account_page::Action::ConfirmTotp)),
     },
     Route {
         template: "/account/totp/disable",
         allow: "POST",
-        serve: Serve::Filter(|s, route| {
-            warp::path!("account" / "totp" / "disable")
-                .and(ctx_with_body(s.clone()))
-                .then(move |c, b| {
-                    account_page::account(c, b, account_page::Action::DisableTotp, route.allow)
-                })
-                .boxed()
-        }),
+        serve: Serve::Filter(|s, route| account_route(s, route, account_page::Action::DisableTotp)),
     },
     Route {
         template: "/account/recovery-codes",
         allow: "POST",
         serve: Serve::Filter(|s, route| {
-            warp::path!("account" / "recovery-codes")
-                .and(ctx_with_body(s.clone()))
-                .then(move |c, b| {
-                    account_page::account(c, b, account_page::Action::RecoveryCodes, route.allow)
-                })
-                .boxed()
+            account_route(s, route, account_page::Action::RecoveryCodes)
         }),
     },
 ];
@@ -453,6 +406,26 @@ pub const ADMIN_ROUTES: &[Route] = &[
         }),
     },
 ];
+
+/// The filter of an account-page route: exactly its template's path, every method.
+fn account_route(
+    state: &Arc<AppState>,
+    route: &'static Route,
+    action: account_page::Action,
+) -> BoxedFilter<(Response,)> {
+    warp::path::full()
+        .and_then(move |path: warp::path::FullPath| async move {
+            if path.as_str() == route.template {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(ctx_with_body(state.clone()))
+        .then(move |c, b| account_page::account(c, b, action, route.allow))
+        .boxed()
+}
 
 async fn respond<F>(result: F) -> Response
 where
